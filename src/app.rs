@@ -1,0 +1,162 @@
+//! What every command starts from: the configuration (when there is one), the
+//! output side, and the hosts chosen with `-R` or `-H`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::bad_input;
+use crate::cli::GlobalOpts;
+use crate::config::{self, Config, Loaded};
+use crate::fleet::Fleet;
+use crate::hosts::{self, expand_tilde, Target};
+use crate::ssh::config::SshConfig;
+use crate::ssh::ConnectOptions;
+use crate::ui::Ui;
+
+/// The state shared by a command's steps.
+pub struct App {
+    pub global: GlobalOpts,
+    /// The configuration file, or `None` when there is none (defaults apply).
+    pub loaded: Option<Loaded>,
+    pub ui: Ui,
+}
+
+impl App {
+    /// Finds and reads the configuration: `-c FILE`, else `deploy.toml` here or above.
+    pub fn new(global: GlobalOpts) -> Result<App> {
+        let loaded = match &global.config {
+            Some(path) => {
+                if !path.is_file() {
+                    bad_input!("{}: no such configuration file", path.display());
+                }
+                Some(config::load(path)?)
+            }
+            None => {
+                let cwd = std::env::current_dir()?;
+                match config::find(&cwd) {
+                    Some(path) => Some(config::load(&path)?),
+                    None => None,
+                }
+            }
+        };
+        let ui = Ui::new(&global);
+        Ok(App { global, loaded, ui })
+    }
+
+    /// The configuration, or the defaults when there is no file.
+    pub fn config(&self) -> &Config {
+        static DEFAULT: std::sync::OnceLock<Config> = std::sync::OnceLock::new();
+        match &self.loaded {
+            Some(loaded) => &loaded.config,
+            None => DEFAULT.get_or_init(Config::default),
+        }
+    }
+
+    /// The configuration, required by commands that cannot work without one.
+    pub fn require_config(&self) -> Result<&Loaded> {
+        match &self.loaded {
+            Some(loaded) => Ok(loaded),
+            None => bad_input!(
+                "no {} here or in any parent directory (give one with -c FILE, or create a project with `es create`)",
+                config::FILE_NAME
+            ),
+        }
+    }
+
+    /// A path from the configuration: `~` expanded, relative paths taken from the project root.
+    pub fn config_path(&self, value: &str) -> PathBuf {
+        let path = expand_tilde(value);
+        match &self.loaded {
+            Some(loaded) if path.is_relative() => loaded.root().join(path),
+            _ => path,
+        }
+    }
+
+    /// The hosts chosen by `-H`, else by `-R`, else by `deploy.default_role`.
+    pub fn targets(&self) -> Result<Vec<Target>> {
+        let config = self.config();
+        let entries: Vec<String> = if !self.global.hosts.is_empty() {
+            self.global
+                .hosts
+                .iter()
+                .map(|h| h.trim().to_string())
+                .collect()
+        } else {
+            let roles: Vec<String> = if !self.global.roles.is_empty() {
+                self.global.roles.clone()
+            } else if let Some(role) = &config.deploy.default_role {
+                vec![role.get_ref().clone()]
+            } else {
+                bad_input!(
+                    "no hosts chosen: give -R ROLE (roles: {}) or -H HOSTS",
+                    config::role_list(config)
+                );
+            };
+            let mut entries = Vec::new();
+            for role in &roles {
+                let Some(hosts) = config.roles.get(role) else {
+                    bad_input!(
+                        "unknown role `{role}`; {} defines: {}",
+                        self.loaded
+                            .as_ref()
+                            .map_or(Path::new(config::FILE_NAME), |l| &l.path)
+                            .display(),
+                        config::role_list(config)
+                    );
+                };
+                for host in hosts {
+                    if !entries.contains(host.get_ref()) {
+                        entries.push(host.get_ref().clone());
+                    }
+                }
+            }
+            entries
+        };
+        if entries.is_empty() {
+            bad_input!("the chosen roles have no hosts");
+        }
+        let ssh_config = SshConfig::load_user_default();
+        let mut settings = config.ssh.clone();
+        settings.identity_file = settings
+            .identity_file
+            .map(|f| self.config_path(&f).display().to_string());
+        entries
+            .iter()
+            .map(
+                |entry| match hosts::resolve(entry, &settings, &ssh_config) {
+                    Ok(target) => Ok(target),
+                    Err(message) => bad_input!("{message}"),
+                },
+            )
+            .collect()
+    }
+
+    /// How to connect: timeouts and known_hosts from the configuration and flags.
+    pub fn connect_options(&self) -> ConnectOptions {
+        let config = self.config();
+        let user_file = expand_tilde("~/.ssh/known_hosts");
+        let mut files = vec![user_file.clone(), expand_tilde("~/.ssh/known_hosts2")];
+        if let Some(extra) = &config.ssh.known_hosts {
+            files.push(self.config_path(extra));
+        }
+        ConnectOptions {
+            connect_timeout: Duration::from_secs(config.ssh.connect_timeout.max(1)),
+            known_hosts_files: files,
+            record_file: user_file,
+            accept_new_host_keys: self.global.accept_new_host_keys,
+        }
+    }
+
+    /// A fleet over the chosen hosts.
+    pub fn fleet(&self, announce_steps: bool) -> Result<Fleet<'_>> {
+        Ok(Fleet {
+            targets: self.targets()?,
+            parallel: self.global.parallel.unwrap_or(self.config().ssh.parallel),
+            connect: self.connect_options(),
+            ui: &self.ui,
+            announce_steps,
+        })
+    }
+}

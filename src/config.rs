@@ -1,0 +1,552 @@
+//! `deploy.toml`: its types, how it is found and read, and how it is checked.
+//!
+//! Every error names the file, line, column and key, so that a user can go
+//! straight to the mistake. Unknown keys are refused, with a "did you mean"
+//! when a known key is close.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The file name looked for in the current directory and its parents.
+pub const FILE_NAME: &str = "deploy.toml";
+
+/// The whole of `deploy.toml`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub project: Project,
+    #[serde(default)]
+    pub build: Build,
+    #[serde(default)]
+    pub index: Index,
+    /// Role name -> host entries (`user@host:port`, `host`, an ssh config alias, or `local`).
+    #[serde(default)]
+    pub roles: BTreeMap<String, Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub ssh: Ssh,
+    #[serde(default)]
+    pub deploy: Deploy,
+    #[serde(default)]
+    pub nginx: Nginx,
+}
+
+/// `[project]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Project {
+    /// Distribution, console script and supervisord program name.
+    pub name: Option<String>,
+    /// Built when neither `--commit` nor `--branch` is given.
+    #[serde(default = "default_branch")]
+    pub default_branch: String,
+}
+
+fn default_branch() -> String {
+    "main".into()
+}
+
+impl Default for Project {
+    fn default() -> Self {
+        Project {
+            name: None,
+            default_branch: default_branch(),
+        }
+    }
+}
+
+/// `[build]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Build {
+    #[serde(default)]
+    pub version_scheme: VersionScheme,
+    /// Extra files whose `${version}`, `${git_version}`, `${release_time}` are filled in.
+    #[serde(default)]
+    pub stamp_files: Vec<String>,
+    /// Local commands run in the exported tree before the build backend.
+    #[serde(default)]
+    pub pre_build: Vec<String>,
+}
+
+impl Default for Build {
+    fn default() -> Self {
+        Build {
+            version_scheme: VersionScheme::default(),
+            stamp_files: Vec::new(),
+            pre_build: Vec::new(),
+        }
+    }
+}
+
+/// How `es build` chooses the next version.
+#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum VersionScheme {
+    /// `YYYY.M.D.N`
+    #[default]
+    Calver,
+    /// essay's `Y.M.D.N`, with a one-digit year.
+    Essay,
+    /// Bump the highest semver-shaped version.
+    Semver,
+}
+
+/// `[index]`
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Index {
+    /// Simple API URL: pip installs from it, es reads versions from it.
+    pub url: Option<String>,
+    /// Where builds are uploaded (default: `url` without `/simple/`).
+    pub upload_url: Option<String>,
+    /// Optional `~/.pypirc` section holding the credentials.
+    pub repository: Option<String>,
+}
+
+/// `[ssh]`
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct Ssh {
+    /// User when a host entry names none (and `~/.ssh/config` gives none).
+    pub user: Option<String>,
+    /// Port when a host entry names none.
+    pub port: Option<u16>,
+    /// Private key tried after ssh-agent.
+    pub identity_file: Option<String>,
+    /// known_hosts file checked in addition to the user's own.
+    pub known_hosts: Option<String>,
+    /// Seconds to wait for a connection and the SSH handshake.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: u64,
+    /// Hosts worked on at once.
+    #[serde(default = "default_parallel")]
+    pub parallel: usize,
+}
+
+fn default_connect_timeout() -> u64 {
+    10
+}
+
+fn default_parallel() -> usize {
+    30
+}
+
+impl Default for Ssh {
+    fn default() -> Self {
+        Ssh {
+            user: None,
+            port: None,
+            identity_file: None,
+            known_hosts: None,
+            connect_timeout: default_connect_timeout(),
+            parallel: default_parallel(),
+        }
+    }
+}
+
+/// `[deploy]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Deploy {
+    /// Venvs live in PREFIX/VENV on every host.
+    #[serde(default = "default_virtualenv_prefix")]
+    pub virtualenv_prefix: String,
+    /// Command creating a venv; the venv path is appended (default `python3 -m venv`).
+    pub virtualenv_command: Option<String>,
+    /// Sub directories made in every venv besides `logs`, `etc` and `tmp`.
+    #[serde(default)]
+    pub virtualenv_sub_dirs: Vec<String>,
+    /// supervisord `numprocs`.
+    #[serde(default = "default_process_count")]
+    pub process_count: u32,
+    /// The project's supervisord template (default: the one built into es).
+    pub supervisor_template: Option<String>,
+    /// Extra templates rendered into the venv: local path -> path relative to the venv.
+    #[serde(default)]
+    pub extra_templates: BTreeMap<String, String>,
+    /// Venv name -> port prefix: process N of the venv listens on PREFIX + N.
+    #[serde(default)]
+    pub venv_ports: BTreeMap<String, String>,
+    #[serde(default)]
+    pub installer: Installer,
+    /// Shell commands run in the activated venv before the install.
+    #[serde(default)]
+    pub pre_hooks: Vec<String>,
+    /// Shell commands run in the activated venv after the restart.
+    #[serde(default)]
+    pub post_hooks: Vec<String>,
+    /// Role used when no `-R` is given.
+    pub default_role: Option<Spanned<String>>,
+    /// Venv used when none is given.
+    pub default_venv: Option<String>,
+}
+
+fn default_virtualenv_prefix() -> String {
+    "~/w".into()
+}
+
+fn default_process_count() -> u32 {
+    2
+}
+
+impl Default for Deploy {
+    fn default() -> Self {
+        Deploy {
+            virtualenv_prefix: default_virtualenv_prefix(),
+            virtualenv_command: None,
+            virtualenv_sub_dirs: Vec::new(),
+            process_count: default_process_count(),
+            supervisor_template: None,
+            extra_templates: BTreeMap::new(),
+            venv_ports: BTreeMap::new(),
+            installer: Installer::default(),
+            pre_hooks: Vec::new(),
+            post_hooks: Vec::new(),
+            default_role: None,
+            default_venv: None,
+        }
+    }
+}
+
+/// Which tool installs packages into a venv.
+#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Installer {
+    Pip,
+    Uv,
+    /// uv when it is available to the venv (or installable from the index), else pip.
+    #[default]
+    Auto,
+}
+
+/// `[nginx]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Nginx {
+    #[serde(default = "default_nginx_bin")]
+    pub bin: String,
+    #[serde(default = "default_nginx_conf")]
+    pub conf: String,
+    #[serde(default)]
+    pub sudo: bool,
+}
+
+fn default_nginx_bin() -> String {
+    "/usr/sbin/nginx".into()
+}
+
+fn default_nginx_conf() -> String {
+    "/etc/nginx/nginx.conf".into()
+}
+
+impl Default for Nginx {
+    fn default() -> Self {
+        Nginx {
+            bin: default_nginx_bin(),
+            conf: default_nginx_conf(),
+            sudo: false,
+        }
+    }
+}
+
+/// A configuration read from a file, with what is needed to point at its lines.
+#[derive(Debug)]
+pub struct Loaded {
+    pub path: PathBuf,
+    pub source: String,
+    pub config: Config,
+}
+
+impl Loaded {
+    /// The directory holding the configuration: the project's root.
+    pub fn root(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
+    }
+
+    /// An error pointing at a span of this file.
+    pub fn error_at(
+        &self,
+        span: Range<usize>,
+        key: &str,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        let (line, column) = line_col(&self.source, span.start);
+        ConfigError {
+            path: self.path.clone(),
+            line: Some((line, column)),
+            key: Some(key.to_string()),
+            message: message.into(),
+        }
+    }
+
+    /// An error about this file with no better place to point at.
+    pub fn error(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            path: self.path.clone(),
+            line: None,
+            key: Some(key.to_string()),
+            message: message.into(),
+        }
+    }
+}
+
+/// A configuration error: file, line and column when known, key, and what is wrong.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub line: Option<(usize, usize)>,
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.path.display())?;
+        if let Some((line, column)) = self.line {
+            write!(f, ":{line}:{column}")?;
+        }
+        write!(f, ": ")?;
+        if let Some(key) = &self.key {
+            write!(f, "`{key}`: ")?;
+        }
+        write!(f, "{}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Finds `deploy.toml` in `start` or its nearest parent.
+pub fn find(start: &Path) -> Option<PathBuf> {
+    start
+        .ancestors()
+        .map(|dir| dir.join(FILE_NAME))
+        .find(|candidate| candidate.is_file())
+}
+
+/// Reads and checks the configuration at `path`.
+pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    let source = std::fs::read_to_string(path).map_err(|err| ConfigError {
+        path: path.to_path_buf(),
+        line: None,
+        key: None,
+        message: format!("cannot read: {err}"),
+    })?;
+    parse(path, source)
+}
+
+/// Parses and checks configuration text; `path` is used in error messages.
+pub fn parse(path: &Path, source: String) -> Result<Loaded, ConfigError> {
+    let config: Config = match toml::from_str(&source) {
+        Ok(config) => config,
+        Err(err) => return Err(translate_toml_error(path, &source, &err)),
+    };
+    let loaded = Loaded {
+        path: path.to_path_buf(),
+        source,
+        config,
+    };
+    validate(&loaded)?;
+    Ok(loaded)
+}
+
+/// Checks what serde cannot: references between settings and the shape of values.
+fn validate(loaded: &Loaded) -> Result<(), ConfigError> {
+    let config = &loaded.config;
+    if let Some(role) = &config.deploy.default_role {
+        if !config.roles.contains_key(role.get_ref()) {
+            return Err(loaded.error_at(
+                role.span(),
+                "deploy.default_role",
+                format!(
+                    "unknown role `{}`; [roles] defines: {}",
+                    role.get_ref(),
+                    role_list(config)
+                ),
+            ));
+        }
+    }
+    for (role, hosts) in &config.roles {
+        for host in hosts {
+            if let Err(message) = crate::hosts::HostSpec::parse(host.get_ref()) {
+                return Err(loaded.error_at(host.span(), &format!("roles.{role}"), message));
+            }
+        }
+    }
+    if config.ssh.parallel == 0 {
+        return Err(loaded.error("ssh.parallel", "must be at least 1"));
+    }
+    for (venv, prefix) in &config.deploy.venv_ports {
+        if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(loaded.error(
+                &format!("deploy.venv_ports.{venv}"),
+                format!("port prefix must be digits, got {prefix:?}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The role names defined in `[roles]`, for messages.
+pub fn role_list(config: &Config) -> String {
+    if config.roles.is_empty() {
+        "(none)".to_string()
+    } else {
+        config.roles.keys().cloned().collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// Turns a toml/serde error into one naming the file, line, column and key.
+fn translate_toml_error(path: &Path, source: &str, err: &toml::de::Error) -> ConfigError {
+    let span = err.span().unwrap_or(0..0);
+    let (line, column) = line_col(source, span.start);
+    let mut message = err.message().trim().to_string();
+    let key = key_at(source, span.start);
+    if let Some((unknown, expected)) = parse_unknown_field(&message) {
+        message = format!("unknown key `{unknown}`");
+        if let Some(best) = closest(&unknown, &expected) {
+            message.push_str(&format!("; did you mean `{best}`?"));
+        } else if !expected.is_empty() {
+            message.push_str(&format!("; known keys: {}", expected.join(", ")));
+        }
+    }
+    ConfigError {
+        path: path.to_path_buf(),
+        line: Some((line, column)),
+        key,
+        message,
+    }
+}
+
+/// serde's "unknown field `x`, expected one of `a`, `b`" -> (x, [a, b]).
+fn parse_unknown_field(message: &str) -> Option<(String, Vec<String>)> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (unknown, rest) = rest.split_once('`')?;
+    let expected = rest
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect();
+    Some((unknown.to_string(), expected))
+}
+
+/// The known key closest to `unknown`, when it is close enough to be a typo.
+fn closest(unknown: &str, known: &[String]) -> Option<String> {
+    known
+        .iter()
+        .map(|k| (strsim::damerau_levenshtein(unknown, k), k))
+        .filter(|(distance, k)| *distance <= 2.max(k.len() / 4))
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, k)| k.clone())
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(source: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(source.len());
+    let before = &source[..offset];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// The dotted key (`table.key`) of the line holding `offset`, read from the text.
+fn key_at(source: &str, offset: usize) -> Option<String> {
+    let offset = offset.min(source.len());
+    let line_start = source[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let line = source[line_start..].lines().next().unwrap_or("").trim();
+    let table = source[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('[') && !l.starts_with("[["))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    if line.starts_with('[') {
+        return Some(
+            line.trim_matches(|c| c == '[' || c == ']')
+                .trim()
+                .to_string(),
+        );
+    }
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim().trim_matches('"').to_string())?;
+    Some(match table {
+        Some(table) if !table.is_empty() => format!("{table}.{key}"),
+        _ => key,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(text: &str) -> Result<Loaded, ConfigError> {
+        parse(Path::new("deploy.toml"), text.to_string())
+    }
+
+    #[test]
+    fn full_interface_example_parses() {
+        let loaded = parse_str(include_str!("../deploy.toml")).expect("reference deploy.toml");
+        assert!(loaded.config.project.name.is_some());
+    }
+
+    #[test]
+    fn unknown_key_names_line_key_and_suggestion() {
+        let err = parse_str("[project]\nname = \"x\"\n\n[ssh]\nuser = \"a\"\nconect_timeout = 5\n")
+            .unwrap_err();
+        let text = err.to_string();
+        assert_eq!(err.line, Some((6, 1)), "{text}");
+        assert!(text.contains("ssh.conect_timeout"), "{text}");
+        assert!(text.contains("did you mean `connect_timeout`"), "{text}");
+    }
+
+    #[test]
+    fn wrong_type_names_line_and_key() {
+        let err = parse_str("[ssh]\nport = \"twenty-two\"\n").unwrap_err();
+        let text = err.to_string();
+        assert_eq!(err.line.map(|l| l.0), Some(2), "{text}");
+        assert!(text.contains("`ssh.port`"), "{text}");
+        assert!(text.contains("deploy.toml:2:"), "{text}");
+    }
+
+    #[test]
+    fn unknown_default_role_is_refused() {
+        let err =
+            parse_str("[roles]\nweb = [\"a\"]\n\n[deploy]\ndefault_role = \"dev\"\n").unwrap_err();
+        let text = err.to_string();
+        assert_eq!(err.line.map(|l| l.0), Some(5), "{text}");
+        assert!(text.contains("deploy.default_role"), "{text}");
+        assert!(text.contains("unknown role `dev`"), "{text}");
+    }
+
+    #[test]
+    fn bad_host_entry_is_refused_with_line() {
+        let err = parse_str("[roles]\nweb = [\"ok\", \"user@host:notaport\"]\n").unwrap_err();
+        assert_eq!(err.line.map(|l| l.0), Some(2));
+        assert!(err.to_string().contains("roles.web"));
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let loaded = parse_str("").unwrap();
+        assert_eq!(loaded.config.ssh.connect_timeout, 10);
+        assert_eq!(loaded.config.ssh.parallel, 30);
+        assert_eq!(loaded.config.deploy.process_count, 2);
+        assert_eq!(loaded.config.project.default_branch, "main");
+    }
+
+    #[test]
+    fn find_walks_up_to_the_nearest_parent() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FILE_NAME), "").unwrap();
+        let nested = dir.path().join("a/b");
+        std::fs::create_dir_all(&nested).unwrap();
+        assert_eq!(find(&nested), Some(dir.path().join(FILE_NAME)));
+    }
+}

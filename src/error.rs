@@ -1,0 +1,37 @@
+//! The errors that decide the exit status: bad usage or configuration exits 2,
+//! a failed host or step exits 1.
+
+use std::fmt;
+
+/// Bad usage or a bad configuration, found before any host was contacted (exit 2).
+#[derive(Debug)]
+pub struct BadInput(pub String);
+
+impl fmt::Display for BadInput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BadInput {}
+
+/// Returns early with a [`BadInput`] error.
+#[macro_export]
+macro_rules! bad_input {
+    ($($arg:tt)*) => {
+        return Err($crate::error::BadInput(format!($($arg)*)).into())
+    };
+}
+
+/// The exit status for an error: 2 for bad input, 1 for everything else.
+pub fn exit_code(err: &anyhow::Error) -> i32 {
+    let bad = err.chain().any(|cause| {
+        cause.downcast_ref::<BadInput>().is_some()
+            || cause.downcast_ref::<crate::config::ConfigError>().is_some()
+    });
+    if bad {
+        2
+    } else {
+        1
+    }
+}

@@ -1,0 +1,267 @@
+//! The fleet executor: one job per host, at most `parallel` at once. A failing
+//! host never stops the others; every host's outcome ends up in the report.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use serde_json::json;
+
+use crate::hosts::Target;
+use crate::ssh::{tail, CommandFailed, ConnectOptions, Connection, Output};
+use crate::ui::{HostLine, Mode, Ui};
+
+/// The hosts of one run and how to reach them.
+pub struct Fleet<'a> {
+    pub targets: Vec<Target>,
+    pub parallel: usize,
+    pub connect: ConnectOptions,
+    pub ui: &'a Ui,
+    /// Print each step as a plain line (deploys); otherwise steps show only on a terminal.
+    pub announce_steps: bool,
+}
+
+/// A job's handle on its host: the open connection, and the step it is at.
+pub struct HostCtx<'a> {
+    pub target: &'a Target,
+    pub conn: Connection,
+    step: String,
+    line: &'a HostLine,
+    fleet: &'a Fleet<'a>,
+}
+
+impl HostCtx<'_> {
+    /// Names the step the job is at: shown in progress, and in the summary if it fails.
+    pub fn step(&mut self, name: &str) {
+        self.step = name.to_string();
+        self.line.set(name);
+        let ui = self.fleet.ui;
+        ui.event("step", &self.target.label, json!({ "step": name }));
+        if ui.mode == Mode::Plain && !ui.quiet && (self.fleet.announce_steps || ui.verbose) {
+            ui.note(&format!("{}: {name}", self.target.label));
+        }
+    }
+
+    /// The host's label, as the user wrote it.
+    pub fn host(&self) -> &str {
+        &self.target.label
+    }
+
+    /// The fleet's output side.
+    pub fn ui(&self) -> &Ui {
+        self.fleet.ui
+    }
+
+    /// Runs a command; its result is returned whatever the exit status.
+    pub fn exec(&mut self, command: &str) -> Result<Output> {
+        if self.fleet.ui.verbose {
+            self.fleet
+                .ui
+                .note(&format!("{}: $ {command}", self.target.label));
+        }
+        self.conn.exec(command)
+    }
+
+    /// Runs a command and fails (keeping its stderr) when it exits non-zero.
+    pub fn check(&mut self, command: &str) -> Result<Output> {
+        let out = self.exec(command)?;
+        if !out.success() {
+            return Err(CommandFailed {
+                status: out.status,
+                stdout: out.stdout,
+                stderr: out.stderr,
+            }
+            .into());
+        }
+        Ok(out)
+    }
+}
+
+/// How one host's job ended.
+#[derive(Debug)]
+pub struct HostOutcome<T> {
+    pub host: String,
+    pub elapsed: Duration,
+    pub result: Result<T, Failure>,
+}
+
+/// Where and why a host failed.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub step: String,
+    pub error: String,
+}
+
+/// Every host's outcome, in the order the hosts were given.
+#[derive(Debug)]
+pub struct Report<T> {
+    pub outcomes: Vec<HostOutcome<T>>,
+    pub elapsed: Duration,
+}
+
+impl<T> Report<T> {
+    pub fn failed(&self) -> usize {
+        self.outcomes.iter().filter(|o| o.result.is_err()).count()
+    }
+
+    pub fn all_ok(&self) -> bool {
+        self.failed() == 0
+    }
+
+    /// Prints the summary table (stderr), or the JSON summary object.
+    pub fn print_summary(&self, ui: &Ui, title: &str) {
+        ui.clear();
+        let ok = self.outcomes.len() - self.failed();
+        if ui.mode == Mode::Json {
+            let hosts: Vec<_> = self
+                .outcomes
+                .iter()
+                .map(|o| {
+                    let mut v = json!({
+                        "host": o.host,
+                        "ok": o.result.is_ok(),
+                        "seconds": o.elapsed.as_secs_f64(),
+                    });
+                    if let Err(f) = &o.result {
+                        v["step"] = json!(f.step);
+                        v["error"] = json!(f.error);
+                    }
+                    v
+                })
+                .collect();
+            ui.json(json!({
+                "event": "summary",
+                "command": title,
+                "ok": ok,
+                "failed": self.failed(),
+                "seconds": self.elapsed.as_secs_f64(),
+                "hosts": hosts,
+            }));
+            return;
+        }
+        let width = self
+            .outcomes
+            .iter()
+            .map(|o| o.host.len())
+            .max()
+            .unwrap_or(4)
+            .max(4);
+        let mut text = String::new();
+        if !ui.quiet || !self.all_ok() || self.outcomes.len() > 1 {
+            text.push_str(&format!("\n{title}: {} hosts\n", self.outcomes.len()));
+            for o in &self.outcomes {
+                let secs = format!("{:.2}s", o.elapsed.as_secs_f64());
+                match &o.result {
+                    Ok(_) => text.push_str(&format!("  {:<width$}  ok      {secs:>7}\n", o.host)),
+                    Err(f) => text.push_str(&format!(
+                        "  {:<width$}  FAILED  {secs:>7}  at {}: {}\n",
+                        o.host, f.step, f.error
+                    )),
+                }
+            }
+        }
+        text.push_str(&format!(
+            "{ok} ok, {} failed, in {:.2}s",
+            self.failed(),
+            self.elapsed.as_secs_f64()
+        ));
+        eprintln!("{text}");
+    }
+}
+
+impl<'a> Fleet<'a> {
+    /// Connects to every host and runs `job` there, at most `parallel` hosts at once.
+    pub fn run<T, F>(&'a self, job: F) -> Result<Report<T>>
+    where
+        T: Send,
+        F: Fn(&mut HostCtx<'_>) -> Result<T> + Sync,
+    {
+        let started = Instant::now();
+        let width = self
+            .targets
+            .iter()
+            .map(|t| t.label.len())
+            .max()
+            .unwrap_or(0);
+        let lines: Vec<HostLine> = self
+            .targets
+            .iter()
+            .map(|t| self.ui.host_line(&t.label, width))
+            .collect();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(self.parallel.clamp(1, self.targets.len().max(1)))
+            .thread_name(|i| format!("es-host-{i}"))
+            .build()
+            .context("starting the worker threads")?;
+        let outcomes = pool.install(|| {
+            use rayon::prelude::*;
+            self.targets
+                .par_iter()
+                .zip(lines.par_iter())
+                .map(|(target, line)| self.run_one(target, line, &job))
+                .collect::<Vec<_>>()
+        });
+        Ok(Report {
+            outcomes,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    fn run_one<T, F>(&'a self, target: &'a Target, line: &'a HostLine, job: &F) -> HostOutcome<T>
+    where
+        F: Fn(&mut HostCtx<'_>) -> Result<T>,
+    {
+        let started = Instant::now();
+        line.set("connecting");
+        let result = match Connection::open(target, &self.connect) {
+            Err(err) => Err(Failure {
+                step: "connect".into(),
+                error: describe(&err),
+            }),
+            Ok(conn) => {
+                let mut ctx = HostCtx {
+                    target,
+                    conn,
+                    step: "start".into(),
+                    line,
+                    fleet: self,
+                };
+                job(&mut ctx).map_err(|err| Failure {
+                    step: ctx.step.clone(),
+                    error: describe(&err),
+                })
+            }
+        };
+        let elapsed = started.elapsed();
+        let secs = elapsed.as_secs_f64();
+        match &result {
+            Ok(_) => line.finish(&format!("ok ({secs:.2}s)")),
+            Err(f) => line.finish(&format!("FAILED at {}: {}", f.step, f.error)),
+        }
+        let mut fields = json!({ "ok": result.is_ok(), "seconds": secs });
+        if let Err(f) = &result {
+            fields["step"] = json!(f.step);
+            fields["error"] = json!(f.error);
+        }
+        self.ui.event("host_done", &target.label, fields);
+        HostOutcome {
+            host: target.label.clone(),
+            elapsed,
+            result,
+        }
+    }
+}
+
+/// An error and its causes on one line, with a failed command's stderr tail.
+pub fn describe(err: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in err.chain() {
+        let text = match cause.downcast_ref::<CommandFailed>() {
+            Some(failed) => failed.to_string(),
+            None => cause.to_string(),
+        };
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+    }
+    tail(&parts.join(": "), 8)
+}

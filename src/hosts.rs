@@ -1,0 +1,217 @@
+//! Host entries as written in `[roles]` or `-H`, and their resolution into
+//! connection targets with `~/.ssh/config` and the `[ssh]` settings.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::config::Ssh;
+use crate::ssh::config::SshConfig;
+
+/// A host entry: `local`, or `[user@]host[:port]` where host may be an ssh config alias.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostSpec {
+    /// This machine, without SSH.
+    Local,
+    Remote {
+        user: Option<String>,
+        host: String,
+        port: Option<u16>,
+    },
+}
+
+impl HostSpec {
+    /// Parses `local`, `host`, `user@host`, `host:port`, `user@[v6addr]:port`.
+    pub fn parse(entry: &str) -> Result<HostSpec, String> {
+        let entry = entry.trim();
+        if entry == "local" {
+            return Ok(HostSpec::Local);
+        }
+        if entry.is_empty() {
+            return Err("empty host entry".into());
+        }
+        if entry.chars().any(|c| c.is_whitespace() || c == '/') {
+            return Err(format!(
+                "bad host entry {entry:?}: no spaces or slashes allowed"
+            ));
+        }
+        let (user, rest) = match entry.split_once('@') {
+            Some((user, rest)) if !user.is_empty() => (Some(user.to_string()), rest),
+            Some(_) => return Err(format!("bad host entry {entry:?}: empty user before @")),
+            None => (None, entry),
+        };
+        let (host, port) = if let Some(bracketed) = rest.strip_prefix('[') {
+            let (host, after) = bracketed
+                .split_once(']')
+                .ok_or_else(|| format!("bad host entry {entry:?}: missing ]"))?;
+            match after.strip_prefix(':') {
+                Some(port) => (host, Some(port)),
+                None if after.is_empty() => (host, None),
+                None => return Err(format!("bad host entry {entry:?}")),
+            }
+        } else if rest.matches(':').count() == 1 {
+            let (host, port) = rest.split_once(':').unwrap_or((rest, ""));
+            (host, Some(port))
+        } else {
+            (rest, None)
+        };
+        if host.is_empty() {
+            return Err(format!("bad host entry {entry:?}: empty host name"));
+        }
+        let port = match port {
+            Some(port) => Some(port.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| {
+                format!("bad host entry {entry:?}: port {port:?} is not a number from 1 to 65535")
+            })?),
+            None => None,
+        };
+        Ok(HostSpec::Remote {
+            user,
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
+/// Where and how to connect to one host, after every setting has been applied.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The entry as the user wrote it: how the host is named in output.
+    pub label: String,
+    pub kind: TargetKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum TargetKind {
+    Local,
+    Ssh(SshTarget),
+}
+
+/// A remote host's connection parameters.
+#[derive(Debug, Clone)]
+pub struct SshTarget {
+    pub user: String,
+    /// The address connected to (ssh config HostName, else the entry's host).
+    pub hostname: String,
+    pub port: u16,
+    /// Private keys to try, in order, after ssh-agent.
+    pub identity_files: Vec<PathBuf>,
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.label)
+    }
+}
+
+/// Resolves a host entry. Precedence: the entry itself, then deploy.toml's
+/// `[ssh]`, then `~/.ssh/config`, then OpenSSH's defaults.
+pub fn resolve(entry: &str, settings: &Ssh, ssh_config: &SshConfig) -> Result<Target, String> {
+    let kind = match HostSpec::parse(entry)? {
+        HostSpec::Local => TargetKind::Local,
+        HostSpec::Remote { user, host, port } => {
+            let found = ssh_config.lookup(&host);
+            let user = user
+                .or_else(|| settings.user.clone())
+                .or(found.user)
+                .or_else(|| std::env::var("USER").ok())
+                .unwrap_or_else(|| "root".to_string());
+            let port = port.or(settings.port).or(found.port).unwrap_or(22);
+            let mut identity_files: Vec<PathBuf> = Vec::new();
+            if let Some(file) = &settings.identity_file {
+                identity_files.push(expand_tilde(file));
+            }
+            identity_files.extend(found.identity_files.iter().map(|f| expand_tilde(f)));
+            if identity_files.is_empty() {
+                for name in ["id_ed25519", "id_ecdsa", "id_rsa"] {
+                    identity_files.push(expand_tilde(&format!("~/.ssh/{name}")));
+                }
+            }
+            TargetKind::Ssh(SshTarget {
+                user,
+                hostname: found.hostname.unwrap_or(host),
+                port,
+                identity_files,
+            })
+        }
+    };
+    Ok(Target {
+        label: entry.trim().to_string(),
+        kind,
+    })
+}
+
+/// Expands a leading `~/` with this user's home directory.
+pub fn expand_tilde(path: &str) -> PathBuf {
+    match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ if path == "~" => {
+            std::env::var_os("HOME").map_or_else(|| PathBuf::from(path), PathBuf::from)
+        }
+        _ => PathBuf::from(path),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn remote(user: Option<&str>, host: &str, port: Option<u16>) -> HostSpec {
+        HostSpec::Remote {
+            user: user.map(str::to_string),
+            host: host.to_string(),
+            port,
+        }
+    }
+
+    #[test]
+    fn parses_every_form() {
+        assert_eq!(HostSpec::parse("local"), Ok(HostSpec::Local));
+        assert_eq!(HostSpec::parse("web3"), Ok(remote(None, "web3", None)));
+        assert_eq!(
+            HostSpec::parse("deploy@10.0.0.12:2202"),
+            Ok(remote(Some("deploy"), "10.0.0.12", Some(2202)))
+        );
+        assert_eq!(HostSpec::parse("h:22"), Ok(remote(None, "h", Some(22))));
+        assert_eq!(
+            HostSpec::parse("u@[fe80::1]:2222"),
+            Ok(remote(Some("u"), "fe80::1", Some(2222)))
+        );
+        assert_eq!(
+            HostSpec::parse("fe80::1"),
+            Ok(remote(None, "fe80::1", None))
+        );
+    }
+
+    #[test]
+    fn refuses_bad_entries() {
+        for bad in [
+            "", "@h", "u@", "h:0", "h:99999", "h:x", "a b", "[::1", "u@:22",
+        ] {
+            assert!(HostSpec::parse(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn entry_beats_settings_which_beat_ssh_config() {
+        let ssh_config = SshConfig::parse(
+            "Host web3\n  HostName 10.1.1.3\n  User bob\n  Port 2200\n  IdentityFile /k/web3\n",
+        );
+        let settings = Ssh {
+            user: Some("deploy".into()),
+            ..Ssh::default()
+        };
+        let target = resolve("web3", &settings, &ssh_config).unwrap();
+        let TargetKind::Ssh(ssh) = target.kind else {
+            panic!()
+        };
+        assert_eq!(ssh.hostname, "10.1.1.3");
+        assert_eq!(ssh.user, "deploy");
+        assert_eq!(ssh.port, 2200);
+        assert_eq!(ssh.identity_files, vec![PathBuf::from("/k/web3")]);
+
+        let target = resolve("root@web3:22", &settings, &ssh_config).unwrap();
+        let TargetKind::Ssh(ssh) = target.kind else {
+            panic!()
+        };
+        assert_eq!((ssh.user.as_str(), ssh.port), ("root", 22));
+    }
+}

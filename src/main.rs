@@ -1,0 +1,44 @@
+//! es: fast, trustworthy deploys of Python web services to fleets of servers.
+
+mod app;
+mod cli;
+mod config;
+mod error;
+mod fleet;
+mod hosts;
+mod quote;
+mod run;
+mod ssh;
+mod ui;
+
+use clap::{CommandFactory, Parser};
+
+use crate::app::App;
+use crate::cli::{Cli, Command};
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match dispatch(cli) {
+        Ok(true) => 0,
+        Ok(false) => 1,
+        Err(err) => {
+            let code = error::exit_code(&err);
+            eprintln!("es: error: {}", fleet::describe(&err));
+            code
+        }
+    };
+    std::process::exit(code);
+}
+
+/// Runs the chosen command; `Ok(false)` when a host or step failed.
+fn dispatch(cli: Cli) -> anyhow::Result<bool> {
+    if let Command::Completions { shell } = cli.command {
+        clap_complete::generate(shell, &mut Cli::command(), "es", &mut std::io::stdout());
+        return Ok(true);
+    }
+    let app = App::new(cli.global)?;
+    match cli.command {
+        Command::Run(args) => run::run(&app, &args),
+        Command::Completions { .. } => Ok(true),
+    }
+}

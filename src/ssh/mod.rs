@@ -1,0 +1,146 @@
+//! The transport: a connection to one host, over SSH or (for `local`) this machine.
+
+pub mod config;
+pub mod known_hosts;
+mod session;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+use crate::hosts::{expand_tilde, Target, TargetKind};
+pub use session::SshSession;
+
+/// How to connect: shared by every host of a run.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    pub connect_timeout: Duration,
+    /// known_hosts files checked together (the user's own, then `ssh.known_hosts`).
+    pub known_hosts_files: Vec<PathBuf>,
+    /// Where a newly accepted host key is recorded.
+    pub record_file: PathBuf,
+    pub accept_new_host_keys: bool,
+}
+
+/// What a command printed and how it ended.
+#[derive(Debug, Clone, Default)]
+pub struct Output {
+    pub stdout: String,
+    pub stderr: String,
+    pub status: i32,
+}
+
+impl Output {
+    pub fn success(&self) -> bool {
+        self.status == 0
+    }
+}
+
+/// An open connection to one host.
+pub enum Connection {
+    /// This machine, through `sh -c`.
+    Local,
+    Ssh(Box<SshSession>),
+}
+
+impl Connection {
+    /// Opens a connection to `target`.
+    pub fn open(target: &Target, options: &ConnectOptions) -> Result<Connection> {
+        match &target.kind {
+            TargetKind::Local => Ok(Connection::Local),
+            TargetKind::Ssh(ssh) => Ok(Connection::Ssh(Box::new(SshSession::connect(
+                ssh, options,
+            )?))),
+        }
+    }
+
+    /// Runs a shell command line.
+    pub fn exec(&mut self, command: &str) -> Result<Output> {
+        match self {
+            Connection::Ssh(session) => session.exec(command),
+            Connection::Local => {
+                let out = Command::new("sh")
+                    .arg("-c")
+                    .arg(command)
+                    .current_dir(expand_tilde("~"))
+                    .output()
+                    .context("running sh")?;
+                Ok(Output {
+                    stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+                    stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+                    status: out.status.code().unwrap_or(-1),
+                })
+            }
+        }
+    }
+
+    /// Runs a command and fails with its stderr when it exits non-zero.
+    pub fn check(&mut self, command: &str) -> Result<Output> {
+        let out = self.exec(command)?;
+        if !out.success() {
+            bail!(CommandFailed {
+                status: out.status,
+                stderr: out.stderr,
+                stdout: out.stdout,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Writes a file atomically (temporary file, then rename). `path` is absolute or `~/...`.
+    pub fn upload(&mut self, contents: &[u8], path: &str, mode: i32) -> Result<()> {
+        match self {
+            Connection::Ssh(session) => session.upload(contents, path, mode),
+            Connection::Local => {
+                use std::os::unix::fs::PermissionsExt;
+                let path = expand_tilde(path);
+                let temp = path.with_extension(format!("es-tmp-{}", std::process::id()));
+                std::fs::write(&temp, contents)
+                    .with_context(|| format!("writing {}", temp.display()))?;
+                std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(mode as u32))?;
+                std::fs::rename(&temp, &path)
+                    .with_context(|| format!("renaming into {}", path.display()))
+            }
+        }
+    }
+}
+
+/// A remote command that exited non-zero; its output is kept for the summary.
+#[derive(Debug)]
+pub struct CommandFailed {
+    pub status: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl std::fmt::Display for CommandFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit status {}", self.status)?;
+        let tail = tail(
+            if self.stderr.trim().is_empty() {
+                &self.stdout
+            } else {
+                &self.stderr
+            },
+            5,
+        );
+        if !tail.is_empty() {
+            write!(f, ": {tail}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for CommandFailed {}
+
+/// The last `lines` non-empty lines of `text`, joined with " | ".
+pub fn tail(text: &str, lines: usize) -> String {
+    let kept: Vec<&str> = text
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    kept[kept.len().saturating_sub(lines)..].join(" | ")
+}

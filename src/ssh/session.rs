@@ -1,0 +1,319 @@
+//! One SSH session to one host (libssh2 through the ssh2 crate): connect with a
+//! timeout, verify the host key, authenticate, run commands, upload files.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use ssh2::{BlockDirections, HashType, MethodType, Session};
+
+use super::known_hosts::{self, KnownHosts, Verdict};
+use super::{ConnectOptions, Output};
+use crate::hosts::SshTarget;
+use crate::quote::{quote, quote_path};
+
+/// An authenticated SSH session, reused for every step of a job on its host.
+pub struct SshSession {
+    session: Session,
+    socket: TcpStream,
+    sftp: Option<ssh2::Sftp>,
+}
+
+/// Host key algorithms libssh2 offers for each known_hosts key type.
+fn algorithms_for(key_type: &str) -> &'static [&'static str] {
+    match key_type {
+        "ssh-ed25519" => &["ssh-ed25519"],
+        "ecdsa-sha2-nistp256" => &["ecdsa-sha2-nistp256"],
+        "ecdsa-sha2-nistp384" => &["ecdsa-sha2-nistp384"],
+        "ecdsa-sha2-nistp521" => &["ecdsa-sha2-nistp521"],
+        "ssh-rsa" => &["rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"],
+        _ => &[],
+    }
+}
+
+const ALL_HOST_KEY_ALGORITHMS: &[&str] = &[
+    "ssh-ed25519",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "rsa-sha2-512",
+    "rsa-sha2-256",
+    "ssh-rsa",
+];
+
+impl SshSession {
+    /// Connects, checks the host key and authenticates, all within the connect timeout.
+    pub fn connect(target: &SshTarget, options: &ConnectOptions) -> Result<SshSession> {
+        let socket = tcp_connect(&target.hostname, target.port, options.connect_timeout)?;
+        let mut session = Session::new().context("creating an SSH session")?;
+        session.set_tcp_stream(socket.try_clone().context("cloning the socket")?);
+        session.set_timeout(options.connect_timeout.as_millis().min(u32::MAX as u128) as u32);
+
+        // Prefer host key types already known for this host, as OpenSSH does,
+        // so a host known by its ed25519 key is not refused for offering ECDSA first.
+        let known = KnownHosts::load(&options.known_hosts_files);
+        let mut preferred: Vec<&str> = known
+            .key_types_for(&target.hostname, target.port)
+            .iter()
+            .flat_map(|t| algorithms_for(t).iter().copied())
+            .collect();
+        for algorithm in ALL_HOST_KEY_ALGORITHMS {
+            if !preferred.contains(algorithm) {
+                preferred.push(algorithm);
+            }
+        }
+        // Unsupported names are ignored by libssh2; a failure here only loses the preference.
+        let _ = session.method_pref(MethodType::HostKey, &preferred.join(","));
+
+        session
+            .handshake()
+            .map_err(|e| anyhow!("SSH handshake failed: {}", e.message()))?;
+        verify_host_key(&session, target, &known, options)?;
+        authenticate(&session, target)?;
+        session.set_timeout(0);
+        Ok(SshSession {
+            session,
+            socket,
+            sftp: None,
+        })
+    }
+
+    /// Runs a command through the remote user's shell, keeping stdout, stderr and status apart.
+    pub fn exec(&mut self, command: &str) -> Result<Output> {
+        let mut channel = self
+            .session
+            .channel_session()
+            .map_err(|e| anyhow!("opening a channel: {}", e.message()))?;
+        channel
+            .exec(command)
+            .map_err(|e| anyhow!("starting the command: {}", e.message()))?;
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        self.session.set_blocking(false);
+        let result = (|| -> Result<()> {
+            let mut buf = [0u8; 32 * 1024];
+            loop {
+                let mut progressed = false;
+                for (stream_id, sink) in [(0, &mut stdout), (1, &mut stderr)] {
+                    match channel.stream(stream_id).read(&mut buf) {
+                        Ok(0) => {}
+                        Ok(n) => {
+                            sink.extend_from_slice(&buf[..n]);
+                            progressed = true;
+                        }
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                        Err(e) => return Err(e).context("reading command output"),
+                    }
+                }
+                if !progressed {
+                    if channel.eof() {
+                        return Ok(());
+                    }
+                    self.wait_socket();
+                }
+            }
+        })();
+        self.session.set_blocking(true);
+        result?;
+        channel
+            .wait_close()
+            .map_err(|e| anyhow!("closing the channel: {}", e.message()))?;
+        let status = channel
+            .exit_status()
+            .map_err(|e| anyhow!("reading the exit status: {}", e.message()))?;
+        Ok(Output {
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+            status,
+        })
+    }
+
+    /// Waits until the socket is ready in the direction libssh2 is blocked on.
+    fn wait_socket(&self) {
+        let events = match self.session.block_directions() {
+            BlockDirections::Inbound => libc::POLLIN,
+            BlockDirections::Outbound => libc::POLLOUT,
+            BlockDirections::Both => libc::POLLIN | libc::POLLOUT,
+            BlockDirections::None => libc::POLLIN,
+        };
+        let mut fd = libc::pollfd {
+            fd: self.socket.as_raw_fd(),
+            events,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the duration of the call.
+        unsafe {
+            libc::poll(&mut fd, 1, 100);
+        }
+    }
+
+    /// Writes `contents` to `path` atomically: a temporary file next to it, then a rename.
+    /// `path` is absolute or starts with `~/`.
+    pub fn upload(&mut self, contents: &[u8], path: &str, mode: i32) -> Result<()> {
+        // SFTP paths are relative to the home directory when they do not start with `/`.
+        let sftp_path = path.strip_prefix("~/").unwrap_or(path);
+        let temp = format!("{sftp_path}.es-tmp-{}", std::process::id());
+        if self.sftp.is_none() {
+            let sftp = self
+                .session
+                .sftp()
+                .map_err(|e| anyhow!("starting SFTP: {}", e.message()))?;
+            self.sftp = Some(sftp);
+        }
+        let sftp = self
+            .sftp
+            .as_ref()
+            .ok_or_else(|| anyhow!("SFTP unavailable"))?;
+        let mut file = sftp
+            .open_mode(
+                Path::new(&temp),
+                ssh2::OpenFlags::WRITE | ssh2::OpenFlags::CREATE | ssh2::OpenFlags::TRUNCATE,
+                mode,
+                ssh2::OpenType::File,
+            )
+            .map_err(|e| anyhow!("creating {temp}: {}", e.message()))?;
+        file.write_all(contents)
+            .with_context(|| format!("writing {temp}"))?;
+        drop(file);
+        let temp_shell = if path.starts_with("~/") {
+            quote_path(&format!("~/{temp}"))
+        } else {
+            quote(&temp).into_owned()
+        };
+        let rename = format!("mv -f {temp_shell} {}", quote_path(path));
+        let out = self.exec(&rename)?;
+        if out.status != 0 {
+            bail!("moving the upload into {path}: {}", out.stderr.trim());
+        }
+        Ok(())
+    }
+}
+
+fn tcp_connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream> {
+    let addresses: Vec<_> = (host, port)
+        .to_socket_addrs()
+        .with_context(|| format!("resolving {host}"))?
+        .collect();
+    let mut last_error = None;
+    for address in &addresses {
+        match TcpStream::connect_timeout(address, timeout) {
+            Ok(stream) => {
+                let _ = stream.set_nodelay(true);
+                return Ok(stream);
+            }
+            Err(err) => last_error = Some(err),
+        }
+    }
+    match last_error {
+        Some(err) if err.kind() == ErrorKind::TimedOut || err.kind() == ErrorKind::WouldBlock => {
+            bail!(
+                "connecting to {host}:{port}: timed out after {}s",
+                timeout.as_secs()
+            )
+        }
+        Some(err) => bail!("connecting to {host}:{port}: {err}"),
+        None => bail!("{host} resolves to no address"),
+    }
+}
+
+fn verify_host_key(
+    session: &Session,
+    target: &SshTarget,
+    known: &KnownHosts,
+    options: &ConnectOptions,
+) -> Result<()> {
+    let (key, _) = session
+        .host_key()
+        .ok_or_else(|| anyhow!("the server sent no host key"))?;
+    let fingerprint = session
+        .host_key_hash(HashType::Sha256)
+        .map(known_hosts::fingerprint)
+        .unwrap_or_else(|| "(no fingerprint)".into());
+    let key_type = known_hosts::key_type_of(key).unwrap_or_else(|| "unknown".into());
+    match known.check(&target.hostname, target.port, key) {
+        Verdict::Match => Ok(()),
+        Verdict::Changed => bail!(
+            "HOST KEY CHANGED for {}:{}: it now presents {key_type} {fingerprint}, \
+             which does not match known_hosts. This may be an attack (or the host was \
+             reinstalled): check the fingerprint, then remove the old entry with \
+             `ssh-keygen -R {}`. Refused.",
+            target.hostname,
+            target.port,
+            target.hostname
+        ),
+        Verdict::NotFound if options.accept_new_host_keys => {
+            known_hosts::record(&options.record_file, &target.hostname, target.port, key)
+                .context("recording the new host key")
+        }
+        Verdict::NotFound => bail!(
+            "host {}:{} is not in known_hosts (its {key_type} key is {fingerprint}); \
+             check the fingerprint, then run again with --accept-new-host-keys to record it",
+            target.hostname,
+            target.port
+        ),
+    }
+}
+
+fn authenticate(session: &Session, target: &SshTarget) -> Result<()> {
+    let user = target.user.as_str();
+    let mut tried = Vec::new();
+    if std::env::var_os("SSH_AUTH_SOCK").is_some() {
+        if session.userauth_agent(user).is_ok() && session.authenticated() {
+            return Ok(());
+        }
+        tried.push("ssh-agent".to_string());
+    }
+    let mut encrypted = Vec::new();
+    for file in &target.identity_files {
+        if !file.is_file() {
+            continue;
+        }
+        if is_encrypted_key(file) {
+            encrypted.push(file.display().to_string());
+            continue;
+        }
+        tried.push(file.display().to_string());
+        if session.userauth_pubkey_file(user, None, file, None).is_ok() && session.authenticated() {
+            return Ok(());
+        }
+    }
+    let mut message = format!("authentication as {user} failed");
+    if tried.is_empty() {
+        message.push_str(": no ssh-agent and no identity file found");
+    } else {
+        message.push_str(&format!("; tried {}", tried.join(", ")));
+    }
+    if !encrypted.is_empty() {
+        message.push_str(&format!(
+            "; skipped passphrase-protected {} (add it to ssh-agent with `ssh-add`)",
+            encrypted.join(", ")
+        ));
+    }
+    bail!(message)
+}
+
+/// Whether a private key file needs a passphrase (OpenSSH or PEM format).
+fn is_encrypted_key(path: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return false;
+    };
+    if text.contains("ENCRYPTED") {
+        return true;
+    }
+    let body: String = text
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect::<Vec<_>>()
+        .concat();
+    use base64::Engine;
+    let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(body.trim()) else {
+        return false;
+    };
+    // openssh-key-v1\0, then string ciphername: "none" when unencrypted.
+    let Some(rest) = bytes.strip_prefix(b"openssh-key-v1\0") else {
+        return false;
+    };
+    rest.get(4..8) != Some(b"none")
+}

@@ -1,0 +1,143 @@
+//! What the user sees: per-host progress lines on a terminal, plain lines
+//! prefixed with the host otherwise, or one JSON object per line with `--json`.
+//! Host output goes to stdout; progress, step lines and summaries to stderr.
+
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::{json, Value};
+
+use crate::cli::GlobalOpts;
+
+/// How output is shown, chosen once from the flags and the terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Animated per-host lines on a terminal.
+    Terminal,
+    /// Plain lines, for logs and pipes.
+    Plain,
+    Json,
+}
+
+/// The output side of a run.
+pub struct Ui {
+    pub mode: Mode,
+    pub verbose: bool,
+    pub quiet: bool,
+    multi: Option<MultiProgress>,
+}
+
+impl Ui {
+    pub fn new(global: &GlobalOpts) -> Ui {
+        let mode = if global.json {
+            Mode::Json
+        } else if std::io::stderr().is_terminal() && !global.quiet {
+            Mode::Terminal
+        } else {
+            Mode::Plain
+        };
+        let multi = (mode == Mode::Terminal)
+            .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
+        Ui {
+            mode,
+            verbose: global.verbose,
+            quiet: global.quiet,
+            multi,
+        }
+    }
+
+    /// A progress line for one host (drawn only on a terminal).
+    pub fn host_line(&self, label: &str, width: usize) -> HostLine {
+        let bar = self.multi.as_ref().map(|multi| {
+            let bar = multi.add(ProgressBar::new_spinner());
+            bar.set_style(
+                ProgressStyle::with_template("{spinner:.cyan} {prefix:.bold} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            bar.set_prefix(format!("{label:<width$}"));
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        HostLine { bar }
+    }
+
+    /// Prints a line on stderr without tearing the progress display.
+    pub fn note(&self, line: &str) {
+        if self.mode == Mode::Json {
+            return;
+        }
+        match &self.multi {
+            Some(multi) => {
+                let _ = multi.println(line);
+            }
+            None => eprintln!("{line}"),
+        }
+    }
+
+    /// Prints text on stdout, every line prefixed with the host.
+    pub fn host_text(&self, host: &str, text: &str) {
+        if text.is_empty() {
+            return;
+        }
+        let block: String = text
+            .lines()
+            .map(|line| format!("{host} | {line}\n"))
+            .collect();
+        match &self.multi {
+            Some(multi) => multi.suspend(|| print_stdout(&block)),
+            None => print_stdout(&block),
+        }
+    }
+
+    /// Prints one JSON object on a line of its own (only with `--json`).
+    pub fn json(&self, value: Value) {
+        if self.mode == Mode::Json {
+            print_stdout(&format!("{value}\n"));
+        }
+    }
+
+    /// Sends a JSON event of `kind` for `host` with extra fields.
+    pub fn event(&self, kind: &str, host: &str, mut fields: Value) {
+        if self.mode != Mode::Json {
+            return;
+        }
+        if let Some(map) = fields.as_object_mut() {
+            map.insert("event".into(), json!(kind));
+            map.insert("host".into(), json!(host));
+        }
+        self.json(fields);
+    }
+
+    /// Removes the progress display before a summary is printed.
+    pub fn clear(&self) {
+        if let Some(multi) = &self.multi {
+            let _ = multi.clear();
+        }
+    }
+}
+
+fn print_stdout(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+}
+
+/// One host's line of the progress display.
+pub struct HostLine {
+    bar: Option<ProgressBar>,
+}
+
+impl HostLine {
+    pub fn set(&self, message: &str) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(message.to_string());
+        }
+    }
+
+    pub fn finish(&self, message: &str) {
+        if let Some(bar) = &self.bar {
+            bar.finish_with_message(message.to_string());
+        }
+    }
+}
