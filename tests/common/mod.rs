@@ -1,0 +1,195 @@
+//! Shared support for the integration tests: the test bed (see testbed/testbed.sh)
+//! and running the `es` binary in an isolated environment.
+//!
+//! Hosts are numbered 1..=ES_TB_COUNT. Test files keep to their own hosts so that
+//! they never disturb each other:
+//!   1-5   tests/run.rs (5 is stopped and restarted by the dead-host test)
+//!   6-8   tests/deploy.rs
+//!   9-11  tests/scaffold.rs
+//!   12-14 tests/nginx.rs and later work
+//!   15-20 benchmarks (bench/)
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// What `testbed/testbed.sh up` wrote to `testbed.env`.
+pub struct Testbed {
+    pub dir: PathBuf,
+    pub hosts: Vec<String>,
+    pub user: String,
+    pub key: PathBuf,
+    pub known_hosts: PathBuf,
+    pub index_url: String,
+    pub upload_url: String,
+    pub index_user: String,
+    pub index_password: String,
+    pub bridge_addr: String,
+}
+
+/// The repository's root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+impl Testbed {
+    /// The running test bed. Panics, saying how to bring it up, when it is not up.
+    pub fn get() -> Testbed {
+        let dir = std::env::var_os("ES_TESTBED_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/var/tmp/es-testbed"));
+        let env_file = dir.join("testbed.env");
+        let text = std::fs::read_to_string(&env_file).unwrap_or_else(|_| {
+            panic!(
+                "the test bed is not up ({} is missing): run `sudo bash testbed/testbed.sh up` first",
+                env_file.display()
+            )
+        });
+        let vars: HashMap<String, String> = text
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.trim().to_string(), v.trim().trim_matches(['"', '\'']).to_string()))
+            .collect();
+        let get = |k: &str| {
+            vars.get(k)
+                .cloned()
+                .unwrap_or_else(|| panic!("{} has no {k}: bring the test bed up again", env_file.display()))
+        };
+        let status = Command::new("bash")
+            .arg(repo_root().join("testbed/testbed.sh"))
+            .arg("status")
+            .output()
+            .expect("running testbed.sh status");
+        assert!(
+            status.status.success(),
+            "the test bed is not healthy: run `sudo bash testbed/testbed.sh up`\n{}{}",
+            String::from_utf8_lossy(&status.stdout),
+            String::from_utf8_lossy(&status.stderr)
+        );
+        Testbed {
+            dir: PathBuf::from(get("ES_TB_DIR")),
+            hosts: get("ES_TB_HOSTS").split_whitespace().map(str::to_string).collect(),
+            user: get("ES_TB_USER"),
+            key: PathBuf::from(get("ES_TB_KEY")),
+            known_hosts: PathBuf::from(get("ES_TB_KNOWN_HOSTS")),
+            index_url: get("ES_TB_INDEX_URL"),
+            upload_url: get("ES_TB_UPLOAD_URL"),
+            index_user: get("ES_TB_INDEX_USER"),
+            index_password: get("ES_TB_INDEX_PASSWORD"),
+            bridge_addr: get("ES_TB_BRIDGE_ADDR"),
+        }
+    }
+
+    /// The address of host `n` (1-based).
+    pub fn addr(&self, n: usize) -> &str {
+        &self.hosts[n - 1]
+    }
+
+    /// `user@addr` entries for hosts `ns`.
+    pub fn entries(&self, ns: &[usize]) -> Vec<String> {
+        ns.iter().map(|n| format!("{}@{}", self.user, self.addr(*n))).collect()
+    }
+
+    /// Runs a command as root inside host `n`'s namespaces (its network, mounts, hostname).
+    pub fn exec(&self, n: usize, args: &[&str]) -> Output {
+        Command::new("bash")
+            .arg(repo_root().join("testbed/testbed.sh"))
+            .arg("exec")
+            .arg(n.to_string())
+            .args(args)
+            .output()
+            .expect("running testbed.sh exec")
+    }
+
+    /// Runs a `testbed.sh` subcommand (e.g. `stop-sshd 5`) and checks it succeeded.
+    pub fn control(&self, args: &[&str]) {
+        let out = Command::new("bash")
+            .arg(repo_root().join("testbed/testbed.sh"))
+            .args(args)
+            .output()
+            .expect("running testbed.sh");
+        assert!(
+            out.status.success(),
+            "testbed.sh {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A `[ssh]` section connecting to the test bed's hosts.
+    pub fn ssh_section(&self) -> String {
+        format!(
+            "[ssh]\nuser = \"{}\"\nidentity_file = \"{}\"\nknown_hosts = \"{}\"\nconnect_timeout = 3\n",
+            self.user,
+            self.key.display(),
+            self.known_hosts.display()
+        )
+    }
+
+    /// An `[index]` section pointing at the test bed's pypiserver.
+    pub fn index_section(&self) -> String {
+        format!(
+            "[index]\nurl = \"{}\"\nupload_url = \"{}\"\n",
+            self.index_url, self.upload_url
+        )
+    }
+}
+
+/// A clean environment for one test: its own HOME, and none of the caller's
+/// ssh-agent or index credentials.
+pub struct Sandbox {
+    pub home: tempfile::TempDir,
+    pub work: tempfile::TempDir,
+}
+
+impl Sandbox {
+    pub fn new() -> Sandbox {
+        Sandbox {
+            home: tempfile::tempdir().expect("temp home"),
+            work: tempfile::tempdir().expect("temp work dir"),
+        }
+    }
+
+    /// Writes `deploy.toml` into the work directory and returns its path.
+    pub fn write_config(&self, text: &str) -> PathBuf {
+        let path = self.work.path().join("deploy.toml");
+        std::fs::write(&path, text).expect("writing deploy.toml");
+        path
+    }
+
+    /// The `es` binary, run in the work directory with the sandbox's HOME.
+    pub fn es(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_es"));
+        cmd.current_dir(self.work.path())
+            .env("HOME", self.home.path())
+            .env_remove("SSH_AUTH_SOCK")
+            .env_remove("TWINE_USERNAME")
+            .env_remove("TWINE_PASSWORD")
+            .env_remove("TWINE_REPOSITORY_URL");
+        cmd
+    }
+}
+
+/// Output as text, for assertions and failure messages.
+pub fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Panics with the command's output unless it exited with `code`.
+pub fn expect_code(out: &Output, code: i32) -> (String, String) {
+    let (stdout, stderr) = text(out);
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "expected exit {code}\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    );
+    (stdout, stderr)
+}
+
+/// Whether `path` is under `dir`.
+pub fn is_under(path: &Path, dir: &Path) -> bool {
+    path.starts_with(dir)
+}
