@@ -9,9 +9,18 @@ import os
 import sys
 
 
+def gunicorn_has_option(flag):
+    """Whether the installed gunicorn knows a command-line flag."""
+    try:
+        from gunicorn.config import KNOWN_SETTINGS
+    except ImportError:
+        return False
+    return any(flag in (setting.cli or []) for setting in KNOWN_SETTINGS)
+
+
 def gunicorn_command(port, workers, host="0.0.0.0"):
     """The gunicorn command line serving the project on host:port."""
-    return [
+    command = [
         sys.executable,
         "-m",
         "gunicorn",
@@ -25,6 +34,12 @@ def gunicorn_command(port, workers, host="0.0.0.0"):
         "--access-logfile",
         "-",
     ]
+    # Newer gunicorns open a control socket at one fixed path in $HOME: every
+    # process of every venv on the host would fight over it. supervisord is the
+    # control interface here.
+    if gunicorn_has_option("--no-control-socket"):
+        command.append("--no-control-socket")
+    return command
 
 
 def parse_args(argv):
