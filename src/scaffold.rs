@@ -154,6 +154,11 @@ pub fn validate_name(name: &str) -> Result<()> {
     if PYTHON_KEYWORDS.contains(&name) {
         bad_input!("bad project name `{name}`: it is a Python keyword");
     }
+    if SHADOWED_MODULES.contains(&name) {
+        bad_input!(
+            "bad project name `{name}`: the package would hide the module `{name}` the generated code imports"
+        );
+    }
     Ok(())
 }
 
@@ -178,6 +183,24 @@ const PYTHON_KEYWORDS: &[&str] = &[
     "def", "del", "elif", "else", "except", "finally", "for", "from", "global", "if", "import",
     "in", "is", "lambda", "nonlocal", "not", "or", "pass", "raise", "return", "try", "while",
     "with", "yield",
+];
+
+/// Modules the generated projects import: a package of the same name would hide them.
+const SHADOWED_MODULES: &[&str] = &[
+    "argparse",
+    "django",
+    "gunicorn",
+    "http",
+    "json",
+    "logging",
+    "os",
+    "pathlib",
+    "signal",
+    "sys",
+    "tests",
+    "threading",
+    "unittest",
+    "urllib",
 ];
 
 /// Renders every file of `template` for project `project`.
@@ -779,7 +802,17 @@ mod tests {
         for good in ["shopapi", "shop_api", "_x", "A1"] {
             validate_name(good).unwrap();
         }
-        for bad in ["bad-name!", "1abc", "", "shop-api", "a b", "class", "é"] {
+        for bad in [
+            "bad-name!",
+            "1abc",
+            "",
+            "shop-api",
+            "a b",
+            "class",
+            "é",
+            "http",
+            "django",
+        ] {
             let err = validate_name(bad).unwrap_err();
             assert_eq!(crate::error::exit_code(&err), 2, "{bad}");
         }
