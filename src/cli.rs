@@ -73,6 +73,26 @@ pub enum Command {
     )]
     Run(RunArgs),
 
+    /// Create a new project from a template: render it, git init, first commit, push
+    ///
+    /// NAME is the Python package, distribution, console script and supervisord
+    /// program name; it must match ^[A-Za-z_][A-Za-z0-9_]*$. The project is made
+    /// in ./NAME, which must not exist or be empty.
+    #[command(
+        after_help = "Examples:\n  es create shopapi --remote git@git.example.com:team/shopapi.git\n  es create shopapi -t django --no-push\n  es create --list"
+    )]
+    Create(CreateArgs),
+
+    /// Add the deploy files (deploy.toml, conf/supervisord.conf) to the project here
+    ///
+    /// Adds only the files that are missing and never overwrites one; it lists
+    /// what it skipped. No git commands are run.
+    #[command(after_help = "Examples:\n  es init\n  es init shopapi")]
+    Init(InitArgs),
+
+    /// List the project templates built into es, one a line
+    Templates,
+
     /// Print a shell completion script
     ///
     /// Example: es completions bash > /etc/bash_completion.d/es
@@ -96,4 +116,39 @@ pub struct RunArgs {
         value_name = "CMD"
     )]
     pub command: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    /// Project name: package, distribution, console script and program name
+    #[arg(required_unless_present = "list", value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// Template to start from (see `es templates`)
+    #[arg(
+        short = 't',
+        long = "template",
+        default_value = "default",
+        value_name = "TEMPLATE"
+    )]
+    pub template: String,
+
+    /// Git URL to push the first commit to (as remote `origin`, branch main)
+    #[arg(long, value_name = "URL", conflicts_with = "no_push")]
+    pub remote: Option<String>,
+
+    /// Do not push, and do not ask for a remote URL
+    #[arg(long)]
+    pub no_push: bool,
+
+    /// List the templates instead of creating a project
+    #[arg(long)]
+    pub list: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    /// Project name [default: `name` from pyproject.toml's [project], else from setup.py]
+    #[arg(value_name = "NAME")]
+    pub name: Option<String>,
 }

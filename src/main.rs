@@ -8,6 +8,7 @@ mod fleet;
 mod hosts;
 mod quote;
 mod run;
+mod scaffold;
 mod ssh;
 mod ui;
 
@@ -36,9 +37,19 @@ fn dispatch(cli: Cli) -> anyhow::Result<bool> {
         clap_complete::generate(shell, &mut Cli::command(), "es", &mut std::io::stdout());
         return Ok(true);
     }
+    // Scaffolding needs no deploy.toml, and must not trip over a broken one above.
+    match &cli.command {
+        Command::Create(args) => return scaffold::create(&cli.global, args),
+        Command::Init(args) => return scaffold::init(&cli.global, args),
+        Command::Templates => return scaffold::list_templates(),
+        _ => {}
+    }
     let app = App::new(cli.global)?;
     match cli.command {
         Command::Run(args) => run::run(&app, &args),
-        Command::Completions { .. } => Ok(true),
+        Command::Completions { .. }
+        | Command::Create(_)
+        | Command::Init(_)
+        | Command::Templates => Ok(true),
     }
 }
