@@ -79,6 +79,7 @@ pub enum Command {
     /// tree and the git index are never touched, and uncommitted changes are not built.
     /// The version built is printed on the last line of stdout.
     #[command(
+        disable_version_flag = true,
         after_help = "Examples:\n  es build\n  es build --branch release --name fixbug\n  es build --commit 3f2a9c1 --version 1.2.3 --no-upload --dist dist/"
     )]
     Build(BuildArgs),
@@ -217,4 +218,15 @@ pub enum PypiCommand {
         #[arg(required = true, value_name = "PKG")]
         packages: Vec<String>,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
 }
