@@ -1,0 +1,268 @@
+//! `es run` across the test bed: fan-out, a dead host, and host-key checking.
+
+mod common;
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use common::{expect_code, Sandbox, Testbed};
+
+/// Hosts 1-5 belong to this file; the dead-host test stops host 5, so the
+/// tests that use host 5 take turns.
+static HOST5: Mutex<()> = Mutex::new(());
+
+fn config(tb: &Testbed, hosts: &[usize]) -> String {
+    let entries: Vec<String> = hosts.iter().map(|n| format!("\"{}\"", tb.addr(*n))).collect();
+    format!("[roles]\nweb = [{}]\n\n{}", entries.join(", "), tb.ssh_section())
+}
+
+#[test]
+fn run_prints_each_hosts_own_hostname() {
+    let _turn = HOST5.lock().unwrap_or_else(|e| e.into_inner());
+    let tb = Testbed::get();
+    let sb = Sandbox::new();
+    sb.write_config(&config(&tb, &[1, 2, 3, 4, 5]));
+    let out = sb.es().args(["run", "-R", "web", "--", "hostname"]).output().unwrap();
+    let (stdout, stderr) = expect_code(&out, 0);
+    for n in 1..=5 {
+        let line = format!("{} | esh{n}", tb.addr(n));
+        assert!(stdout.lines().any(|l| l == line), "missing {line:?} in\n{stdout}");
+    }
+    assert!(stderr.contains("5 ok, 0 failed"), "{stderr}");
+}
+
+/// Restarts a stopped sshd even when the test fails.
+struct Restart<'a>(&'a Testbed, usize);
+
+impl Drop for Restart<'_> {
+    fn drop(&mut self) {
+        self.0.control(&["start-sshd", &self.1.to_string()]);
+    }
+}
+
+#[test]
+fn a_dead_host_fails_alone_and_quickly() {
+    let _turn = HOST5.lock().unwrap_or_else(|e| e.into_inner());
+    let tb = Testbed::get();
+    let sb = Sandbox::new();
+    sb.write_config(&config(&tb, &[1, 2, 3, 4, 5]));
+    tb.control(&["stop-sshd", "5"]);
+    let _restart = Restart(&tb, 5);
+
+    let started = Instant::now();
+    let out = sb.es().args(["run", "-R", "web", "--", "echo", "alive"]).output().unwrap();
+    let elapsed = started.elapsed();
+    let (stdout, stderr) = expect_code(&out, 1);
+    for n in 1..=4 {
+        assert!(stdout.contains(&format!("{} | alive", tb.addr(n))), "{stdout}");
+    }
+    assert!(!stdout.contains(&format!("{} | alive", tb.addr(5))), "{stdout}");
+    let dead_line = stderr
+        .lines()
+        .find(|l| l.contains(tb.addr(5)) && l.contains("FAILED"))
+        .unwrap_or_else(|| panic!("no summary line for the dead host in\n{stderr}"));
+    assert!(dead_line.contains("connect"), "{dead_line}");
+    assert!(dead_line.contains("refused"), "{dead_line}");
+    assert!(stderr.contains("4 ok, 1 failed"), "{stderr}");
+    // connect_timeout is 3 s in the test configuration.
+    assert!(elapsed < Duration::from_secs(3 + 2), "took {elapsed:?}");
+}
+
+#[test]
+fn an_unreachable_address_times_out_within_connect_timeout() {
+    let tb = Testbed::get();
+    let sb = Sandbox::new();
+    // .250 is on the test bed's bridge network but no host has it: no answer at all.
+    let silent = format!("{}.250", tb.bridge_addr.rsplit_once('.').unwrap().0);
+    sb.write_config(&format!(
+        "[roles]\nweb = [\"{}\", \"{silent}\"]\n\n{}",
+        tb.addr(1),
+        tb.ssh_section()
+    ));
+    let started = Instant::now();
+    let out = sb.es().args(["run", "-R", "web", "--", "true"]).output().unwrap();
+    let elapsed = started.elapsed();
+    let (_, stderr) = expect_code(&out, 1);
+    assert!(stderr.contains("1 ok, 1 failed"), "{stderr}");
+    assert!(stderr.contains(&silent), "{stderr}");
+    assert!(elapsed < Duration::from_secs(3 + 2), "took {elapsed:?}");
+}
+
+/// The fingerprint of host `n`'s key as OpenSSH prints it.
+fn fingerprint(tb: &Testbed, n: usize) -> String {
+    let known = std::fs::read_to_string(&tb.known_hosts).unwrap();
+    let line = known
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(tb.addr(n)))
+        .expect("host in the test bed's known_hosts");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("one");
+    std::fs::write(&file, format!("{line}\n")).unwrap();
+    let out = std::process::Command::new("ssh-keygen").arg("-lf").arg(&file).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.split_whitespace().nth(1).expect("fingerprint").to_string()
+}
+
+#[test]
+fn unknown_host_is_refused_then_accepted_and_recorded() {
+    let tb = Testbed::get();
+    let sb = Sandbox::new();
+    // known_hosts holds every host but host 2.
+    let known = std::fs::read_to_string(&tb.known_hosts).unwrap();
+    let without: String = known
+        .lines()
+        .filter(|l| l.split_whitespace().next() != Some(tb.addr(2)))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let partial = sb.work.path().join("partial_known_hosts");
+    std::fs::write(&partial, without).unwrap();
+    let text = config(&tb, &[1, 2]).replace(
+        &tb.known_hosts.display().to_string(),
+        &partial.display().to_string(),
+    );
+    sb.write_config(&text);
+
+    let out = sb.es().args(["run", "-R", "web", "--", "true"]).output().unwrap();
+    let (_, stderr) = expect_code(&out, 1);
+    let expected = fingerprint(&tb, 2);
+    assert!(expected.starts_with("SHA256:"), "{expected}");
+    assert!(stderr.contains(&expected), "fingerprint {expected} not in\n{stderr}");
+    assert!(stderr.contains("--accept-new-host-keys"), "{stderr}");
+    assert!(stderr.contains("1 ok, 1 failed"), "{stderr}");
+
+    let out = sb
+        .es()
+        .args(["run", "-R", "web", "--accept-new-host-keys", "--", "true"])
+        .output()
+        .unwrap();
+    expect_code(&out, 0);
+    let recorded = std::fs::read_to_string(sb.home.path().join(".ssh/known_hosts")).unwrap();
+    assert!(recorded.starts_with(&format!("{} ssh-ed25519 ", tb.addr(2))), "{recorded}");
+
+    // Recorded: accepted from now on without the flag.
+    let out = sb.es().args(["run", "-R", "web", "--", "true"]).output().unwrap();
+    expect_code(&out, 0);
+}
+
+#[test]
+fn changed_host_key_is_refused_even_with_accept_new() {
+    let tb = Testbed::get();
+    let sb = Sandbox::new();
+    let keygen = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(sb.work.path().join("other"))
+        .status()
+        .unwrap();
+    assert!(keygen.success());
+    let other = std::fs::read_to_string(sb.work.path().join("other.pub")).unwrap();
+    let other_key: Vec<&str> = other.split_whitespace().take(2).collect();
+    let forged = sb.work.path().join("forged_known_hosts");
+    std::fs::write(&forged, format!("{} {}\n", tb.addr(3), other_key.join(" "))).unwrap();
+    let text = config(&tb, &[3]).replace(
+        &tb.known_hosts.display().to_string(),
+        &forged.display().to_string(),
+    );
+    sb.write_config(&text);
+
+    for extra in [&[][..], &["--accept-new-host-keys"][..]] {
+        let out = sb
+            .es()
+            .arg("run")
+            .args(extra)
+            .args(["-R", "web", "--", "touch", "/tmp/es-should-not-exist"])
+            .output()
+            .unwrap();
+        let (_, stderr) = expect_code(&out, 1);
+        assert!(stderr.contains("HOST KEY CHANGED"), "{stderr}");
+        assert!(stderr.contains(&fingerprint(&tb, 3)), "{stderr}");
+    }
+    assert!(!sb.home.path().join(".ssh/known_hosts").exists());
+    let check = tb.exec(3, &["test", "-e", "/tmp/es-should-not-exist"]);
+    assert!(!check.status.success(), "the command ran on a host with a changed key");
+}
+
+#[test]
+fn hashed_known_hosts_entries_are_honoured() {
+    let tb = Testbed::get();
+    let sb = Sandbox::new();
+    let hashed = sb.work.path().join("hashed_known_hosts");
+    std::fs::copy(&tb.known_hosts, &hashed).unwrap();
+    let status = std::process::Command::new("ssh-keygen")
+        .arg("-H")
+        .arg("-f")
+        .arg(&hashed)
+        .output()
+        .unwrap();
+    assert!(status.status.success());
+    let text = std::fs::read_to_string(&hashed).unwrap();
+    assert!(text.starts_with("|1|"), "{text}");
+    sb.write_config(&config(&tb, &[1, 4]).replace(
+        &tb.known_hosts.display().to_string(),
+        &hashed.display().to_string(),
+    ));
+    let out = sb.es().args(["run", "-R", "web", "--", "true"]).output().unwrap();
+    expect_code(&out, 0);
+}
+
+#[test]
+fn hosts_flag_ssh_config_alias_and_json_summary() {
+    let tb = Testbed::get();
+    let sb = Sandbox::new();
+    // An ~/.ssh/config alias naming host 4, its user and key.
+    let ssh_dir = sb.home.path().join(".ssh");
+    std::fs::create_dir_all(&ssh_dir).unwrap();
+    std::fs::write(
+        ssh_dir.join("config"),
+        format!(
+            "Host web-four\n  HostName {}\n  User {}\nHost *\n  IdentityFile {}\n",
+            tb.addr(4),
+            tb.user,
+            tb.key.display()
+        ),
+    )
+    .unwrap();
+    std::fs::copy(&tb.known_hosts, ssh_dir.join("known_hosts")).unwrap();
+    let out = sb
+        .es()
+        .args(["--json", "run", "-H", &format!("web-four,{}@{}", tb.user, tb.addr(1))])
+        .args(["--", "hostname"])
+        .output()
+        .unwrap();
+    let (stdout, _) = expect_code(&out, 0);
+    let events: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every stdout line is JSON"))
+        .collect();
+    let summary = events.last().unwrap();
+    assert_eq!(summary["event"], "summary");
+    assert_eq!(summary["ok"], 2);
+    assert_eq!(summary["failed"], 0);
+    let outputs: Vec<_> = events.iter().filter(|e| e["event"] == "output").collect();
+    assert!(outputs
+        .iter()
+        .any(|e| e["host"] == "web-four" && e["stdout"] == "esh4\n"));
+}
+
+#[test]
+fn quiet_keeps_only_the_summary_and_exit_status_follows_the_command() {
+    let tb = Testbed::get();
+    let sb = Sandbox::new();
+    sb.write_config(&config(&tb, &[1, 2]));
+    let out = sb
+        .es()
+        .args(["-q", "run", "-R", "web", "--", "echo noisy; exit 7"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = expect_code(&out, 1);
+    assert!(!stdout.contains("noisy"), "{stdout}");
+    assert!(stderr.contains("exit status 7"), "{stderr}");
+    assert!(stderr.contains("0 ok, 2 failed"), "{stderr}");
+}
+
+#[test]
+fn local_host_runs_without_ssh() {
+    let sb = Sandbox::new();
+    let out = sb.es().args(["run", "-H", "local", "--", "echo from-here"]).output().unwrap();
+    let (stdout, _) = expect_code(&out, 0);
+    assert_eq!(stdout.trim(), "local | from-here");
+}
