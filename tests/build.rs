@@ -67,7 +67,10 @@ fn cache_dir() -> PathBuf {
 }
 
 fn config(tb: &Testbed, name: &str, extra: &str) -> String {
-    format!("[project]\nname = \"{name}\"\n\n{}{extra}", tb.index_section())
+    format!(
+        "[project]\nname = \"{name}\"\n\n{}{extra}",
+        tb.index_section()
+    )
 }
 
 /// A pyproject.toml project with a static version es stamps.
@@ -100,7 +103,9 @@ print('\\n'.join(re.findall(r'>([^<>]+)</a>', page)))\n";
 /// A fresh venv (system python) with `requirement` pip-installed from the test bed's index.
 fn install_fresh(sb: &Sandbox, tb: &Testbed, requirement: &str) -> PathBuf {
     let venv = sb.home.path().join("venv");
-    run(Command::new("/usr/bin/python3").args(["-m", "venv"]).arg(&venv));
+    run(Command::new("/usr/bin/python3")
+        .args(["-m", "venv"])
+        .arg(&venv));
     run(Command::new(venv.join("bin/python"))
         .args(["-m", "pip", "install", "-q", "--no-deps", "--index-url"])
         .arg(&tb.index_url)
@@ -119,33 +124,54 @@ fn calver_builds_count_up_upload_and_install() {
     commit_all(&sb);
     let (day, _) = today();
 
-    let out = es(&sb, &tb, &tb.index_password).args(["version", "next"]).output().unwrap();
+    let out = es(&sb, &tb, &tb.index_password)
+        .args(["version", "next"])
+        .output()
+        .unwrap();
     let (stdout, _) = expect_code(&out, 0);
     assert_eq!(stdout.trim(), format!("{day}.1"));
 
-    let out = es(&sb, &tb, &tb.index_password).arg("build").output().unwrap();
+    let out = es(&sb, &tb, &tb.index_password)
+        .arg("build")
+        .output()
+        .unwrap();
     let (stdout, _) = expect_code(&out, 0);
     assert_eq!(stdout.lines().last(), Some(format!("{day}.1").as_str()));
 
     // The second build runs with -v: the password must not show anywhere.
-    let out = es(&sb, &tb, &tb.index_password).args(["-v", "build"]).output().unwrap();
+    let out = es(&sb, &tb, &tb.index_password)
+        .args(["-v", "build"])
+        .output()
+        .unwrap();
     let (stdout, stderr) = expect_code(&out, 0);
     assert_eq!(stdout.lines().last(), Some(format!("{day}.2").as_str()));
     assert!(!stdout.contains(&tb.index_password) && !stderr.contains(&tb.index_password));
 
     let files = index_files(&tb, &name);
     for n in [1, 2] {
-        assert!(files.contains(&format!("{name}-{day}.{n}.tar.gz")), "{files:?}");
-        assert!(files.contains(&format!("{name}-{day}.{n}-py3-none-any.whl")), "{files:?}");
+        assert!(
+            files.contains(&format!("{name}-{day}.{n}.tar.gz")),
+            "{files:?}"
+        );
+        assert!(
+            files.contains(&format!("{name}-{day}.{n}-py3-none-any.whl")),
+            "{files:?}"
+        );
     }
 
-    let out = es(&sb, &tb, "").args(["version", "latest"]).output().unwrap();
+    let out = es(&sb, &tb, "")
+        .args(["version", "latest"])
+        .output()
+        .unwrap();
     let (stdout, _) = expect_code(&out, 0);
     assert_eq!(stdout.trim(), format!("{day}.2"));
 
     let venv = install_fresh(&sb, &tb, &format!("{name}=={day}.2"));
     let installed = run(Command::new(venv.join("bin/python"))
-        .args(["-c", &format!("import importlib.metadata as m; print(m.version('{name}'))")])
+        .args([
+            "-c",
+            &format!("import importlib.metadata as m; print(m.version('{name}'))"),
+        ])
         .current_dir(sb.home.path()));
     assert_eq!(installed, format!("{day}.2"));
 
@@ -187,12 +213,23 @@ fn legacy_setup_py_placeholders_are_stamped_in_the_build_only() {
 
     let venv = install_fresh(&sb, &tb, &format!("{name}==1.2.3"));
     let stamped = run(Command::new(venv.join("bin/python"))
-        .args(["-c", &format!("import {name}.settings as s; print(s.VERSION, s.GIT_VERSION, s.RELEASE_TIME)")])
+        .args([
+            "-c",
+            &format!(
+                "import {name}.settings as s; print(s.VERSION, s.GIT_VERSION, s.RELEASE_TIME)"
+            ),
+        ])
         .current_dir(sb.home.path()));
-    assert!(stamped.starts_with(&format!("1.2.3 {commit} ")), "{stamped}");
+    assert!(
+        stamped.starts_with(&format!("1.2.3 {commit} ")),
+        "{stamped}"
+    );
     assert!(!stamped.contains("${"), "{stamped}");
 
-    assert_eq!(std::fs::read_to_string(dir.join("setup.py")).unwrap(), setup_py);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("setup.py")).unwrap(),
+        setup_py
+    );
     assert_eq!(
         std::fs::read_to_string(dir.join(&name).join("settings.py")).unwrap(),
         settings
@@ -210,17 +247,20 @@ fn wrong_password_is_refused_and_never_printed() {
     commit_all(&sb);
     let password = format!("wrong-{}-pw", std::process::id());
 
-    let out = es(&sb, &tb, &password).args(["-v", "build"]).output().unwrap();
+    let out = es(&sb, &tb, &password)
+        .args(["-v", "build"])
+        .output()
+        .unwrap();
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
-    assert!(
-        stderr.contains("refused the credentials for"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("refused the credentials for"), "{stderr}");
     assert!(!stdout.contains(&password) && !stderr.contains(&password));
     assert_eq!(index_files(&tb, &name), Vec::<String>::new());
 
-    let out = es(&sb, &tb, "").args(["version", "latest"]).output().unwrap();
+    let out = es(&sb, &tb, "")
+        .args(["version", "latest"])
+        .output()
+        .unwrap();
     let (_, stderr) = expect_code(&out, 1);
     assert!(stderr.contains("is not on the index"), "{stderr}");
 }
