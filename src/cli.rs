@@ -92,6 +92,59 @@ pub enum Command {
 
     /// List the project templates built into es, one a line
     Templates,
+    /// Stamp, build an sdist and a wheel of a commit, and upload them to the index
+    ///
+    /// The commit is exported with `git archive` into a temporary directory: the work
+    /// tree and the git index are never touched, and uncommitted changes are not built.
+    /// The version built is printed on the last line of stdout.
+    #[command(
+        disable_version_flag = true,
+        after_help = "Examples:\n  es build\n  es build --branch release --name fixbug\n  es build --commit 3f2a9c1 --version 1.2.3 --no-upload --dist dist/"
+    )]
+    Build(BuildArgs),
+
+    /// Print the highest version on the index, or the version the next build gets
+    ///
+    /// Example: es version next
+    #[command(
+        after_help = "Examples:\n  es version latest\n  es version next\n  es version next --bump minor"
+    )]
+    Version(VersionArgs),
+
+    /// pip install packages from the project's index
+    ///
+    /// Example: es pinstall hello_es==2026.11.22.1
+    #[command(
+        after_help = "Examples:\n  es pinstall hello_es\n  es pinstall 'hello_es==2026.11.22.1' requests"
+    )]
+    Pinstall {
+        /// Requirements, as pip takes them
+        #[arg(required = true, value_name = "PKG")]
+        packages: Vec<String>,
+    },
+
+    /// pip install, passing every argument through
+    ///
+    /// Example: es install -r requirements.txt
+    #[command(
+        after_help = "Examples:\n  es install requests\n  es install -- -r requirements.txt"
+    )]
+    Install {
+        /// Arguments for `pip install`
+        #[arg(
+            required = true,
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "ARGS"
+        )]
+        args: Vec<String>,
+    },
+
+    /// Copy packages from an upstream index into the project's index
+    ///
+    /// Example: es pypi sync requests==2.32.3
+    #[command(subcommand)]
+    Pypi(PypiCommand),
 
     /// Print a shell completion script
     ///
@@ -151,4 +204,83 @@ pub struct InitArgs {
     /// Project name [default: `name` from pyproject.toml's [project], else from setup.py]
     #[arg(value_name = "NAME")]
     pub name: Option<String>,
+}
+
+#[derive(Args, Debug, Default)]
+pub struct BuildArgs {
+    /// Build name: becomes the PEP 440 local version label (VERSION+NAME)
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// Version to build [default: the next one of build.version_scheme]
+    #[arg(long, value_name = "VERSION")]
+    pub version: Option<String>,
+
+    /// Commit to build (wins over --branch)
+    #[arg(long, value_name = "COMMIT")]
+    pub commit: Option<String>,
+
+    /// Branch to build [default: project.default_branch, else HEAD]
+    #[arg(long, value_name = "BRANCH")]
+    pub branch: Option<String>,
+
+    /// Build only; upload nothing
+    #[arg(long)]
+    pub no_upload: bool,
+
+    /// Also copy the sdist and wheel into DIR
+    #[arg(long, value_name = "DIR")]
+    pub dist: Option<PathBuf>,
+
+    /// With version_scheme = "semver": the part raised
+    #[arg(long, value_enum, value_name = "PART")]
+    pub bump: Option<crate::version::Bump>,
+}
+
+#[derive(Args, Debug)]
+pub struct VersionArgs {
+    #[command(subcommand)]
+    pub which: VersionWhich,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum VersionWhich {
+    /// The highest version of the project on the index
+    Latest,
+    /// The version the next `es build` gets
+    Next {
+        /// With version_scheme = "semver": the part raised
+        #[arg(long, value_enum, value_name = "PART")]
+        bump: Option<crate::version::Bump>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PypiCommand {
+    /// Download packages (without dependencies) from upstream and upload them to the index
+    ///
+    /// Example: es pypi sync gunicorn==23.0.0 supervisor
+    #[command(
+        after_help = "Examples:\n  es pypi sync supervisor\n  es pypi sync --from https://mirror.example/simple/ gunicorn==23.0.0"
+    )]
+    Sync {
+        /// Upstream simple API [default: pip's configured index]
+        #[arg(long = "from", value_name = "URL")]
+        from: Option<String>,
+
+        /// Requirements, as pip download takes them
+        #[arg(required = true, value_name = "PKG")]
+        packages: Vec<String>,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
 }

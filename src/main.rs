@@ -1,16 +1,20 @@
 //! es: fast, trustworthy deploys of Python web services to fleets of servers.
 
 mod app;
+mod build;
 mod cli;
 mod config;
 mod error;
 mod fleet;
 mod hosts;
+mod index;
+mod pip;
 mod quote;
 mod run;
 mod scaffold;
 mod ssh;
 mod ui;
+mod version;
 
 use clap::{CommandFactory, Parser};
 
@@ -47,6 +51,13 @@ fn dispatch(cli: Cli) -> anyhow::Result<bool> {
     let app = App::new(cli.global)?;
     match cli.command {
         Command::Run(args) => run::run(&app, &args),
+        Command::Build(args) => build::build(&app, &args).map(|_| true),
+        Command::Version(args) => build::version_command(&app, &args),
+        Command::Pinstall { packages } => pip::pinstall(&app, &packages),
+        Command::Install { args } => pip::install(&args),
+        Command::Pypi(cli::PypiCommand::Sync { from, packages }) => {
+            pip::sync(&app, from.as_deref(), &packages)
+        }
         Command::Completions { .. }
         | Command::Create(_)
         | Command::Init(_)

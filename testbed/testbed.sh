@@ -345,13 +345,14 @@ stop_index() {
 
 # Bounded wait until every host accepts a real login (checked in parallel).
 wait_ssh_all() {
-    local n=$1 i t pending failed tmpd
+    local n=$1 i t pending failed tmpd pids
     pending=$(seq "$n")
     tmpd=$(mktemp -d)
     for t in $(seq 30); do
         rm -f "$tmpd"/*
-        for i in $pending; do ( ssh_ok "$i" || touch "$tmpd/$i" ) & done
-        wait
+        pids=()
+        for i in $pending; do ( ssh_ok "$i" || touch "$tmpd/$i" ) & pids+=($!); done
+        wait "${pids[@]}"
         failed=$(ls "$tmpd" | sort -n)
         if [ -z "$failed" ]; then rm -rf "$tmpd"; return 0; fi
         pending=$failed
@@ -419,8 +420,9 @@ cmd_status() {
     fi
     local tmpd
     tmpd=$(mktemp -d)
-    for i in $(seq "$n"); do ( ssh_ok "$i" && touch "$tmpd/$i" ) & done
-    wait
+    local pids=()
+    for i in $(seq "$n"); do ( ssh_ok "$i" && touch "$tmpd/$i" ) & pids+=($!); done
+    [ ${#pids[@]} -eq 0 ] || wait "${pids[@]}"
     for i in $(seq "$n"); do
         line="host $i $(host_addr "$i"):"
         if ! netns_ok "$i"; then echo "$line netns DOWN"; ok=1; continue; fi

@@ -12,8 +12,15 @@ use common::{expect_code, Sandbox, Testbed};
 static HOST5: Mutex<()> = Mutex::new(());
 
 fn config(tb: &Testbed, hosts: &[usize]) -> String {
-    let entries: Vec<String> = hosts.iter().map(|n| format!("\"{}\"", tb.addr(*n))).collect();
-    format!("[roles]\nweb = [{}]\n\n{}", entries.join(", "), tb.ssh_section())
+    let entries: Vec<String> = hosts
+        .iter()
+        .map(|n| format!("\"{}\"", tb.addr(*n)))
+        .collect();
+    format!(
+        "[roles]\nweb = [{}]\n\n{}",
+        entries.join(", "),
+        tb.ssh_section()
+    )
 }
 
 #[test]
@@ -22,11 +29,18 @@ fn run_prints_each_hosts_own_hostname() {
     let tb = Testbed::get();
     let sb = Sandbox::new();
     sb.write_config(&config(&tb, &[1, 2, 3, 4, 5]));
-    let out = sb.es().args(["run", "-R", "web", "--", "hostname"]).output().unwrap();
+    let out = sb
+        .es()
+        .args(["run", "-R", "web", "--", "hostname"])
+        .output()
+        .unwrap();
     let (stdout, stderr) = expect_code(&out, 0);
     for n in 1..=5 {
         let line = format!("{} | esh{n}", tb.addr(n));
-        assert!(stdout.lines().any(|l| l == line), "missing {line:?} in\n{stdout}");
+        assert!(
+            stdout.lines().any(|l| l == line),
+            "missing {line:?} in\n{stdout}"
+        );
     }
     assert!(stderr.contains("5 ok, 0 failed"), "{stderr}");
 }
@@ -50,13 +64,23 @@ fn a_dead_host_fails_alone_and_quickly() {
     let _restart = Restart(&tb, 5);
 
     let started = Instant::now();
-    let out = sb.es().args(["run", "-R", "web", "--", "echo", "alive"]).output().unwrap();
+    let out = sb
+        .es()
+        .args(["run", "-R", "web", "--", "echo", "alive"])
+        .output()
+        .unwrap();
     let elapsed = started.elapsed();
     let (stdout, stderr) = expect_code(&out, 1);
     for n in 1..=4 {
-        assert!(stdout.contains(&format!("{} | alive", tb.addr(n))), "{stdout}");
+        assert!(
+            stdout.contains(&format!("{} | alive", tb.addr(n))),
+            "{stdout}"
+        );
     }
-    assert!(!stdout.contains(&format!("{} | alive", tb.addr(5))), "{stdout}");
+    assert!(
+        !stdout.contains(&format!("{} | alive", tb.addr(5))),
+        "{stdout}"
+    );
     let dead_line = stderr
         .lines()
         .find(|l| l.contains(tb.addr(5)) && l.contains("FAILED"))
@@ -80,7 +104,11 @@ fn an_unreachable_address_times_out_within_connect_timeout() {
         tb.ssh_section()
     ));
     let started = Instant::now();
-    let out = sb.es().args(["run", "-R", "web", "--", "true"]).output().unwrap();
+    let out = sb
+        .es()
+        .args(["run", "-R", "web", "--", "true"])
+        .output()
+        .unwrap();
     let elapsed = started.elapsed();
     let (_, stderr) = expect_code(&out, 1);
     assert!(stderr.contains("1 ok, 1 failed"), "{stderr}");
@@ -98,9 +126,16 @@ fn fingerprint(tb: &Testbed, n: usize) -> String {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("one");
     std::fs::write(&file, format!("{line}\n")).unwrap();
-    let out = std::process::Command::new("ssh-keygen").arg("-lf").arg(&file).output().unwrap();
+    let out = std::process::Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(&file)
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.split_whitespace().nth(1).expect("fingerprint").to_string()
+    text.split_whitespace()
+        .nth(1)
+        .expect("fingerprint")
+        .to_string()
 }
 
 #[test]
@@ -122,11 +157,18 @@ fn unknown_host_is_refused_then_accepted_and_recorded() {
     );
     sb.write_config(&text);
 
-    let out = sb.es().args(["run", "-R", "web", "--", "true"]).output().unwrap();
+    let out = sb
+        .es()
+        .args(["run", "-R", "web", "--", "true"])
+        .output()
+        .unwrap();
     let (_, stderr) = expect_code(&out, 1);
     let expected = fingerprint(&tb, 2);
     assert!(expected.starts_with("SHA256:"), "{expected}");
-    assert!(stderr.contains(&expected), "fingerprint {expected} not in\n{stderr}");
+    assert!(
+        stderr.contains(&expected),
+        "fingerprint {expected} not in\n{stderr}"
+    );
     assert!(stderr.contains("--accept-new-host-keys"), "{stderr}");
     assert!(stderr.contains("1 ok, 1 failed"), "{stderr}");
 
@@ -137,10 +179,17 @@ fn unknown_host_is_refused_then_accepted_and_recorded() {
         .unwrap();
     expect_code(&out, 0);
     let recorded = std::fs::read_to_string(sb.home.path().join(".ssh/known_hosts")).unwrap();
-    assert!(recorded.starts_with(&format!("{} ssh-ed25519 ", tb.addr(2))), "{recorded}");
+    assert!(
+        recorded.starts_with(&format!("{} ssh-ed25519 ", tb.addr(2))),
+        "{recorded}"
+    );
 
     // Recorded: accepted from now on without the flag.
-    let out = sb.es().args(["run", "-R", "web", "--", "true"]).output().unwrap();
+    let out = sb
+        .es()
+        .args(["run", "-R", "web", "--", "true"])
+        .output()
+        .unwrap();
     expect_code(&out, 0);
 }
 
@@ -178,7 +227,10 @@ fn changed_host_key_is_refused_even_with_accept_new() {
     }
     assert!(!sb.home.path().join(".ssh/known_hosts").exists());
     let check = tb.exec(3, &["test", "-e", "/tmp/es-should-not-exist"]);
-    assert!(!check.status.success(), "the command ran on a host with a changed key");
+    assert!(
+        !check.status.success(),
+        "the command ran on a host with a changed key"
+    );
 }
 
 #[test]
@@ -200,7 +252,11 @@ fn hashed_known_hosts_entries_are_honoured() {
         &tb.known_hosts.display().to_string(),
         &hashed.display().to_string(),
     ));
-    let out = sb.es().args(["run", "-R", "web", "--", "true"]).output().unwrap();
+    let out = sb
+        .es()
+        .args(["run", "-R", "web", "--", "true"])
+        .output()
+        .unwrap();
     expect_code(&out, 0);
 }
 
@@ -224,7 +280,12 @@ fn hosts_flag_ssh_config_alias_and_json_summary() {
     std::fs::copy(&tb.known_hosts, ssh_dir.join("known_hosts")).unwrap();
     let out = sb
         .es()
-        .args(["--json", "run", "-H", &format!("web-four,{}@{}", tb.user, tb.addr(1))])
+        .args([
+            "--json",
+            "run",
+            "-H",
+            &format!("web-four,{}@{}", tb.user, tb.addr(1)),
+        ])
         .args(["--", "hostname"])
         .output()
         .unwrap();
@@ -262,7 +323,11 @@ fn quiet_keeps_only_the_summary_and_exit_status_follows_the_command() {
 #[test]
 fn local_host_runs_without_ssh() {
     let sb = Sandbox::new();
-    let out = sb.es().args(["run", "-H", "local", "--", "echo from-here"]).output().unwrap();
+    let out = sb
+        .es()
+        .args(["run", "-H", "local", "--", "echo from-here"])
+        .output()
+        .unwrap();
     let (stdout, _) = expect_code(&out, 0);
     assert_eq!(stdout.trim(), "local | from-here");
 }

@@ -49,12 +49,20 @@ impl Testbed {
         let vars: HashMap<String, String> = text
             .lines()
             .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.trim().to_string(), v.trim().trim_matches(['"', '\'']).to_string()))
+            .map(|(k, v)| {
+                (
+                    k.trim().to_string(),
+                    v.trim().trim_matches(['"', '\'']).to_string(),
+                )
+            })
             .collect();
         let get = |k: &str| {
-            vars.get(k)
-                .cloned()
-                .unwrap_or_else(|| panic!("{} has no {k}: bring the test bed up again", env_file.display()))
+            vars.get(k).cloned().unwrap_or_else(|| {
+                panic!(
+                    "{} has no {k}: bring the test bed up again",
+                    env_file.display()
+                )
+            })
         };
         let status = Command::new("bash")
             .arg(repo_root().join("testbed/testbed.sh"))
@@ -69,7 +77,10 @@ impl Testbed {
         );
         Testbed {
             dir: PathBuf::from(get("ES_TB_DIR")),
-            hosts: get("ES_TB_HOSTS").split_whitespace().map(str::to_string).collect(),
+            hosts: get("ES_TB_HOSTS")
+                .split_whitespace()
+                .map(str::to_string)
+                .collect(),
             user: get("ES_TB_USER"),
             key: PathBuf::from(get("ES_TB_KEY")),
             known_hosts: PathBuf::from(get("ES_TB_KNOWN_HOSTS")),
@@ -88,7 +99,9 @@ impl Testbed {
 
     /// `user@addr` entries for hosts `ns`.
     pub fn entries(&self, ns: &[usize]) -> Vec<String> {
-        ns.iter().map(|n| format!("{}@{}", self.user, self.addr(*n))).collect()
+        ns.iter()
+            .map(|n| format!("{}@{}", self.user, self.addr(*n)))
+            .collect()
     }
 
     /// Runs a command as root inside host `n`'s namespaces (its network, mounts, hostname).

@@ -1,0 +1,707 @@
+//! `es build` and `es version`: export a commit, stamp its version, build an sdist
+//! and a wheel with the project's own PEP 517 backend, check them and upload them.
+//!
+//! The commit is exported with `git archive` into a temporary directory, so the
+//! user's work tree and git index are never touched. Which commit: `--commit`, else
+//! `--branch`, else `project.default_branch`; when that branch does not exist (a
+//! repository whose main branch has another name), HEAD is built, with a note.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{anyhow, Context, Result};
+
+use crate::app::App;
+use crate::bad_input;
+use crate::cli::{BuildArgs, VersionArgs, VersionWhich};
+use crate::config::VersionScheme;
+use crate::index::{self, IndexClient};
+use crate::version::{self, Bump, LocalTime, Version};
+
+/// `es version latest|next`: prints the bare version on stdout.
+pub fn version_command(app: &App, args: &VersionArgs) -> Result<bool> {
+    let root = project_root(app)?;
+    let project = project_name(app, &root)?;
+    let index_url = index_url(app)?;
+    let client = IndexClient::new(app.ui.verbose);
+    let versions = client.versions(&index_url, &project)?;
+    let version = match &args.which {
+        VersionWhich::Latest => match version::highest(&versions) {
+            Some(v) => v.clone(),
+            None => {
+                return Err(anyhow!(
+                    "{project} is not on the index {index_url} (no sdist or wheel of it with a PEP 440 version)"
+                ))
+            }
+        },
+        VersionWhich::Next { bump } => next_version(app, &versions, *bump)?,
+    };
+    println!("{version}");
+    Ok(true)
+}
+
+/// The version the next build gets, from today's local date and the index's versions.
+fn next_version(app: &App, existing: &[Version], bump: Option<Bump>) -> Result<Version> {
+    let scheme = app.config().build.version_scheme;
+    if bump.is_some() && scheme != VersionScheme::Semver {
+        bad_input!("--bump applies to build.version_scheme = \"semver\" only");
+    }
+    Ok(version::next_version(
+        scheme,
+        LocalTime::now().date,
+        existing,
+        bump.unwrap_or_default(),
+    ))
+}
+
+/// The directory of the project: where deploy.toml is, else the current directory.
+fn project_root(app: &App) -> Result<PathBuf> {
+    match &app.loaded {
+        Some(loaded) => Ok(loaded.root().to_path_buf()),
+        None => std::env::current_dir().context("finding the current directory"),
+    }
+}
+
+/// `project.name`, else `[project] name` of the pyproject.toml in `dir`.
+fn project_name(app: &App, dir: &Path) -> Result<String> {
+    if let Some(name) = &app.config().project.name {
+        return Ok(name.clone());
+    }
+    if let Ok(text) = std::fs::read_to_string(dir.join("pyproject.toml")) {
+        if let Ok(value) = text.parse::<toml::Table>() {
+            if let Some(name) = value
+                .get("project")
+                .and_then(|p| p.get("name"))
+                .and_then(|n| n.as_str())
+            {
+                return Ok(name.to_string());
+            }
+        }
+    }
+    bad_input!("no project name: set project.name in deploy.toml")
+}
+
+/// `index.url`, required.
+fn index_url(app: &App) -> Result<String> {
+    match &app.config().index.url {
+        Some(url) => Ok(url.clone()),
+        None => bad_input!("no index: set index.url (the simple API URL) in deploy.toml"),
+    }
+}
+
+/// Runs git in `dir` and returns its trimmed stdout.
+fn git(dir: &Path, args: &[&str]) -> Result<String> {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .context("running git (is it installed?)")?;
+    if !out.status.success() {
+        return Err(anyhow!(
+            "git {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// The full id of `rev` as a commit, or `None` when it names none.
+fn resolve(dir: &Path, rev: &str) -> Option<String> {
+    git(
+        dir,
+        &[
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            &format!("{rev}^{{commit}}"),
+        ],
+    )
+    .ok()
+    .filter(|id| !id.is_empty())
+}
+
+/// The commit to build and how to describe it.
+fn choose_commit(app: &App, root: &Path, args: &BuildArgs) -> Result<(String, String)> {
+    if let Some(commit) = &args.commit {
+        if args.branch.is_some() {
+            app.ui.note("es: note: --commit wins over --branch");
+        }
+        return match resolve(root, commit) {
+            Some(id) => Ok((id, format!("commit {commit}"))),
+            None => bad_input!("--commit {commit}: no such commit in {}", root.display()),
+        };
+    }
+    if let Some(branch) = &args.branch {
+        for rev in [
+            format!("refs/heads/{branch}"),
+            format!("refs/remotes/origin/{branch}"),
+        ] {
+            if let Some(id) = resolve(root, &rev) {
+                return Ok((id, format!("branch {branch}")));
+            }
+        }
+        bad_input!(
+            "--branch {branch}: no such branch (local or origin/) in {}",
+            root.display()
+        );
+    }
+    let branch = &app.config().project.default_branch;
+    if let Some(id) = resolve(root, &format!("refs/heads/{branch}")) {
+        return Ok((id, format!("branch {branch}")));
+    }
+    match resolve(root, "HEAD") {
+        Some(id) => {
+            app.ui.note(&format!(
+                "es: note: project.default_branch `{branch}` does not exist; building HEAD"
+            ));
+            Ok((id, "HEAD".to_string()))
+        }
+        None => bad_input!("{} has no commit to build", root.display()),
+    }
+}
+
+/// `es build`: returns the version built (also printed as the last stdout line).
+pub fn build(app: &App, args: &BuildArgs) -> Result<Version> {
+    let config = app.config();
+    let verbose = app.ui.verbose;
+    let say = |line: &str| {
+        if !app.ui.quiet {
+            app.ui.note(line)
+        }
+    };
+    let root = project_root(app)?;
+    let toplevel = PathBuf::from(
+        git(&root, &["rev-parse", "--show-toplevel"])
+            .with_context(|| format!("{} is not in a git repository", root.display()))?,
+    );
+    let prefix = git(&root, &["rev-parse", "--show-prefix"])?;
+    let (commit, described) = choose_commit(app, &root, args)?;
+    if verbose {
+        // --no-optional-locks: status must not refresh (write) the user's index.
+        let dirty = git(&toplevel, &["--no-optional-locks", "status", "--porcelain"])?;
+        if !dirty.is_empty() {
+            app.ui.note(&format!(
+                "es: the work tree has uncommitted changes; they are not built (building {described}, {})",
+                &commit[..12.min(commit.len())]
+            ));
+        }
+    }
+
+    // Export.
+    let tmp = tempfile::Builder::new()
+        .prefix("es-build-")
+        .tempdir()
+        .context("making a temporary directory")?;
+    let export = tmp.path().join("src");
+    export_commit(&toplevel, &commit, &export)?;
+    let src = export.join(prefix.trim_end_matches('/'));
+    let project = project_name(app, &src)?;
+
+    // Version.
+    let upload = !args.no_upload;
+    let client = IndexClient::new(verbose);
+    let existing = match (&config.index.url, upload || args.version.is_none()) {
+        (Some(url), true) => client.versions(url, &project)?,
+        _ => Vec::new(),
+    };
+    let mut version = match &args.version {
+        Some(text) => match version::parse_version(text) {
+            Ok(v) => v,
+            Err(message) => bad_input!("--version: {message}"),
+        },
+        None => {
+            if config.index.url.is_none() {
+                bad_input!("no index to number the build from: set index.url in deploy.toml, or give --version");
+            }
+            next_version(app, &existing, args.bump)?
+        }
+    };
+    if let Some(name) = &args.name {
+        version = version::with_local(&version, name)?;
+        say("es: note: a build name makes a PEP 440 local version (+NAME); public indexes such as PyPI refuse local versions, private ones accept them");
+    }
+    if upload && existing.contains(&version) {
+        return Err(anyhow!(
+            "{project} {version} is already on the index: an index never replaces a file; build another version"
+        ));
+    }
+    say(&format!(
+        "es: building {project} {version} from {described} ({})",
+        &commit[..12.min(commit.len())]
+    ));
+
+    // Stamp.
+    let values = [
+        ("${version}", version.to_string()),
+        ("${git_version}", commit.clone()),
+        ("${release_time}", LocalTime::now().stamp()),
+    ];
+    stamp(app, &src, &project, &version, &values)?;
+
+    // Pre-build commands.
+    for command in &config.build.pre_build {
+        if verbose {
+            app.ui.note(&format!("es: pre_build: {command}"));
+        }
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(command)
+            .current_dir(&src)
+            .env("ES_VERSION", version.to_string())
+            .env("ES_GIT_VERSION", &commit)
+            .env("ES_PROJECT", &project);
+        run_step(cmd, &format!("pre_build command `{command}`"), verbose)?;
+    }
+
+    // Build.
+    let out_dir = tmp.path().join("dist");
+    std::fs::create_dir_all(&out_dir)?;
+    let backend = Backend::find(app)?;
+    say(&format!(
+        "es: building sdist and wheel with {}",
+        backend.describe()
+    ));
+    run_step(
+        backend.command(&src, &out_dir, &version),
+        "the build backend",
+        verbose,
+    )?;
+    let artifacts = check_artifacts(&out_dir, &project, &version)?;
+
+    // Upload, copy.
+    if upload {
+        let target = index::upload_target(&config.index, home_dir())?;
+        for file in &artifacts {
+            client.upload(&target.url, target.credentials.as_ref(), file)?;
+            say(&format!("es: uploaded {}", file_name(file)));
+        }
+    }
+    if let Some(dist) = &args.dist {
+        std::fs::create_dir_all(dist).with_context(|| format!("making {}", dist.display()))?;
+        for file in &artifacts {
+            let to = dist.join(file_name(file));
+            std::fs::copy(file, &to).with_context(|| format!("copying to {}", to.display()))?;
+        }
+        say(&format!(
+            "es: copied the sdist and wheel to {}",
+            dist.display()
+        ));
+    }
+    println!("{version}");
+    Ok(version)
+}
+
+fn home_dir() -> Option<PathBuf> {
+    std::env::var_os("HOME").map(PathBuf::from)
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// `git archive COMMIT` unpacked into `dest`.
+fn export_commit(toplevel: &Path, commit: &str, dest: &Path) -> Result<()> {
+    std::fs::create_dir_all(dest)?;
+    let mut child = Command::new("git")
+        .arg("-C")
+        .arg(toplevel)
+        .args(["archive", "--format=tar", commit])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running git archive")?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow!("git archive: no output"))?;
+    let unpacked = tar::Archive::new(stdout).unpack(dest);
+    let out = child.wait_with_output().context("running git archive")?;
+    if !out.status.success() {
+        return Err(anyhow!(
+            "git archive {commit}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    unpacked.with_context(|| format!("unpacking git archive of {commit}"))
+}
+
+/// Writes the version into pyproject.toml and fills the placeholders of setup.py,
+/// the package's settings module and `build.stamp_files`.
+fn stamp(
+    app: &App,
+    src: &Path,
+    project: &str,
+    version: &Version,
+    values: &[(&str, String)],
+) -> Result<()> {
+    let pyproject = src.join("pyproject.toml");
+    if pyproject.is_file() {
+        let text = std::fs::read_to_string(&pyproject)?;
+        match stamp_pyproject(&text, &version.to_string()) {
+            Ok(Some(stamped)) => {
+                std::fs::write(&pyproject, stamped)?;
+                if app.ui.verbose {
+                    app.ui.note(&format!(
+                        "es: stamped [project] version = \"{version}\" in pyproject.toml"
+                    ));
+                }
+            }
+            Ok(None) => {}
+            Err(message) => return Err(anyhow!("pyproject.toml: {message}")),
+        }
+    }
+    let mut files = vec![src.join("setup.py")];
+    let package = project.replace(['-', '.'], "_");
+    for base in [src.to_path_buf(), src.join("src")] {
+        files.push(base.join(&package).join("settings.py"));
+        files.push(base.join(&package).join("settings").join("__init__.py"));
+    }
+    files.retain(|f| f.is_file());
+    for extra in &app.config().build.stamp_files {
+        let path = src.join(extra);
+        if !path.is_file() {
+            bad_input!("build.stamp_files: {extra} is not a file of the built commit");
+        }
+        if !files.contains(&path) {
+            files.push(path);
+        }
+    }
+    for file in files {
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("reading {}", file.display()))?;
+        let mut stamped = text.clone();
+        for (placeholder, value) in values {
+            stamped = stamped.replace(placeholder, value);
+        }
+        if stamped != text {
+            std::fs::write(&file, stamped)?;
+            if app.ui.verbose {
+                let shown = file.strip_prefix(src).unwrap_or(&file);
+                app.ui.note(&format!("es: stamped {}", shown.display()));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// pyproject.toml with `[project] version` set to `version`; `None` when there is no
+/// `[project]` table. A `dynamic = [... "version" ...]` entry is removed so the static
+/// version wins over the backend's own way of finding one.
+fn stamp_pyproject(text: &str, version: &str) -> Result<Option<String>, String> {
+    let parsed: toml::Table = text.parse().map_err(|e| format!("not valid TOML: {e}"))?;
+    if !parsed.contains_key("project") {
+        return Ok(None);
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    let is_header = |line: &str| {
+        let t = line.trim_start();
+        t.starts_with('[') && !t.starts_with("[[") || t.starts_with("[[")
+    };
+    let start = lines
+        .iter()
+        .position(|l| {
+            let t = l.trim();
+            t == "[project]" || t.starts_with("[project]") && t[9..].trim_start().starts_with('#')
+        })
+        .ok_or("[project] is not written as a `[project]` table; es cannot stamp its version")?;
+    let end = lines[start + 1..]
+        .iter()
+        .position(|l| {
+            is_header(l) && !l.trim_start().starts_with("[\"") && !l.trim_start().starts_with("['")
+        })
+        .map_or(lines.len(), |i| start + 1 + i);
+    let line_key = |line: &str| line.split_once('=').map(|(k, _)| k.trim().to_string());
+    let new_line = format!("version = \"{version}\"");
+    let mut section: Vec<String> = lines[start + 1..end]
+        .iter()
+        .map(|l| l.to_string())
+        .collect();
+    if let Some(i) = section
+        .iter()
+        .position(|l| line_key(l).as_deref() == Some("version"))
+    {
+        section[i] = new_line;
+    } else {
+        // Take "version" out of `dynamic`, then add the static version.
+        let joined = section.join("\n");
+        let joined = match joined.find("dynamic") {
+            Some(at) => {
+                let open = joined[at..]
+                    .find('[')
+                    .map(|i| at + i)
+                    .ok_or("bad `dynamic`")?;
+                let close = joined[open..]
+                    .find(']')
+                    .map(|i| open + i)
+                    .ok_or("bad `dynamic`")?;
+                let items: Vec<&str> = joined[open + 1..close]
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|i| !i.is_empty() && *i != "\"version\"" && *i != "'version'")
+                    .collect();
+                format!(
+                    "{}[{}]{}",
+                    &joined[..open],
+                    items.join(", "),
+                    &joined[close + 1..]
+                )
+            }
+            None => joined,
+        };
+        section = std::iter::once(new_line)
+            .chain(joined.lines().map(str::to_string))
+            .collect();
+    }
+    let mut out: Vec<String> = lines[..=start].iter().map(|l| l.to_string()).collect();
+    out.extend(section);
+    out.extend(lines[end..].iter().map(|l| l.to_string()));
+    let mut result = out.join("\n");
+    if text.ends_with('\n') {
+        result.push('\n');
+    }
+    // Check the edit did what was meant.
+    let check: toml::Table = result
+        .parse()
+        .map_err(|e| format!("es could not stamp the version (the edit broke the file: {e})"))?;
+    let project = check.get("project");
+    let stamped = project
+        .and_then(|p| p.get("version"))
+        .and_then(|v| v.as_str());
+    let still_dynamic = project
+        .and_then(|p| p.get("dynamic"))
+        .and_then(|d| d.as_array())
+        .is_some_and(|d| d.iter().any(|i| i.as_str() == Some("version")));
+    if stamped != Some(version) || still_dynamic {
+        return Err("es could not stamp [project] version; write it as `version = \"...\"` or `dynamic = [\"version\"]`".into());
+    }
+    Ok(Some(result))
+}
+
+/// Runs a build step: its output shown under `-v` (on stderr, so the version stays
+/// the last stdout line), otherwise kept and shown only when it fails.
+fn run_step(mut cmd: Command, what: &str, verbose: bool) -> Result<()> {
+    cmd.stdin(Stdio::null());
+    if verbose {
+        let status = cmd
+            .stdout(std::io::stderr())
+            .stderr(std::io::stderr())
+            .status()
+            .with_context(|| format!("starting {what}"))?;
+        if !status.success() {
+            return Err(anyhow!("{what} failed ({status})"));
+        }
+        return Ok(());
+    }
+    let out = cmd.output().with_context(|| format!("starting {what}"))?;
+    if !out.status.success() {
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(30)..].join("\n");
+        return Err(anyhow!("{what} failed ({}):\n{tail}", out.status));
+    }
+    Ok(())
+}
+
+/// The PEP 517 front end: uv when it is on PATH, else `python3 -m build`.
+enum Backend {
+    Uv(PathBuf),
+    PyBuild(PathBuf),
+}
+
+impl Backend {
+    fn find(app: &App) -> Result<Backend> {
+        if let Some(uv) = which("uv") {
+            return Ok(Backend::Uv(uv));
+        }
+        let python = which("python3").ok_or_else(|| {
+            anyhow!("neither uv nor python3 is on PATH: es needs one of them to build")
+        })?;
+        if has_build_module(&python) {
+            return Ok(Backend::PyBuild(python));
+        }
+        Ok(Backend::PyBuild(cached_build_venv(app, &python)?))
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Backend::Uv(_) => "uv build".into(),
+            Backend::PyBuild(_) => "python -m build".into(),
+        }
+    }
+
+    fn command(&self, src: &Path, out_dir: &Path, version: &Version) -> Command {
+        let mut cmd = match self {
+            Backend::Uv(uv) => {
+                let mut cmd = Command::new(uv);
+                cmd.arg("build").arg("--out-dir").arg(out_dir).arg(src);
+                cmd
+            }
+            Backend::PyBuild(python) => {
+                let mut cmd = Command::new(python);
+                cmd.args(["-m", "build", "--outdir"]).arg(out_dir).arg(src);
+                cmd
+            }
+        };
+        // For setuptools-scm projects: the export has no .git to read a version from.
+        cmd.env("SETUPTOOLS_SCM_PRETEND_VERSION", version.to_string());
+        cmd.current_dir(src);
+        cmd
+    }
+}
+
+/// The full path of `program` on PATH.
+fn which(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| {
+            use std::os::unix::fs::PermissionsExt;
+            candidate
+                .metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+fn has_build_module(python: &Path) -> bool {
+    Command::new(python)
+        .args(["-c", "import build"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// es's cache directory: `$XDG_CACHE_HOME/es`, else `~/.cache/es`.
+fn cache_dir() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(dir).join("es"));
+    }
+    home_dir()
+        .map(|home| home.join(".cache").join("es"))
+        .ok_or_else(|| anyhow!("neither XDG_CACHE_HOME nor HOME is set: no cache directory"))
+}
+
+/// A venv holding `build`, made once under the cache directory; returns its python.
+fn cached_build_venv(app: &App, python: &Path) -> Result<PathBuf> {
+    let cache = cache_dir()?;
+    let venv = cache.join("build-venv");
+    let venv_python = venv.join("bin").join("python");
+    if has_build_module(&venv_python) {
+        return Ok(venv_python);
+    }
+    app.ui.note(&format!(
+        "es: `build` is not installed for python3; installing it into {} (once)",
+        venv.display()
+    ));
+    std::fs::create_dir_all(&cache).with_context(|| format!("making {}", cache.display()))?;
+    let tmp = cache.join(format!("build-venv.tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let mut make = Command::new(python);
+    make.args(["-m", "venv"]).arg(&tmp);
+    run_step(make, "python3 -m venv", app.ui.verbose)?;
+    let mut install = Command::new(tmp.join("bin").join("python"));
+    install.args(["-m", "pip", "install", "--quiet", "build"]);
+    run_step(install, "pip install build", app.ui.verbose)?;
+    if std::fs::rename(&tmp, &venv).is_err() {
+        // Another es made it meanwhile, or a broken one is in the way.
+        if !has_build_module(&venv_python) {
+            let _ = std::fs::remove_dir_all(&venv);
+            std::fs::rename(&tmp, &venv)
+                .with_context(|| format!("moving the build venv to {}", venv.display()))?;
+        } else {
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
+    }
+    Ok(venv_python)
+}
+
+/// The sdist and the wheel in `out_dir`, checked to be `project` at `version` (by
+/// file name and by their metadata).
+fn check_artifacts(out_dir: &Path, project: &str, version: &Version) -> Result<Vec<PathBuf>> {
+    let mut sdist = None;
+    let mut wheel = None;
+    for entry in std::fs::read_dir(out_dir)? {
+        let path = entry?.path();
+        let name = file_name(&path);
+        if name.ends_with(".tar.gz") {
+            sdist = Some(path);
+        } else if name.ends_with(".whl") {
+            wheel = Some(path);
+        }
+    }
+    let (Some(sdist), Some(wheel)) = (sdist, wheel) else {
+        return Err(anyhow!(
+            "the build backend did not make both an sdist (.tar.gz) and a wheel"
+        ));
+    };
+    let hint =
+        "does pyproject.toml have a [project] version, or setup.py use version=\"${version}\"?";
+    for file in [&sdist, &wheel] {
+        let name = file_name(file);
+        let dist = version::parse_filename(&name)
+            .ok_or_else(|| anyhow!("the build made {name}, whose name es cannot read"))?;
+        if version::normalize_name(&dist.name) != version::normalize_name(project) {
+            return Err(anyhow!(
+                "the build made {name}, not a distribution of {project}"
+            ));
+        }
+        let content = std::fs::read(file)?;
+        let metadata = index::read_metadata(file, &content)?;
+        let meta_version = metadata
+            .get("Version")
+            .and_then(|v| version::parse_version(v).ok());
+        if dist.version != *version || meta_version.as_ref() != Some(version) {
+            return Err(anyhow!(
+                "the build made {name} with version {}, not {version}: {hint}",
+                metadata.get("Version").unwrap_or("?")
+            ));
+        }
+    }
+    Ok(vec![sdist, wheel])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_a_static_version() {
+        let text = "[build-system]\nrequires = [\"setuptools\"]\n\n[project]\nname = \"a\"\nversion = \"0.0.0\" # set by es\ndescription = \"x\"\n\n[tool.x]\nversion = \"keep\"\n";
+        let out = stamp_pyproject(text, "2026.11.22.1").unwrap().unwrap();
+        assert!(out.contains("[project]\nname = \"a\"\nversion = \"2026.11.22.1\"\ndescription"));
+        assert!(out.contains("[tool.x]\nversion = \"keep\"\n"));
+    }
+
+    #[test]
+    fn stamps_a_dynamic_version() {
+        let text = "[project]\nname = \"a\"\ndynamic = [\n  \"version\",\n  \"readme\",\n]\n\n[tool.setuptools.dynamic]\nversion = {attr = \"a.__version__\"}\n";
+        let out = stamp_pyproject(text, "1.2.3").unwrap().unwrap();
+        let parsed: toml::Table = out.parse().unwrap();
+        assert_eq!(parsed["project"]["version"].as_str(), Some("1.2.3"));
+        assert_eq!(
+            parsed["project"]["dynamic"].as_array().unwrap().len(),
+            1,
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn pyproject_without_project_table_is_left_alone() {
+        assert_eq!(
+            stamp_pyproject("[build-system]\nrequires = []\n", "1").unwrap(),
+            None
+        );
+        assert!(stamp_pyproject("[project\n", "1").is_err());
+    }
+}

@@ -1,0 +1,281 @@
+//! `es version`, `es build` and uploads against the test bed's pypiserver (auth on).
+//!
+//! Every test uses a project name of its own (test name + process id), so that runs
+//! never see each other's packages on the shared index.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{expect_code, text, Sandbox, Testbed};
+
+/// A project name no other test or run uses.
+fn unique(test: &str) -> String {
+    format!("es_t_{test}_{}", std::process::id())
+}
+
+/// Runs a command and returns its trimmed stdout; panics with its output on failure.
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("starting a command");
+    let (stdout, stderr) = text(&out);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    );
+    stdout.trim().to_string()
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    run(Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+        .args(args))
+}
+
+/// Commits everything in the sandbox's work directory on branch main.
+fn commit_all(sb: &Sandbox) {
+    let dir = sb.work.path();
+    git(dir, &["init", "-q", "-b", "main"]);
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "-q", "-m", "init"]);
+}
+
+/// Today's date as the calver scheme writes it, and its one-digit-year essay form.
+fn today() -> (String, String) {
+    let out = run(Command::new("date").arg("+%Y %-m %-d"));
+    let parts: Vec<&str> = out.split_whitespace().collect();
+    let year: u32 = parts[0].parse().unwrap();
+    (
+        format!("{year}.{}.{}", parts[1], parts[2]),
+        format!("{}.{}.{}", year % 10, parts[1], parts[2]),
+    )
+}
+
+/// `es` with the test bed's index credentials, and a build-venv cache shared by the tests.
+fn es(sb: &Sandbox, tb: &Testbed, password: &str) -> Command {
+    let mut cmd = sb.es();
+    cmd.env("TWINE_USERNAME", &tb.index_user)
+        .env("TWINE_PASSWORD", password)
+        .env("XDG_CACHE_HOME", cache_dir());
+    cmd
+}
+
+fn cache_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("es-cache")
+}
+
+fn config(tb: &Testbed, name: &str, extra: &str) -> String {
+    format!(
+        "[project]\nname = \"{name}\"\n\n{}{extra}",
+        tb.index_section()
+    )
+}
+
+/// A pyproject.toml project with a static version es stamps.
+fn write_pyproject_project(sb: &Sandbox, name: &str) {
+    let dir = sb.work.path();
+    std::fs::write(
+        dir.join("pyproject.toml"),
+        format!(
+            "[build-system]\nrequires = [\"setuptools>=61\"]\nbuild-backend = \"setuptools.build_meta\"\n\n[project]\nname = \"{name}\"\nversion = \"0.0.0\"\ndescription = \"es test project\"\n\n[tool.setuptools]\npackages = [\"{name}\"]\n"
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.join(name)).unwrap();
+    std::fs::write(dir.join(name).join("__init__.py"), "GREETING = 'hello'\n").unwrap();
+}
+
+/// The file names the index lists for `name` (PEP 503 HTML anchors).
+fn index_files(tb: &Testbed, name: &str) -> Vec<String> {
+    let script = "import sys, re, urllib.request, urllib.error\n\
+try:\n    page = urllib.request.urlopen(sys.argv[1]).read().decode()\n\
+except urllib.error.HTTPError as e:\n    page = ''\n\
+print('\\n'.join(re.findall(r'>([^<>]+)</a>', page)))\n";
+    let url = format!("{}{}/", tb.index_url, name.replace('_', "-").to_lowercase());
+    run(Command::new("python3").args(["-c", script, &url]))
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// A fresh venv (system python) with `requirement` pip-installed from the test bed's index.
+fn install_fresh(sb: &Sandbox, tb: &Testbed, requirement: &str) -> PathBuf {
+    let venv = sb.home.path().join("venv");
+    run(Command::new("/usr/bin/python3")
+        .args(["-m", "venv"])
+        .arg(&venv));
+    run(Command::new(venv.join("bin/python"))
+        .args(["-m", "pip", "install", "-q", "--no-deps", "--index-url"])
+        .arg(&tb.index_url)
+        .args(["--trusted-host", &tb.bridge_addr, requirement])
+        .current_dir(sb.home.path()));
+    venv
+}
+
+#[test]
+fn calver_builds_count_up_upload_and_install() {
+    let tb = Testbed::get();
+    let sb = Sandbox::new();
+    let name = unique("calver");
+    sb.write_config(&config(&tb, &name, ""));
+    write_pyproject_project(&sb, &name);
+    commit_all(&sb);
+    let (day, _) = today();
+
+    let out = es(&sb, &tb, &tb.index_password)
+        .args(["version", "next"])
+        .output()
+        .unwrap();
+    let (stdout, _) = expect_code(&out, 0);
+    assert_eq!(stdout.trim(), format!("{day}.1"));
+
+    let out = es(&sb, &tb, &tb.index_password)
+        .arg("build")
+        .output()
+        .unwrap();
+    let (stdout, _) = expect_code(&out, 0);
+    assert_eq!(stdout.lines().last(), Some(format!("{day}.1").as_str()));
+
+    // The second build runs with -v: the password must not show anywhere.
+    let out = es(&sb, &tb, &tb.index_password)
+        .args(["-v", "build"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = expect_code(&out, 0);
+    assert_eq!(stdout.lines().last(), Some(format!("{day}.2").as_str()));
+    assert!(!stdout.contains(&tb.index_password) && !stderr.contains(&tb.index_password));
+
+    let files = index_files(&tb, &name);
+    for n in [1, 2] {
+        assert!(
+            files.contains(&format!("{name}-{day}.{n}.tar.gz")),
+            "{files:?}"
+        );
+        assert!(
+            files.contains(&format!("{name}-{day}.{n}-py3-none-any.whl")),
+            "{files:?}"
+        );
+    }
+
+    let out = es(&sb, &tb, "")
+        .args(["version", "latest"])
+        .output()
+        .unwrap();
+    let (stdout, _) = expect_code(&out, 0);
+    assert_eq!(stdout.trim(), format!("{day}.2"));
+
+    let venv = install_fresh(&sb, &tb, &format!("{name}=={day}.2"));
+    let installed = run(Command::new(venv.join("bin/python"))
+        .args([
+            "-c",
+            &format!("import importlib.metadata as m; print(m.version('{name}'))"),
+        ])
+        .current_dir(sb.home.path()));
+    assert_eq!(installed, format!("{day}.2"));
+
+    assert_eq!(git(sb.work.path(), &["status", "--porcelain"]), "");
+}
+
+#[test]
+fn legacy_setup_py_placeholders_are_stamped_in_the_build_only() {
+    let tb = Testbed::get();
+    let sb = Sandbox::new();
+    let name = unique("legacy");
+    let dir = sb.work.path();
+    // Credentials from ~/.pypirc this time.
+    std::fs::write(
+        sb.home.path().join(".pypirc"),
+        format!(
+            "[distutils]\nindex-servers = testbed\n\n[testbed]\nusername = {}\npassword = {}\n",
+            tb.index_user, tb.index_password
+        ),
+    )
+    .unwrap();
+    sb.write_config(&config(&tb, &name, "repository = \"testbed\"\n"));
+    let setup_py = format!(
+        "from setuptools import setup\n\nsetup(name=\"{name}\", version=\"${{version}}\", packages=[\"{name}\"])\n"
+    );
+    std::fs::write(dir.join("setup.py"), &setup_py).unwrap();
+    std::fs::create_dir_all(dir.join(&name)).unwrap();
+    std::fs::write(dir.join(&name).join("__init__.py"), "").unwrap();
+    let settings = "VERSION = \"${version}\"\nGIT_VERSION = \"${git_version}\"\nRELEASE_TIME = \"${release_time}\"\n";
+    std::fs::write(dir.join(&name).join("settings.py"), settings).unwrap();
+    commit_all(&sb);
+    let commit = git(dir, &["rev-parse", "HEAD"]);
+
+    let mut cmd = sb.es();
+    cmd.env("XDG_CACHE_HOME", cache_dir());
+    let out = cmd.args(["build", "--version", "1.2.3"]).output().unwrap();
+    let (stdout, _) = expect_code(&out, 0);
+    assert_eq!(stdout.lines().last(), Some("1.2.3"));
+
+    let venv = install_fresh(&sb, &tb, &format!("{name}==1.2.3"));
+    let stamped = run(Command::new(venv.join("bin/python"))
+        .args([
+            "-c",
+            &format!(
+                "import {name}.settings as s; print(s.VERSION, s.GIT_VERSION, s.RELEASE_TIME)"
+            ),
+        ])
+        .current_dir(sb.home.path()));
+    assert!(
+        stamped.starts_with(&format!("1.2.3 {commit} ")),
+        "{stamped}"
+    );
+    assert!(!stamped.contains("${"), "{stamped}");
+
+    assert_eq!(
+        std::fs::read_to_string(dir.join("setup.py")).unwrap(),
+        setup_py
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join(&name).join("settings.py")).unwrap(),
+        settings
+    );
+    assert_eq!(git(dir, &["status", "--porcelain"]), "");
+}
+
+#[test]
+fn wrong_password_is_refused_and_never_printed() {
+    let tb = Testbed::get();
+    let sb = Sandbox::new();
+    let name = unique("badpass");
+    sb.write_config(&config(&tb, &name, ""));
+    write_pyproject_project(&sb, &name);
+    commit_all(&sb);
+    let password = format!("wrong-{}-pw", std::process::id());
+
+    let out = es(&sb, &tb, &password)
+        .args(["-v", "build"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stderr.contains("refused the credentials for"), "{stderr}");
+    assert!(!stdout.contains(&password) && !stderr.contains(&password));
+    assert_eq!(index_files(&tb, &name), Vec::<String>::new());
+
+    let out = es(&sb, &tb, "")
+        .args(["version", "latest"])
+        .output()
+        .unwrap();
+    let (_, stderr) = expect_code(&out, 1);
+    assert!(stderr.contains("is not on the index"), "{stderr}");
+}
+
+#[test]
+fn essay_scheme_has_a_one_digit_year() {
+    let tb = Testbed::get();
+    let sb = Sandbox::new();
+    let name = unique("essay");
+    sb.write_config(&config(
+        &tb,
+        &name,
+        "\n[build]\nversion_scheme = \"essay\"\n",
+    ));
+    let out = sb.es().args(["version", "next"]).output().unwrap();
+    let (stdout, _) = expect_code(&out, 0);
+    assert_eq!(stdout.trim(), format!("{}.1", today().1));
+}
