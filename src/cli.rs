@@ -145,6 +145,27 @@ pub enum Command {
     /// Example: es pypi sync requests==2.32.3
     #[command(subcommand)]
     Pypi(PypiCommand),
+    /// Install one exact version into a venv on every host and restart its processes
+    ///
+    /// Per host: take the venv's deploy lock, make sure the venv exists, run the
+    /// pre hooks, install PROJECT==VERSION from the index (skipped when already in
+    /// place), render the supervisord template, restart supervisord (waiting for
+    /// the old one to exit and for every program to be RUNNING), run the post
+    /// hooks, and record the release in VENV/.es/releases.jsonl. A host that fails
+    /// before the restart keeps serving its previous version.
+    #[command(
+        after_help = "Examples:\n  es deploy -R dev 2026.11.22.1 a test\n  es deploy -R dev latest b prod --dry-run\n  es deploy latest prod          (with deploy.default_role and deploy.default_venv set)"
+    )]
+    Deploy(DeployArgs),
+
+    /// Drive supervisord of a venv on every host of the role
+    ///
+    /// status, reload, start and shutdown act on supervisord itself; start, stop and
+    /// restart with a PROGRAM (`name`, `name:*` or `name:name_0`) act on one program.
+    #[command(
+        after_help = "Examples:\n  es supervisor status a\n  es supervisor reload a\n  es supervisor restart hello_es:* a\n  es supervisor stop hello_es:hello_es_1 b"
+    )]
+    Supervisor(SupervisorArgs),
 
     /// Print a shell completion script
     ///
@@ -204,6 +225,33 @@ pub struct InitArgs {
     /// Project name [default: `name` from pyproject.toml's [project], else from setup.py]
     #[arg(value_name = "NAME")]
     pub name: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct DeployArgs {
+    /// VERSION [VENV] PROFILE. VERSION is a PEP 440 version or `latest` (the highest
+    /// on the index); VENV may be left out when deploy.default_venv is set.
+    #[arg(required = true, num_args = 2..=3, value_names = ["VERSION", "VENV", "PROFILE"])]
+    pub args: Vec<String>,
+
+    /// Show the steps and the rendered supervisord.conf (diffed against the host's); change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Reinstall even when the version is already in place, and break a stale deploy lock
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct SupervisorArgs {
+    /// status | reload | start | shutdown | stop | restart
+    #[arg(value_parser = ["status", "reload", "start", "shutdown", "stop", "restart"])]
+    pub action: String,
+
+    /// [PROGRAM] [VENV]: VENV defaults to deploy.default_venv
+    #[arg(num_args = 0..=2, value_names = ["PROGRAM", "VENV"])]
+    pub args: Vec<String>,
 }
 
 #[derive(Args, Debug, Default)]

@@ -4,6 +4,7 @@ mod app;
 mod build;
 mod cli;
 mod config;
+mod deploy;
 mod error;
 mod fleet;
 mod hosts;
@@ -13,7 +14,9 @@ mod quote;
 mod run;
 mod scaffold;
 mod ssh;
+mod supervisor;
 mod ui;
+mod venv;
 mod version;
 
 use clap::{CommandFactory, Parser};
@@ -58,6 +61,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<bool> {
         Command::Pypi(cli::PypiCommand::Sync { from, packages }) => {
             pip::sync(&app, from.as_deref(), &packages)
         }
+        Command::Deploy(args) => deploy::command(&app, &args),
+        Command::Supervisor(args) => supervisor::command(&app, &args),
         Command::Completions { .. }
         | Command::Create(_)
         | Command::Init(_)

@@ -1,0 +1,1 @@
+"""hello_es: the example service deployed by es."""
