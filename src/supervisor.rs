@@ -57,8 +57,9 @@ pub fn start_script(venv: &Venv) -> String {
         r#"{supervisord} -c {conf} || exit 1
 i=0
 while :; do
-  status=$({ctl} 2>&1); code=$?
-  if [ "$code" = 0 ] && [ -n "$status" ]; then
+  status=$({ctl} 2>&1)
+  # Every program RUNNING (STARTING lasts startsecs; supervisorctl exits 0 for it).
+  if [ -n "$status" ] && ! printf '%s\n' "$status" | grep -Eqv '[[:space:]]RUNNING([[:space:]]|$)'; then
     printf '%s\n' "$status"; exit 0
   fi
   case "$status" in *FATAL*|*BACKOFF*|*EXITED*) break ;; esac
