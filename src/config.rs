@@ -61,7 +61,7 @@ impl Default for Project {
 }
 
 /// `[build]`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Build {
     #[serde(default)]
@@ -72,16 +72,6 @@ pub struct Build {
     /// Local commands run in the exported tree before the build backend.
     #[serde(default)]
     pub pre_build: Vec<String>,
-}
-
-impl Default for Build {
-    fn default() -> Self {
-        Build {
-            version_scheme: VersionScheme::default(),
-            stamp_files: Vec::new(),
-            pre_build: Vec::new(),
-        }
-    }
 }
 
 /// How `es build` chooses the next version.
