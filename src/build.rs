@@ -10,12 +10,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{anyhow, Context, Result};
+use serde_json::json;
 
 use crate::app::App;
 use crate::bad_input;
 use crate::cli::{BuildArgs, VersionArgs, VersionWhich};
 use crate::config::VersionScheme;
 use crate::index::{self, IndexClient};
+use crate::ui::Mode;
 use crate::version::{self, Bump, LocalTime, Version};
 
 /// `es version latest|next`: prints the bare version on stdout.
@@ -36,7 +38,18 @@ pub fn version_command(app: &App, args: &VersionArgs) -> Result<bool> {
         },
         VersionWhich::Next { bump } => next_version(app, &versions, *bump)?,
     };
-    println!("{version}");
+    if app.ui.mode == Mode::Json {
+        let which = match args.which {
+            VersionWhich::Latest => "latest",
+            VersionWhich::Next { .. } => "next",
+        };
+        app.ui.json(json!({
+            "event": "summary", "command": "version", "ok": true, "project": project,
+            "which": which, "version": version.to_string(),
+        }));
+    } else {
+        println!("{version}");
+    }
     Ok(true)
 }
 
@@ -290,7 +303,15 @@ pub fn build(app: &App, args: &BuildArgs) -> Result<Version> {
             dist.display()
         ));
     }
-    println!("{version}");
+    if app.ui.mode == Mode::Json {
+        let files: Vec<String> = artifacts.iter().map(|f| file_name(f)).collect();
+        app.ui.json(json!({
+            "event": "summary", "command": "build", "ok": true, "project": project,
+            "version": version.to_string(), "commit": commit, "files": files, "uploaded": upload,
+        }));
+    } else {
+        println!("{version}");
+    }
     Ok(version)
 }
 
