@@ -241,6 +241,11 @@ pub fn build(app: &App, args: &BuildArgs) -> Result<Version> {
             "{project} {version} is already on the index: an index never replaces a file; build another version"
         ));
     }
+    // Where to upload, checked before the (slow) build.
+    let target = match upload {
+        true => Some(index::upload_target(&config.index, home_dir())?),
+        false => None,
+    };
     say(&format!(
         "es: building {project} {version} from {described} ({})",
         &commit[..12.min(commit.len())]
@@ -285,8 +290,7 @@ pub fn build(app: &App, args: &BuildArgs) -> Result<Version> {
     let artifacts = check_artifacts(&out_dir, &project, &version)?;
 
     // Upload, copy.
-    if upload {
-        let target = index::upload_target(&config.index, home_dir())?;
+    if let Some(target) = &target {
         for file in &artifacts {
             client.upload(&target.url, target.credentials.as_ref(), file)?;
             say(&format!("es: uploaded {}", file_name(file)));
@@ -420,9 +424,10 @@ fn stamp_pyproject(text: &str, version: &str) -> Result<Option<String>, String> 
         return Ok(None);
     }
     let lines: Vec<&str> = text.lines().collect();
+    // A table header; array continuation lines (`["a", "b"],`) are not.
     let is_header = |line: &str| {
         let t = line.trim_start();
-        t.starts_with('[') && !t.starts_with("[[") || t.starts_with("[[")
+        t.starts_with('[') && !t.starts_with("[\"") && !t.starts_with("['")
     };
     let start = lines
         .iter()
@@ -433,9 +438,7 @@ fn stamp_pyproject(text: &str, version: &str) -> Result<Option<String>, String> 
         .ok_or("[project] is not written as a `[project]` table; es cannot stamp its version")?;
     let end = lines[start + 1..]
         .iter()
-        .position(|l| {
-            is_header(l) && !l.trim_start().starts_with("[\"") && !l.trim_start().starts_with("['")
-        })
+        .position(|l| is_header(l))
         .map_or(lines.len(), |i| start + 1 + i);
     let line_key = |line: &str| line.split_once('=').map(|(k, _)| k.trim().to_string());
     let new_line = format!("version = \"{version}\"");
