@@ -10,12 +10,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{anyhow, Context, Result};
+use serde_json::json;
 
 use crate::app::App;
 use crate::bad_input;
 use crate::cli::{BuildArgs, VersionArgs, VersionWhich};
 use crate::config::VersionScheme;
 use crate::index::{self, IndexClient};
+use crate::ui::Mode;
 use crate::version::{self, Bump, LocalTime, Version};
 
 /// `es version latest|next`: prints the bare version on stdout.
@@ -36,7 +38,18 @@ pub fn version_command(app: &App, args: &VersionArgs) -> Result<bool> {
         },
         VersionWhich::Next { bump } => next_version(app, &versions, *bump)?,
     };
-    println!("{version}");
+    if app.ui.mode == Mode::Json {
+        let which = match args.which {
+            VersionWhich::Latest => "latest",
+            VersionWhich::Next { .. } => "next",
+        };
+        app.ui.json(json!({
+            "event": "summary", "command": "version", "ok": true, "project": project,
+            "which": which, "version": version.to_string(),
+        }));
+    } else {
+        println!("{version}");
+    }
     Ok(true)
 }
 
@@ -228,6 +241,11 @@ pub fn build(app: &App, args: &BuildArgs) -> Result<Version> {
             "{project} {version} is already on the index: an index never replaces a file; build another version"
         ));
     }
+    // Where to upload, checked before the (slow) build.
+    let target = match upload {
+        true => Some(index::upload_target(&config.index, home_dir())?),
+        false => None,
+    };
     say(&format!(
         "es: building {project} {version} from {described} ({})",
         &commit[..12.min(commit.len())]
@@ -272,8 +290,7 @@ pub fn build(app: &App, args: &BuildArgs) -> Result<Version> {
     let artifacts = check_artifacts(&out_dir, &project, &version)?;
 
     // Upload, copy.
-    if upload {
-        let target = index::upload_target(&config.index, home_dir())?;
+    if let Some(target) = &target {
         for file in &artifacts {
             client.upload(&target.url, target.credentials.as_ref(), file)?;
             say(&format!("es: uploaded {}", file_name(file)));
@@ -290,7 +307,15 @@ pub fn build(app: &App, args: &BuildArgs) -> Result<Version> {
             dist.display()
         ));
     }
-    println!("{version}");
+    if app.ui.mode == Mode::Json {
+        let files: Vec<String> = artifacts.iter().map(|f| file_name(f)).collect();
+        app.ui.json(json!({
+            "event": "summary", "command": "build", "ok": true, "project": project,
+            "version": version.to_string(), "commit": commit, "files": files, "uploaded": upload,
+        }));
+    } else {
+        println!("{version}");
+    }
     Ok(version)
 }
 
@@ -399,9 +424,10 @@ fn stamp_pyproject(text: &str, version: &str) -> Result<Option<String>, String> 
         return Ok(None);
     }
     let lines: Vec<&str> = text.lines().collect();
+    // A table header; array continuation lines (`["a", "b"],`) are not.
     let is_header = |line: &str| {
         let t = line.trim_start();
-        t.starts_with('[') && !t.starts_with("[[") || t.starts_with("[[")
+        t.starts_with('[') && !t.starts_with("[\"") && !t.starts_with("['")
     };
     let start = lines
         .iter()
@@ -412,9 +438,7 @@ fn stamp_pyproject(text: &str, version: &str) -> Result<Option<String>, String> 
         .ok_or("[project] is not written as a `[project]` table; es cannot stamp its version")?;
     let end = lines[start + 1..]
         .iter()
-        .position(|l| {
-            is_header(l) && !l.trim_start().starts_with("[\"") && !l.trim_start().starts_with("['")
-        })
+        .position(|l| is_header(l))
         .map_or(lines.len(), |i| start + 1 + i);
     let line_key = |line: &str| line.split_once('=').map(|(k, _)| k.trim().to_string());
     let new_line = format!("version = \"{version}\"");

@@ -96,7 +96,16 @@ pub enum Command {
     ///
     /// The commit is exported with `git archive` into a temporary directory: the work
     /// tree and the git index are never touched, and uncommitted changes are not built.
-    /// The version built is printed on the last line of stdout.
+    /// Commit: --commit, else --branch, else project.default_branch, else HEAD (with a note).
+    ///
+    /// The version (--version, else the next of build.version_scheme from the index) is
+    /// written into pyproject.toml's [project] version, and ${version}, ${git_version}
+    /// and ${release_time} are filled in setup.py, PACKAGE/settings.py or
+    /// PACKAGE/settings/__init__.py, and build.stamp_files. build.pre_build commands run
+    /// in the export; then `uv build` (when uv is on PATH) or `python3 -m build` makes
+    /// the sdist and wheel, which are checked and uploaded. Credentials: the ~/.pypirc
+    /// section named by index.repository, else TWINE_USERNAME / TWINE_PASSWORD; the
+    /// password is never printed. The version built is printed on the last line of stdout.
     #[command(
         disable_version_flag = true,
         after_help = "Examples:\n  es build\n  es build --branch release --name fixbug\n  es build --commit 3f2a9c1 --version 1.2.3 --no-upload --dist dist/"

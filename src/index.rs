@@ -612,6 +612,8 @@ pub fn upload_target(index: &crate::config::Index, home: Option<PathBuf>) -> Res
             std::env::var("TWINE_PASSWORD"),
         ) {
             (Ok(username), Ok(password)) => Some(Credentials { username, password }),
+            (Ok(_), Err(_)) => bad_input!("TWINE_USERNAME is set but TWINE_PASSWORD is not"),
+            (Err(_), Ok(_)) => bad_input!("TWINE_PASSWORD is set but TWINE_USERNAME is not"),
             _ => None,
         }
     };

@@ -175,6 +175,44 @@ fn calver_builds_count_up_upload_and_install() {
         .current_dir(sb.home.path()));
     assert_eq!(installed, format!("{day}.2"));
 
+    // es pinstall uses the python3 on PATH: the venv's here.
+    let path = format!(
+        "{}:{}",
+        venv.join("bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = sb
+        .es()
+        .env("PATH", &path)
+        .args(["pinstall", "-q", &format!("{name}=={day}.1")])
+        .output()
+        .unwrap();
+    expect_code(&out, 0);
+    let installed = run(Command::new(venv.join("bin/python"))
+        .args([
+            "-c",
+            &format!("import importlib.metadata as m; print(m.version('{name}'))"),
+        ])
+        .current_dir(sb.home.path()));
+    assert_eq!(installed, format!("{day}.1"));
+
+    // es pypi sync from the index into itself: every file is already there, so skipped.
+    let out = es(&sb, &tb, &tb.index_password)
+        .args([
+            "pypi",
+            "sync",
+            "--from",
+            &tb.index_url,
+            &format!("{name}=={day}.1"),
+        ])
+        .output()
+        .unwrap();
+    let (_, stderr) = expect_code(&out, 0);
+    assert!(
+        stderr.contains("is already on the index; skipped"),
+        "{stderr}"
+    );
+
     assert_eq!(git(sb.work.path(), &["status", "--porcelain"]), "");
 }
 
@@ -278,4 +316,77 @@ fn essay_scheme_has_a_one_digit_year() {
     let out = sb.es().args(["version", "next"]).output().unwrap();
     let (stdout, _) = expect_code(&out, 0);
     assert_eq!(stdout.trim(), format!("{}.1", today().1));
+}
+
+#[test]
+fn commit_is_exported_not_the_work_tree() {
+    let tb = Testbed::get();
+    let sb = Sandbox::new();
+    let name = unique("export");
+    let dir = sb.work.path();
+    sb.write_config(&config(&tb, &name, ""));
+    write_pyproject_project(&sb, &name);
+    commit_all(&sb);
+    let first = git(dir, &["rev-parse", "HEAD"]);
+    std::fs::write(dir.join(&name).join("__init__.py"), "GREETING = 'second'\n").unwrap();
+    git(dir, &["commit", "-q", "-am", "second"]);
+    // Uncommitted: neither commit has it.
+    std::fs::write(dir.join(&name).join("__init__.py"), "GREETING = 'dirty'\n").unwrap();
+    let dist = sb.home.path().join("dist");
+
+    let out = es(&sb, &tb, &tb.index_password)
+        .args([
+            "-v",
+            "build",
+            "--no-upload",
+            "--version",
+            "1.0",
+            "--name",
+            "fixbug",
+        ])
+        .args(["--branch", "main", "--commit", &first[..10], "--dist"])
+        .arg(&dist)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = expect_code(&out, 0);
+    assert_eq!(stdout.lines().last(), Some("1.0+fixbug"));
+    assert!(stderr.contains("uncommitted changes"), "{stderr}");
+    assert!(stderr.contains("public indexes"), "{stderr}");
+    let wheel = dist.join(format!("{name}-1.0+fixbug-py3-none-any.whl"));
+    assert!(dist.join(format!("{name}-1.0+fixbug.tar.gz")).is_file());
+    let listing = run(Command::new("python3")
+        .args(["-c", "import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); print(z.read(sys.argv[2]).decode())"])
+        .arg(&wheel)
+        .arg(format!("{name}/__init__.py")));
+    assert_eq!(listing, "GREETING = 'hello'");
+    // --no-upload: nothing on the index; the work tree keeps its change.
+    assert_eq!(index_files(&tb, &name), Vec::<String>::new());
+    assert!(std::fs::read_to_string(dir.join(&name).join("__init__.py"))
+        .unwrap()
+        .contains("dirty"));
+}
+
+#[test]
+fn bad_usage_exits_2() {
+    let tb = Testbed::get();
+    let sb = Sandbox::new();
+    let name = unique("usage");
+    sb.write_config(&config(&tb, &name, "repository = \"missing\"\n"));
+    write_pyproject_project(&sb, &name);
+    commit_all(&sb);
+    for args in [
+        vec!["build", "--version", "not a version"],
+        vec!["build", "--commit", "no-such-commit"],
+        vec!["build", "--version", "1.0", "--name", "bad name"],
+        vec!["version", "next", "--bump", "minor"],
+    ] {
+        let out = sb.es().args(&args).output().unwrap();
+        expect_code(&out, 2);
+    }
+    // The ~/.pypirc section is missing: found before the upload, exit 2.
+    let mut cmd = sb.es();
+    cmd.env("XDG_CACHE_HOME", cache_dir());
+    let out = cmd.args(["build", "--version", "1.0"]).output().unwrap();
+    let (_, stderr) = expect_code(&out, 2);
+    assert!(stderr.contains(".pypirc"), "{stderr}");
 }
