@@ -167,6 +167,16 @@ pub enum Command {
     )]
     Deploy(DeployArgs),
 
+    /// Build and upload the project, then deploy the version just built
+    ///
+    /// `es build --branch BRANCH` (default: project.default_branch), then
+    /// `es deploy VERSION VENV PROFILE` on the role's hosts. The deploy settings are
+    /// checked before the build starts.
+    #[command(
+        after_help = "Examples:\n  es quickdeploy -R dev a test\n  es quickdeploy -R dev b test feature/login"
+    )]
+    Quickdeploy(QuickdeployArgs),
+
     /// Drive supervisord of a venv on every host of the role
     ///
     /// status, reload, start and shutdown act on supervisord itself; start, stop and
@@ -250,6 +260,21 @@ pub struct DeployArgs {
     /// Reinstall even when the version is already in place, and break a stale deploy lock
     #[arg(long)]
     pub force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct QuickdeployArgs {
+    /// The venv to deploy into
+    #[arg(value_name = "VENV")]
+    pub venv: String,
+
+    /// The profile passed to the processes and hooks
+    #[arg(value_name = "PROFILE")]
+    pub profile: String,
+
+    /// Branch to build [default: project.default_branch]
+    #[arg(value_name = "BRANCH")]
+    pub branch: Option<String>,
 }
 
 #[derive(Args, Debug)]

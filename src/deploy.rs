@@ -13,7 +13,7 @@ use serde_json::json;
 
 use crate::app::App;
 use crate::bad_input;
-use crate::cli::DeployArgs;
+use crate::cli::{BuildArgs, DeployArgs, QuickdeployArgs};
 use crate::config::Installer;
 use crate::fleet::HostCtx;
 use crate::quote::{quote, quote_path};
@@ -60,6 +60,24 @@ pub fn command(app: &App, args: &DeployArgs) -> Result<bool> {
     };
     report.print_summary(&app.ui, &title);
     Ok(report.all_ok())
+}
+
+/// `es quickdeploy`: build and upload, then deploy the version built.
+pub fn quickdeploy(app: &App, args: &QuickdeployArgs) -> Result<bool> {
+    let deploy_args = |version: String| DeployArgs {
+        args: vec![version, args.venv.clone(), args.profile.clone()],
+        dry_run: false,
+        force: false,
+    };
+    // Everything the deploy needs is checked before the (slow) build.
+    plan(app, &deploy_args("0".to_string()))?;
+    app.targets()?;
+    let build_args = BuildArgs {
+        branch: args.branch.clone(),
+        ..BuildArgs::default()
+    };
+    let version = crate::build::build(app, &build_args)?;
+    command(app, &deploy_args(version.to_string()))
 }
 
 /// Checks the arguments and configuration and resolves `latest`, before any host is contacted.

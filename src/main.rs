@@ -62,6 +62,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<bool> {
             pip::sync(&app, from.as_deref(), &packages)
         }
         Command::Deploy(args) => deploy::command(&app, &args),
+        Command::Quickdeploy(args) => deploy::quickdeploy(&app, &args),
         Command::Supervisor(args) => supervisor::command(&app, &args),
         Command::Completions { .. }
         | Command::Create(_)
