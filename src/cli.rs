@@ -73,6 +73,25 @@ pub enum Command {
     )]
     Run(RunArgs),
 
+    /// Create a new project from a template: render it, git init, first commit, push
+    ///
+    /// NAME is the Python package, distribution, console script and supervisord
+    /// program name; it must match ^[A-Za-z_][A-Za-z0-9_]*$. The project is made
+    /// in ./NAME, which must not exist or be empty.
+    #[command(
+        after_help = "Examples:\n  es create shopapi --remote git@git.example.com:team/shopapi.git\n  es create shopapi -t django --no-push\n  es create --list"
+    )]
+    Create(CreateArgs),
+
+    /// Add the deploy files (deploy.toml, conf/supervisord.conf) to the project here
+    ///
+    /// Adds only the files that are missing and never overwrites one; it lists
+    /// what it skipped. No git commands are run.
+    #[command(after_help = "Examples:\n  es init\n  es init shopapi")]
+    Init(InitArgs),
+
+    /// List the project templates built into es, one a line
+    Templates,
     /// Stamp, build an sdist and a wheel of a commit, and upload them to the index
     ///
     /// The commit is exported with `git archive` into a temporary directory: the work
@@ -135,6 +154,27 @@ pub enum Command {
     /// Example: es pypi sync requests==2.32.3
     #[command(subcommand)]
     Pypi(PypiCommand),
+    /// Install one exact version into a venv on every host and restart its processes
+    ///
+    /// Per host: take the venv's deploy lock, make sure the venv exists, run the
+    /// pre hooks, install PROJECT==VERSION from the index (skipped when already in
+    /// place), render the supervisord template, restart supervisord (waiting for
+    /// the old one to exit and for every program to be RUNNING), run the post
+    /// hooks, and record the release in VENV/.es/releases.jsonl. A host that fails
+    /// before the restart keeps serving its previous version.
+    #[command(
+        after_help = "Examples:\n  es deploy -R dev 2026.11.22.1 a test\n  es deploy -R dev latest b prod --dry-run\n  es deploy latest prod          (with deploy.default_role and deploy.default_venv set)"
+    )]
+    Deploy(DeployArgs),
+
+    /// Drive supervisord of a venv on every host of the role
+    ///
+    /// status, reload, start and shutdown act on supervisord itself; start, stop and
+    /// restart with a PROGRAM (`name`, `name:*` or `name:name_0`) act on one program.
+    #[command(
+        after_help = "Examples:\n  es supervisor status a\n  es supervisor reload a\n  es supervisor restart hello_es:* a\n  es supervisor stop hello_es:hello_es_1 b"
+    )]
+    Supervisor(SupervisorArgs),
 
     /// Print a shell completion script
     ///
@@ -159,6 +199,68 @@ pub struct RunArgs {
         value_name = "CMD"
     )]
     pub command: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    /// Project name: package, distribution, console script and program name
+    #[arg(required_unless_present = "list", value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// Template to start from (see `es templates`)
+    #[arg(
+        short = 't',
+        long = "template",
+        default_value = "default",
+        value_name = "TEMPLATE"
+    )]
+    pub template: String,
+
+    /// Git URL to push the first commit to (as remote `origin`, branch main)
+    #[arg(long, value_name = "URL", conflicts_with = "no_push")]
+    pub remote: Option<String>,
+
+    /// Do not push, and do not ask for a remote URL
+    #[arg(long)]
+    pub no_push: bool,
+
+    /// List the templates instead of creating a project
+    #[arg(long)]
+    pub list: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    /// Project name [default: `name` from pyproject.toml's [project], else from setup.py]
+    #[arg(value_name = "NAME")]
+    pub name: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct DeployArgs {
+    /// VERSION [VENV] PROFILE. VERSION is a PEP 440 version or `latest` (the highest
+    /// on the index); VENV may be left out when deploy.default_venv is set.
+    #[arg(required = true, num_args = 2..=3, value_names = ["VERSION", "VENV", "PROFILE"])]
+    pub args: Vec<String>,
+
+    /// Show the steps and the rendered supervisord.conf (diffed against the host's); change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Reinstall even when the version is already in place, and break a stale deploy lock
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct SupervisorArgs {
+    /// status | reload | start | shutdown | stop | restart
+    #[arg(value_parser = ["status", "reload", "start", "shutdown", "stop", "restart"])]
+    pub action: String,
+
+    /// [PROGRAM] [VENV]: VENV defaults to deploy.default_venv
+    #[arg(num_args = 0..=2, value_names = ["PROGRAM", "VENV"])]
+    pub args: Vec<String>,
 }
 
 #[derive(Args, Debug, Default)]

@@ -4,6 +4,7 @@ mod app;
 mod build;
 mod cli;
 mod config;
+mod deploy;
 mod error;
 mod fleet;
 mod hosts;
@@ -11,8 +12,11 @@ mod index;
 mod pip;
 mod quote;
 mod run;
+mod scaffold;
 mod ssh;
+mod supervisor;
 mod ui;
+mod venv;
 mod version;
 
 use clap::{CommandFactory, Parser};
@@ -40,6 +44,13 @@ fn dispatch(cli: Cli) -> anyhow::Result<bool> {
         clap_complete::generate(shell, &mut Cli::command(), "es", &mut std::io::stdout());
         return Ok(true);
     }
+    // Scaffolding needs no deploy.toml, and must not trip over a broken one above.
+    match &cli.command {
+        Command::Create(args) => return scaffold::create(&cli.global, args),
+        Command::Init(args) => return scaffold::init(&cli.global, args),
+        Command::Templates => return scaffold::list_templates(),
+        _ => {}
+    }
     let app = App::new(cli.global)?;
     match cli.command {
         Command::Run(args) => run::run(&app, &args),
@@ -50,6 +61,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<bool> {
         Command::Pypi(cli::PypiCommand::Sync { from, packages }) => {
             pip::sync(&app, from.as_deref(), &packages)
         }
-        Command::Completions { .. } => Ok(true),
+        Command::Deploy(args) => deploy::command(&app, &args),
+        Command::Supervisor(args) => supervisor::command(&app, &args),
+        Command::Completions { .. }
+        | Command::Create(_)
+        | Command::Init(_)
+        | Command::Templates => Ok(true),
     }
 }

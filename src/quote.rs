@@ -27,49 +27,6 @@ pub fn quote_path(path: &str) -> String {
     }
 }
 
-/// A shell command line: a program and its arguments, each quoted.
-#[derive(Debug, Clone, Default)]
-pub struct Line {
-    text: String,
-}
-
-impl Line {
-    /// A new line starting with `program` (quoted like any argument).
-    pub fn new(program: &str) -> Line {
-        Line {
-            text: quote(program).into_owned(),
-        }
-    }
-
-    /// Appends one argument, quoted.
-    pub fn arg(mut self, value: impl AsRef<str>) -> Line {
-        self.text.push(' ');
-        self.text.push_str(&quote(value.as_ref()));
-        self
-    }
-
-    /// Appends several arguments, each quoted.
-    pub fn args<I, S>(self, values: I) -> Line
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<str>,
-    {
-        values.into_iter().fold(self, Line::arg)
-    }
-
-    /// The finished command line.
-    pub fn build(self) -> String {
-        self.text
-    }
-}
-
-/// `NAME=value` assignments, values quoted, for the start of a command line.
-pub fn env_prefix<'a>(vars: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
-    vars.into_iter()
-        .map(|(name, value)| format!("{name}={} ", quote(value)))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,27 +63,6 @@ mod tests {
             assert_eq!(String::from_utf8(out.stdout).unwrap(), *value, "{script}");
         }
         assert!(!std::path::Path::new("/tmp/es-quote-pwned").exists());
-    }
-
-    #[test]
-    fn line_quotes_every_argument() {
-        let line = Line::new("printf")
-            .arg("%s|")
-            .args(NASTY.iter().copied())
-            .build();
-        let out = Command::new("sh").arg("-c").arg(&line).output().unwrap();
-        let expected: String = NASTY.iter().map(|v| format!("{v}|")).collect();
-        assert_eq!(String::from_utf8(out.stdout).unwrap(), expected);
-    }
-
-    #[test]
-    fn env_prefix_quotes_values() {
-        let script = format!(
-            "{}sh -c 'printf %s \"$V\"'",
-            env_prefix([("V", "a'b $(x)")])
-        );
-        let out = Command::new("sh").arg("-c").arg(&script).output().unwrap();
-        assert_eq!(String::from_utf8(out.stdout).unwrap(), "a'b $(x)");
     }
 
     #[test]

@@ -77,7 +77,7 @@ index_answers() { curl -sf -o /dev/null --max-time 5 "http://$BRIDGE_ADDR:$INDEX
 
 # sshd of host I answers with its banner (cheap: no key exchange).
 banner_ok() {
-    timeout 3 bash -c 'exec 3<>"/dev/tcp/$1/22" && head -c 7 <&3' _ "$(host_addr "$1")" 2>/dev/null |
+    timeout 5 bash -c 'exec 3<>"/dev/tcp/$1/22" && head -c 7 <&3' _ "$(host_addr "$1")" 2>/dev/null |
         grep -q '^SSH-2.0'
 }
 
@@ -226,6 +226,14 @@ prepare_host() {
         ssh-keygen -q -t ed25519 -N '' -C "esh$i" -f "$hd/etc/ssh_host_ed25519_key"
     fi
     write_sshd_config "$i"
+    # Own name service files (bind-mounted over /etc/hosts and /etc/resolv.conf):
+    # the machine's DNS server is unreachable from a host, and lookups of it
+    # (e.g. getfqdn in python's http.server) would hang until they time out.
+    # Written in place, as a running host has them bind-mounted.
+    printf '127.0.0.1 localhost\n::1 localhost\n%s esh%s\n%s testbed-gw\n' \
+        "$(host_addr "$i")" "$i" "$BRIDGE_ADDR" >"$hd/etc/hosts"
+    printf '# es test bed host: no DNS\noptions timeout:1 attempts:1\n' >"$hd/etc/resolv.conf"
+    chmod 644 "$hd/etc/hosts" "$hd/etc/resolv.conf"
 }
 
 start_sshd() {
@@ -235,7 +243,7 @@ start_sshd() {
     rm -f "$(host_pidfile "$i")"
     "$SSHD" -t -f "$hd/etc/sshd_config" || die "bad sshd_config for host $i"
     setsid nohup ip netns exec "$NS_PREFIX$i" unshare -m -u --propagation private sh -c \
-        "hostname esh$i && mount --bind '$hd/home' /home/$USER_NAME && mount --bind '$hd/tmp' /tmp && exec $SSHD -D -f '$hd/etc/sshd_config' -E '$hd/sshd.log'" \
+        "hostname esh$i && mount --bind '$hd/home' /home/$USER_NAME && mount --bind '$hd/tmp' /tmp && mount --bind '$hd/etc/hosts' /etc/hosts && mount --bind '$hd/etc/resolv.conf' /etc/resolv.conf && exec $SSHD -D -f '$hd/etc/sshd_config' -E '$hd/sshd.log'" \
         >>"$hd/start.log" 2>&1 </dev/null &
 }
 
@@ -345,13 +353,14 @@ stop_index() {
 
 # Bounded wait until every host accepts a real login (checked in parallel).
 wait_ssh_all() {
-    local n=$1 i t pending failed tmpd
+    local n=$1 i t pending failed tmpd pids
     pending=$(seq "$n")
     tmpd=$(mktemp -d)
     for t in $(seq 30); do
         rm -f "$tmpd"/*
-        for i in $pending; do ( ssh_ok "$i" || touch "$tmpd/$i" ) & done
-        wait
+        pids=()
+        for i in $pending; do ( ssh_ok "$i" || touch "$tmpd/$i" ) & pids+=($!); done
+        wait "${pids[@]}"
         failed=$(ls "$tmpd" | sort -n)
         if [ -z "$failed" ]; then rm -rf "$tmpd"; return 0; fi
         pending=$failed
@@ -388,18 +397,21 @@ EOF
 # Quiet health check of everything for N hosts; 0 when all is healthy.
 healthy() {
     local n=$1 i
-    [ -f "$ENV_FILE" ] && [ -f "$KEY" ] && [ -f "$KNOWN_HOSTS" ] && [ -f "$BASELINE" ] || return 1
-    ip addr show dev "$BRIDGE" 2>/dev/null | grep -q "inet $BRIDGE_ADDR/24" || return 1
-    index_pid >/dev/null && index_answers || return 1
-    [ "$(wc -l <"$KNOWN_HOSTS")" -ge "$n" ] || return 1
+    why=
+    [ -f "$ENV_FILE" ] && [ -f "$KEY" ] && [ -f "$KNOWN_HOSTS" ] && [ -f "$BASELINE" ] || { why="state files missing"; return 1; }
+    ip addr show dev "$BRIDGE" 2>/dev/null | grep -q "inet $BRIDGE_ADDR/24" || { why="bridge down"; return 1; }
+    { index_pid >/dev/null && index_answers; } || { why="pypiserver down"; return 1; }
+    [ "$(wc -l <"$KNOWN_HOSTS")" -ge "$n" ] || { why="known_hosts short"; return 1; }
     for i in $(seq "$n"); do
-        netns_ok "$i" && sshd_pid "$i" >/dev/null || return 1
+        netns_ok "$i" || { why="netns of host $i"; return 1; }
+        sshd_pid "$i" >/dev/null || { why="sshd of host $i"; return 1; }
     done
     # every sshd answers; one real login proves key, user and known_hosts
     local pids=() rc=0
     for i in $(seq "$n"); do banner_ok "$i" & pids+=($!); done
     for i in "${pids[@]}"; do wait "$i" || rc=1; done
-    [ $rc -eq 0 ] && ssh_ok 1
+    [ $rc -eq 0 ] || { why="an sshd does not answer"; return 1; }
+    ssh_ok 1 || { why="no ssh login on host 1"; return 1; }
 }
 
 cmd_status() {
@@ -419,8 +431,9 @@ cmd_status() {
     fi
     local tmpd
     tmpd=$(mktemp -d)
-    for i in $(seq "$n"); do ( ssh_ok "$i" && touch "$tmpd/$i" ) & done
-    wait
+    local pids=()
+    for i in $(seq "$n"); do ( ssh_ok "$i" && touch "$tmpd/$i" ) & pids+=($!); done
+    [ ${#pids[@]} -eq 0 ] || wait "${pids[@]}"
     for i in $(seq "$n"); do
         line="host $i $(host_addr "$i"):"
         if ! netns_ok "$i"; then echo "$line netns DOWN"; ok=1; continue; fi
@@ -442,11 +455,13 @@ cmd_up() {
     local n=${1:-20} cur i t0=$SECONDS
     [[ $n =~ ^[0-9]+$ ]] && [ "$n" -ge 1 ] && [ "$n" -le 200 ] || die "bad host count: $n"
     cur=$(current_count)
+    why=
     if [ "${cur:-0}" -ge "$n" ] && healthy "$cur"; then
         log "already up with $cur hosts"
         echo "$ENV_FILE"
         return 0
     fi
+    [ "${cur:-0}" -gt 0 ] && log "not healthy (${why:-fewer than $n hosts}); repairing"
     # never shrink a bed others may be using
     [ "${cur:-0}" -gt "$n" ] && n=$cur
     step_packages

@@ -70,7 +70,7 @@ impl SshConfig {
                 "include" => {
                     let included: Vec<Block> = value
                         .split_whitespace()
-                        .map(|p| {
+                        .flat_map(|p| {
                             let path = if p.starts_with('/') || p.starts_with('~') {
                                 crate::hosts::expand_tilde(p)
                             } else {
@@ -78,7 +78,6 @@ impl SshConfig {
                             };
                             SshConfig::load(&path).blocks
                         })
-                        .flatten()
                         .collect();
                     blocks.extend(included);
                 }

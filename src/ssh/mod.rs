@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 use crate::hosts::{expand_tilde, Target, TargetKind};
 pub use session::SshSession;
@@ -74,19 +74,6 @@ impl Connection {
                 })
             }
         }
-    }
-
-    /// Runs a command and fails with its stderr when it exits non-zero.
-    pub fn check(&mut self, command: &str) -> Result<Output> {
-        let out = self.exec(command)?;
-        if !out.success() {
-            bail!(CommandFailed {
-                status: out.status,
-                stderr: out.stderr,
-                stdout: out.stdout,
-            });
-        }
-        Ok(out)
     }
 
     /// Writes a file atomically (temporary file, then rename). `path` is absolute or `~/...`.

@@ -183,6 +183,52 @@ impl Sandbox {
     }
 }
 
+/// A git identity for commits made in a sandbox.
+const GIT_IDENTITY: [(&str, &str); 4] = [
+    ("GIT_AUTHOR_NAME", "es tests"),
+    ("GIT_AUTHOR_EMAIL", "tests@es.invalid"),
+    ("GIT_COMMITTER_NAME", "es tests"),
+    ("GIT_COMMITTER_EMAIL", "tests@es.invalid"),
+];
+
+/// Creates project `name` in the sandbox's work directory with `es create --no-push`.
+pub fn create_project(sb: &Sandbox, name: &str) -> PathBuf {
+    let out = sb
+        .es()
+        .args(["create", name, "--no-push"])
+        .envs(GIT_IDENTITY)
+        .output()
+        .expect("running es create");
+    expect_code(&out, 0);
+    sb.work.path().join(name)
+}
+
+/// Runs git in `dir` with a sandbox identity; returns stdout.
+pub fn git(sb: &Sandbox, dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("HOME", sb.home.path())
+        .envs(GIT_IDENTITY)
+        .output()
+        .expect("running git");
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "git {args:?} failed: {stderr}");
+    stdout
+}
+
+/// `es build ARGS` in `dir`, with the test index's upload credentials.
+pub fn es_build(sb: &Sandbox, tb: &Testbed, dir: &Path, args: &[&str]) -> Output {
+    sb.es()
+        .current_dir(dir)
+        .arg("build")
+        .args(args)
+        .env("TWINE_USERNAME", &tb.index_user)
+        .env("TWINE_PASSWORD", &tb.index_password)
+        .output()
+        .expect("running es build")
+}
+
 /// Output as text, for assertions and failure messages.
 pub fn text(out: &Output) -> (String, String) {
     (

@@ -1,0 +1,18 @@
+# Shared set-up for the benchmarks: the test bed, a release build of es, and a
+# Python venv with the peer tools (Fabric 3). Sourced by the bench scripts.
+set -euo pipefail
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(dirname "$BENCH_DIR")
+PEERS_VENV=${ES_BENCH_VENV:-/var/tmp/es-bench-venv}
+
+bash "$REPO/testbed/testbed.sh" up >&2
+# shellcheck disable=SC1090
+. "$(bash "$REPO/testbed/testbed.sh" env)"
+(cd "$REPO" && cargo build --release --quiet)
+ES_BIN="$REPO/target/release/es"
+
+if [ ! -x "$PEERS_VENV/bin/fab" ]; then
+    /usr/bin/python3 -m venv "$PEERS_VENV"
+    "$PEERS_VENV/bin/pip" install --quiet --disable-pip-version-check 'fabric>=3,<4' build
+fi
+PY="$PEERS_VENV/bin/python"

@@ -1,0 +1,304 @@
+//! supervisord in a venv: the remote command lines that drive it, the safe
+//! restart (wait for the old supervisord to be gone), and `es supervisor`.
+
+use anyhow::{bail, Result};
+
+use crate::app::App;
+use crate::bad_input;
+use crate::cli::SupervisorArgs;
+use crate::fleet::HostCtx;
+use crate::quote::quote;
+use crate::venv::Venv;
+
+/// How long to wait for an old supervisord to exit, and for programs to be RUNNING.
+const SHUTDOWN_WAIT_SECS: u32 = 60;
+const START_WAIT_SECS: u32 = 60;
+
+/// `VENV/bin/supervisorctl -c VENV/etc/supervisord.conf ARGS...`
+pub fn supervisorctl(venv: &Venv, args: &[&str]) -> String {
+    let mut line = format!(
+        "{} -c {}",
+        venv.path("bin/supervisorctl"),
+        venv.path("etc/supervisord.conf")
+    );
+    for arg in args {
+        line.push(' ');
+        line.push_str(&quote(arg));
+    }
+    line
+}
+
+/// Shell code that stops this venv's supervisord (if it runs) and waits until its
+/// pid is gone. essay started the new one at once, which could leave the old
+/// processes serving the old version.
+pub fn shutdown_script(venv: &Venv) -> String {
+    let pidfile = venv.path("tmp/supervisord.pid");
+    format!(
+        r#"pid=$(cat {pidfile} 2>/dev/null || true)
+if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+  {ctl} >/dev/null 2>&1 || kill "$pid" 2>/dev/null || true
+  i=0
+  while kill -0 "$pid" 2>/dev/null; do
+    i=$((i+1))
+    if [ "$i" -gt {limit} ]; then echo "supervisord (pid $pid) did not exit within {SHUTDOWN_WAIT_SECS}s" >&2; exit 1; fi
+    sleep 0.1
+  done
+fi
+"#,
+        ctl = supervisorctl(venv, &["shutdown"]),
+        limit = SHUTDOWN_WAIT_SECS * 10,
+    )
+}
+
+/// Shell code that starts supervisord and waits until every program is RUNNING;
+/// on failure it prints the status and the tail of the failing programs' logs.
+pub fn start_script(venv: &Venv) -> String {
+    format!(
+        r#"{supervisord} -c {conf} || exit 1
+i=0
+while :; do
+  status=$({ctl} 2>&1)
+  # Every program RUNNING (STARTING lasts startsecs; supervisorctl exits 0 for it).
+  if [ -n "$status" ] && ! printf '%s\n' "$status" | grep -Eqv '[[:space:]]RUNNING([[:space:]]|$)'; then
+    printf '%s\n' "$status"; exit 0
+  fi
+  case "$status" in *FATAL*|*BACKOFF*|*EXITED*) break ;; esac
+  i=$((i+1))
+  if [ "$i" -gt {limit} ]; then break; fi
+  sleep 0.2
+done
+printf '%s\n' "$status" >&2
+for log in {logs}/*.log; do
+  case "$log" in */supervisord.log) continue ;; esac
+  echo "--- tail of $log" >&2; tail -n 5 "$log" >&2
+done
+echo "not every program reached RUNNING" >&2
+exit 1
+"#,
+        supervisord = venv.path("bin/supervisord"),
+        conf = venv.path("etc/supervisord.conf"),
+        ctl = supervisorctl(venv, &["status"]),
+        logs = venv.path("logs"),
+        limit = START_WAIT_SECS * 5,
+    )
+}
+
+/// One line of `supervisorctl status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgramStatus {
+    pub program: String,
+    pub state: String,
+    pub pid: String,
+    pub uptime: String,
+}
+
+/// Parses `supervisorctl status` output:
+/// `name:name_0   RUNNING   pid 123, uptime 0:00:05`.
+pub fn parse_status(text: &str) -> Vec<ProgramStatus> {
+    text.lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            let program = words.next()?.to_string();
+            let state = words.next()?.to_string();
+            if !state.chars().all(|c| c.is_ascii_uppercase()) {
+                return None;
+            }
+            let rest: Vec<&str> = words.collect();
+            let rest = rest.join(" ");
+            let pid = rest
+                .strip_prefix("pid ")
+                .and_then(|r| r.split(',').next())
+                .unwrap_or("")
+                .to_string();
+            let uptime = rest
+                .split_once("uptime ")
+                .map(|(_, u)| u.to_string())
+                .unwrap_or_default();
+            Some(ProgramStatus {
+                program,
+                state,
+                pid,
+                uptime,
+            })
+        })
+        .collect()
+}
+
+/// The action `es supervisor` was asked for.
+#[derive(Debug, PartialEq, Eq)]
+enum Action {
+    /// supervisord itself: status, reload, start, shutdown.
+    Daemon(&'static str),
+    /// One program: start, stop, restart.
+    Program(&'static str, String),
+}
+
+/// `es supervisor ACTION [PROGRAM] [VENV]` on every host of the role.
+pub fn command(app: &App, args: &SupervisorArgs) -> Result<bool> {
+    let loaded = app.require_config()?;
+    let config = &loaded.config;
+    let project = config.project.name.clone().unwrap_or_default();
+    let (action, venv_arg) = parse_action(&args.action, &args.args, &project)?;
+    let venv_name = match venv_arg.or_else(|| config.deploy.default_venv.clone()) {
+        Some(v) => v,
+        None => bad_input!("which venv? give VENV, or set deploy.default_venv"),
+    };
+    let venv = Venv::new(&config.deploy.virtualenv_prefix, &venv_name)?;
+    let fleet = app.fleet(false)?;
+    let report = fleet.run(|ctx| run_action(ctx, &venv, &action))?;
+
+    if action == Action::Daemon("status") && app.ui.mode != crate::ui::Mode::Json {
+        print_status_table(app, &report);
+    }
+    report.print_summary(&app.ui, &format!("supervisor {}", args.action));
+    Ok(report.all_ok())
+}
+
+fn parse_action(action: &str, args: &[String], project: &str) -> Result<(Action, Option<String>)> {
+    let daemon = |name: &'static str| -> Result<(Action, Option<String>)> {
+        match args {
+            [] => Ok((Action::Daemon(name), None)),
+            [venv] => Ok((Action::Daemon(name), Some(venv.clone()))),
+            _ => bad_input!("es supervisor {name} takes at most one argument: [VENV]"),
+        }
+    };
+    let program = |name: &'static str| -> Result<(Action, Option<String>)> {
+        match args {
+            [program] => Ok((Action::Program(name, program.clone()), None)),
+            [program, venv] => Ok((Action::Program(name, program.clone()), Some(venv.clone()))),
+            _ => bad_input!("es supervisor {name} takes PROGRAM [VENV]"),
+        }
+    };
+    match action {
+        "status" => daemon("status"),
+        "reload" => daemon("reload"),
+        "shutdown" => daemon("shutdown"),
+        // `start VENV` starts supervisord; `start PROGRAM [VENV]` one program.
+        "start" => match args {
+            [one] if !looks_like_program(one, project) => daemon("start"),
+            [] => daemon("start"),
+            _ => program("start"),
+        },
+        "stop" => program("stop"),
+        "restart" => program("restart"),
+        other => bad_input!(
+            "unknown supervisor action `{other}`: status, reload, start, shutdown, or start|stop|restart PROGRAM"
+        ),
+    }
+}
+
+/// `name`, `name:*` or `name:name_0`, where name is the project's program.
+fn looks_like_program(arg: &str, project: &str) -> bool {
+    arg.contains(':') || arg == project || arg == "all"
+}
+
+fn run_action(ctx: &mut HostCtx<'_>, venv: &Venv, action: &Action) -> Result<String> {
+    ctx.step(&match action {
+        Action::Daemon(name) => name.to_string(),
+        Action::Program(name, program) => format!("{name} {program}"),
+    });
+    let script = match action {
+        Action::Daemon("status") => supervisorctl(venv, &["status"]),
+        Action::Daemon("reload") => supervisorctl(venv, &["reload"]),
+        Action::Daemon("start") => format!(
+            "if {} >/dev/null 2>&1; then echo 'supervisord already running'; {}; else {}; fi",
+            supervisorctl(venv, &["pid"]),
+            supervisorctl(venv, &["status"]),
+            start_script(venv)
+        ),
+        Action::Daemon(_) => shutdown_script(venv),
+        Action::Program(name, program) => supervisorctl(venv, &[name, program]),
+    };
+    let out = ctx.exec(&script)?;
+    let text = format!("{}{}", out.stdout, out.stderr);
+    // supervisorctl status exits 3 when some program is not running: still a result.
+    let status_ok = matches!(action, Action::Daemon("status")) && out.status == 3;
+    if !out.success() && !status_ok {
+        bail!(crate::ssh::CommandFailed {
+            status: out.status,
+            stdout: out.stdout,
+            stderr: out.stderr,
+        });
+    }
+    if let Action::Program(_, _) = action {
+        if text.contains("ERROR") {
+            bail!("{}", text.trim());
+        }
+    }
+    let ui = ctx.ui();
+    ui.event(
+        "status",
+        ctx.host(),
+        serde_json::json!({ "programs": parse_status(&out.stdout).iter().map(|p| serde_json::json!({
+            "program": p.program, "state": p.state, "pid": p.pid, "uptime": p.uptime,
+        })).collect::<Vec<_>>() }),
+    );
+    if !matches!(action, Action::Daemon("status")) && ui.verbose {
+        ui.host_text(ctx.host(), &text);
+    }
+    Ok(out.stdout)
+}
+
+fn print_status_table(app: &App, report: &crate::fleet::Report<String>) {
+    let mut rows = vec![[
+        "HOST".to_string(),
+        "PROGRAM".to_string(),
+        "STATE".to_string(),
+        "PID".to_string(),
+        "UPTIME".to_string(),
+    ]];
+    for outcome in &report.outcomes {
+        if let Ok(stdout) = &outcome.result {
+            for p in parse_status(stdout) {
+                rows.push([outcome.host.clone(), p.program, p.state, p.pid, p.uptime]);
+            }
+        }
+    }
+    let widths: Vec<usize> = (0..5)
+        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
+    let table: String = rows
+        .iter()
+        .map(|r| {
+            let cells: Vec<String> = r
+                .iter()
+                .zip(&widths)
+                .map(|(c, w)| format!("{c:<w$}"))
+                .collect();
+            format!("{}\n", cells.join("  ").trim_end())
+        })
+        .collect();
+    app.ui.clear();
+    print!("{table}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_supervisorctl_status() {
+        let text = "hello:hello_0   RUNNING   pid 4121, uptime 0:01:02\nhello:hello_1   FATAL     Exited too quickly (process log may have details)\nhello:hello_2   STOPPED   Not started\n";
+        let parsed = parse_status(text);
+        assert_eq!(parsed.len(), 3);
+        assert_eq!(parsed[0].pid, "4121");
+        assert_eq!(parsed[0].uptime, "0:01:02");
+        assert_eq!(parsed[1].state, "FATAL");
+        assert_eq!(parsed[2].pid, "");
+    }
+
+    #[test]
+    fn start_with_one_argument_tells_venv_from_program() {
+        let (a, v) = parse_action("start", &["a".into()], "hello").unwrap();
+        assert_eq!((a, v), (Action::Daemon("start"), Some("a".into())));
+        let (a, v) = parse_action("start", &["hello:*".into()], "hello").unwrap();
+        assert_eq!((a, v), (Action::Program("start", "hello:*".into()), None));
+        let (a, v) = parse_action("restart", &["hello".into(), "b".into()], "hello").unwrap();
+        assert_eq!(
+            (a, v),
+            (Action::Program("restart", "hello".into()), Some("b".into()))
+        );
+        assert!(parse_action("stop", &[], "hello").is_err());
+        assert!(parse_action("explode", &[], "hello").is_err());
+    }
+}

@@ -1,0 +1,1 @@
+"""{{ project }}: a Django service deployed with es."""

@@ -1,0 +1,400 @@
+//! `es deploy` and `es supervisor` on the test bed (hosts 6-8), with a project
+//! created by `es create`, built by `es build` and served from the test index.
+//! Each test deploys into its own venv prefix and ports, so they run side by side.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use common::{expect_code, Sandbox, Testbed};
+
+const HOSTS: [usize; 3] = [6, 7, 8];
+
+/// A project on the index with versions 1.0.0 and 2.0.0, shared by every test here.
+struct Built {
+    name: String,
+    /// Keeps the project's directory alive.
+    _sandbox: Sandbox,
+}
+
+fn built() -> &'static Built {
+    static BUILT: OnceLock<Built> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let tb = Testbed::get();
+        let sb = Sandbox::new();
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+            % 100_000_000;
+        let name = format!("dt_{}_{stamp}", std::process::id());
+        let dir = common::create_project(&sb, &name);
+        std::fs::write(
+            dir.join("deploy.toml"),
+            format!("[project]\nname = \"{name}\"\n\n{}", tb.index_section()),
+        )
+        .unwrap();
+        common::git(&sb, &dir, &["commit", "-qam", "point at the test index"]);
+        for version in ["1.0.0", "2.0.0"] {
+            let out = common::es_build(&sb, &tb, &dir, &["--version", version]);
+            expect_code(&out, 0);
+        }
+        Built { name, _sandbox: sb }
+    })
+}
+
+/// A deploy.toml for the shared project, deploying under `~/PREFIX`.
+fn config(tb: &Testbed, prefix: &str, ports: &[(&str, &str)], deploy_extra: &str) -> String {
+    let hosts: Vec<String> = HOSTS
+        .iter()
+        .map(|n| format!("\"{}\"", tb.addr(*n)))
+        .collect();
+    let ports: Vec<String> = ports
+        .iter()
+        .map(|(v, p)| format!("{v} = \"{p}\""))
+        .collect();
+    format!(
+        "[project]\nname = \"{}\"\n\n{}\n[roles]\nweb = [{}]\n\n{}\n[deploy]\nvirtualenv_prefix = \"~/{prefix}\"\nvenv_ports = {{ {} }}\ndefault_role = \"web\"\n{deploy_extra}",
+        built().name,
+        tb.index_section(),
+        hosts.join(", "),
+        tb.ssh_section(),
+        ports.join(", ")
+    )
+}
+
+/// What the process on `port` of host `n` answers at `/`.
+fn fetch(tb: &Testbed, n: usize, port: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "5"])
+        .arg(format!("http://{}:{port}/", tb.addr(n)))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn assert_serving(tb: &Testbed, n: usize, port: &str, version: &str, profile: &str) {
+    let body = fetch(tb, n, port);
+    let expected = format!(
+        "{} {version} (profile {profile}, port {port})",
+        built().name
+    );
+    assert_eq!(body.trim(), expected, "host {n} port {port}");
+}
+
+/// Command lines of the supervisord processes of host `n` whose venv dir is `venv`.
+fn supervisords(n: usize, venv: &str) -> Vec<u32> {
+    let out = Command::new("ip")
+        .args(["netns", "pids", &format!("es-h{n}")])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            (cmdline.contains("bin/supervisord") && cmdline.contains(&format!("/{venv}/etc/")))
+                .then(|| pid.parse().ok())
+                .flatten()
+        })
+        .collect()
+}
+
+/// A file in host `n`'s home, as the host sees it.
+fn host_file(tb: &Testbed, n: usize, path: &str) -> Option<String> {
+    let out = tb.exec(n, &["cat", &format!("/home/{}/{path}", tb.user)]);
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn deploy(sb: &Sandbox, args: &[&str]) -> std::process::Output {
+    sb.es().arg("deploy").args(args).output().unwrap()
+}
+
+#[test]
+fn first_deploy_upgrade_redeploy_and_status() {
+    let tb = Testbed::get();
+    let sb = Sandbox::new();
+    let hook = r#"post_hooks = ["printf '%s|%s|%s|%s|%s' \"$ES_VERSION\" \"$ES_VENV\" \"$ES_PROFILE\" \"$ES_HOST\" \"$ES_PROJECT\" > post_hook.out"]"#;
+    sb.write_config(&config(&tb, "up", &[("a", "880")], hook));
+
+    let out = deploy(&sb, &["1.0.0", "a", "test"]);
+    let (_, stderr) = expect_code(&out, 0);
+    assert!(stderr.contains("3 ok, 0 failed"), "{stderr}");
+    for n in HOSTS {
+        for port in ["8800", "8801"] {
+            assert_serving(&tb, n, port, "1.0.0", "test");
+        }
+        let hook_out = host_file(&tb, n, "up/a/post_hook.out").expect("post hook ran");
+        assert_eq!(
+            hook_out,
+            format!("1.0.0|a|test|{}|{}", tb.addr(n), built().name)
+        );
+        assert_eq!(supervisords(n, "up/a").len(), 1, "host {n}");
+    }
+
+    // Upgrade: every process serves 2.0.0, and the old supervisord is gone.
+    let out = deploy(&sb, &["-R", "web", "latest", "a", "test"]);
+    expect_code(&out, 0);
+    for n in HOSTS {
+        for port in ["8800", "8801"] {
+            assert_serving(&tb, n, port, "2.0.0", "test");
+        }
+        assert_eq!(supervisords(n, "up/a").len(), 1, "host {n}");
+        let ledger = host_file(&tb, n, "up/a/.es/releases.jsonl").unwrap();
+        let lines: Vec<serde_json::Value> = ledger
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2, "{ledger}");
+        assert_eq!(lines[1]["version"], "2.0.0");
+        assert_eq!(lines[1]["result"], "ok");
+        assert!(
+            host_file(&tb, n, "up/a/.es/lock/owner").is_none(),
+            "lock released"
+        );
+    }
+
+    // The same version again: the install is skipped, the processes restart.
+    let out = deploy(&sb, &["2.0.0", "a", "test"]);
+    let (_, stderr) = expect_code(&out, 0);
+    assert_eq!(
+        stderr.matches("install (already in place)").count(),
+        3,
+        "{stderr}"
+    );
+    assert!(!stderr.contains(": install\n"), "{stderr}");
+
+    // One status table for the whole fleet.
+    let out = sb
+        .es()
+        .args(["supervisor", "status", "a"])
+        .output()
+        .unwrap();
+    let (stdout, _) = expect_code(&out, 0);
+    for n in HOSTS {
+        for i in 0..2 {
+            let program = format!("{0}:{0}_{i}", built().name);
+            assert!(
+                stdout.lines().any(|l| l.starts_with(tb.addr(n))
+                    && l.contains(&program)
+                    && l.contains("RUNNING")),
+                "{program} on host {n} not RUNNING in\n{stdout}"
+            );
+        }
+    }
+
+    // One program stopped and started again.
+    let program = format!("{0}:{0}_1", built().name);
+    let out = sb
+        .es()
+        .args(["supervisor", "stop", &program, "a"])
+        .output()
+        .unwrap();
+    expect_code(&out, 0);
+    assert_eq!(fetch(&tb, 6, "8801"), "");
+    assert_serving(&tb, 6, "8800", "2.0.0", "test");
+    let out = sb
+        .es()
+        .args(["supervisor", "start", &program, "a"])
+        .output()
+        .unwrap();
+    expect_code(&out, 0);
+    assert_serving(&tb, 6, "8801", "2.0.0", "test");
+}
+
+#[test]
+fn a_failing_pre_hook_leaves_that_host_on_its_old_version() {
+    let tb = Testbed::get();
+    let sb = Sandbox::new();
+    sb.write_config(&config(&tb, "hook", &[("a", "882")], ""));
+    expect_code(&deploy(&sb, &["1.0.0", "a", "prod"]), 0);
+
+    // The hook fails on host 7 only.
+    let hook = format!(
+        "pre_hooks = [\"test \\\"$ES_HOST\\\" != {}\"]\n",
+        tb.addr(7)
+    );
+    sb.write_config(&config(&tb, "hook", &[("a", "882")], &hook));
+    let out = deploy(&sb, &["2.0.0", "a", "prod"]);
+    let (_, stderr) = expect_code(&out, 1);
+    let failed = stderr
+        .lines()
+        .find(|l| l.contains("FAILED"))
+        .unwrap_or_else(|| panic!("no failed host in\n{stderr}"));
+    assert!(
+        failed.contains(tb.addr(7)) && failed.contains("pre hook 1"),
+        "{failed}"
+    );
+    assert!(stderr.contains("2 ok, 1 failed"), "{stderr}");
+    for port in ["8820", "8821"] {
+        assert_serving(&tb, 6, port, "2.0.0", "prod");
+        assert_serving(&tb, 7, port, "1.0.0", "prod");
+        assert_serving(&tb, 8, port, "2.0.0", "prod");
+    }
+    let ledger = host_file(&tb, 7, "hook/a/.es/releases.jsonl").unwrap();
+    let last: serde_json::Value = serde_json::from_str(ledger.lines().last().unwrap()).unwrap();
+    assert_eq!(last["result"], "failed");
+}
+
+#[test]
+fn shell_metacharacters_in_values_never_run() {
+    let tb = Testbed::get();
+    let sb = Sandbox::new();
+    let hook = r#"post_hooks = ["printf '%s' \"$ES_PROFILE\" > profile.out"]"#;
+    sb.write_config(&config(&tb, "meta", &[("a", "883")], hook));
+    let profile = "$(touch /tmp/es-pwned-1);`touch /tmp/es-pwned-2`;touch /tmp/es-pwned-3 'x' & |";
+    let out = deploy(&sb, &["1.0.0", "a", profile]);
+    expect_code(&out, 0);
+    for n in HOSTS {
+        assert_eq!(
+            host_file(&tb, n, "meta/a/profile.out").as_deref(),
+            Some(profile)
+        );
+        let pwned = tb.exec(n, &["sh", "-c", "ls /tmp/es-pwned-* 2>/dev/null"]);
+        assert!(pwned.stdout.is_empty(), "a value ran on host {n}");
+    }
+    assert!(!Path::new("/tmp/es-pwned-1").exists());
+
+    // A venv name with metacharacters is refused before any host is contacted.
+    let out = deploy(&sb, &["1.0.0", "a;touch /tmp/es-pwned-4", "prod"]);
+    let (_, stderr) = expect_code(&out, 2);
+    assert!(stderr.contains("bad venv name"), "{stderr}");
+    // So is a profile that would rewrite supervisord's configuration.
+    let out = deploy(
+        &sb,
+        &[
+            "1.0.0",
+            "a",
+            "x\n[program:evil]\ncommand=touch /tmp/es-pwned-5",
+        ],
+    );
+    expect_code(&out, 2);
+    for n in HOSTS {
+        let pwned = tb.exec(n, &["sh", "-c", "ls /tmp/es-pwned-* 2>/dev/null"]);
+        assert!(pwned.stdout.is_empty(), "a value ran on host {n}");
+    }
+}
+
+/// essay's own template, as its README gives it (Jinja2, with supervisord's %(...)d).
+const ESSAY_TEMPLATE: &str = r#"[unix_http_server]
+file={{ run_root }}/tmp/supervisor.sock
+username={{ username }}
+password={{ password }}
+
+[supervisord]
+logfile={{ run_root }}/logs/supervisord.log
+pidfile={{ run_root }}/tmp/supervisord.pid
+
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+
+[supervisorctl]
+serverurl=unix://{{ run_root }}/tmp/supervisor.sock
+username={{ username }}
+password={{ password }}
+
+[program:{{ project }}]
+command={{ venv_dir}}/bin/{{ project }} {{ port }}%(process_num)d --profile={{ profile }}
+process_name=%(program_name)s_%(process_num)d
+umask=022
+startsecs=1
+stopwaitsecs=0
+redirect_stderr=true
+stdout_logfile={{ run_root }}/logs/process_%(process_num)02d.log
+numprocs={{ process_count }}
+numprocs_start=0
+"#;
+
+#[test]
+fn essay_template_and_a_second_venv_side_by_side() {
+    let tb = Testbed::get();
+    let sb = Sandbox::new();
+    std::fs::create_dir_all(sb.work.path().join("conf")).unwrap();
+    std::fs::write(sb.work.path().join("conf/supervisord.conf"), ESSAY_TEMPLATE).unwrap();
+    sb.write_config(&config(
+        &tb,
+        "ab",
+        &[("a", "884"), ("b", "885")],
+        "supervisor_template = \"conf/supervisord.conf\"\n",
+    ));
+    expect_code(&deploy(&sb, &["1.0.0", "a", "blue"]), 0);
+    let a_pids: Vec<Vec<u32>> = HOSTS.iter().map(|n| supervisords(*n, "ab/a")).collect();
+    expect_code(&deploy(&sb, &["2.0.0", "b", "green"]), 0);
+    for (i, n) in HOSTS.iter().enumerate() {
+        assert_serving(&tb, *n, "8840", "1.0.0", "blue");
+        assert_serving(&tb, *n, "8841", "1.0.0", "blue");
+        assert_serving(&tb, *n, "8850", "2.0.0", "green");
+        assert_serving(&tb, *n, "8851", "2.0.0", "green");
+        assert_eq!(
+            supervisords(*n, "ab/a"),
+            a_pids[i],
+            "venv a was disturbed on host {n}"
+        );
+        let conf = host_file(&tb, *n, "ab/b/etc/supervisord.conf").unwrap();
+        assert!(
+            conf.contains("process_name=%(program_name)s_%(process_num)d"),
+            "{conf}"
+        );
+    }
+}
+
+#[test]
+fn concurrent_deploys_to_one_venv_one_is_refused() {
+    let tb = Testbed::get();
+    let sb = Sandbox::new();
+    sb.write_config(&config(
+        &tb,
+        "lock",
+        &[("a", "886")],
+        "pre_hooks = [\"sleep 4\"]\n",
+    ));
+    let first: Child = sb
+        .es()
+        .args(["deploy", "1.0.0", "a", "prod"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(2000));
+    let second = deploy(&sb, &["1.0.0", "a", "prod"]);
+    let first = first.wait_with_output().unwrap();
+    expect_code(&first, 0);
+    let (_, stderr) = expect_code(&second, 1);
+    assert!(stderr.contains("locked by another deploy"), "{stderr}");
+    assert!(stderr.contains("--force"), "{stderr}");
+    assert!(stderr.contains("0 ok, 3 failed"), "{stderr}");
+}
+
+#[test]
+fn dry_run_shows_the_config_and_changes_nothing() {
+    let tb = Testbed::get();
+    let sb = Sandbox::new();
+    sb.write_config(&config(&tb, "dry", &[("a", "887")], ""));
+    let out = deploy(&sb, &["1.0.0", "a", "prod", "--dry-run"]);
+    let (stdout, _) = expect_code(&out, 0);
+    assert!(stdout.contains("would create the venv"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("+[program:{}]", built().name)),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("password=") || stdout.contains("password=********"),
+        "{stdout}"
+    );
+    for n in HOSTS {
+        let exists = tb.exec(n, &["test", "-e", &format!("/home/{}/dry", tb.user)]);
+        assert!(
+            !exists.status.success(),
+            "dry run created the venv on host {n}"
+        );
+    }
+    // A wrong setting is found before connecting: venv without a port.
+    let out = deploy(&sb, &["1.0.0", "nope", "prod", "--dry-run"]);
+    let (_, stderr) = expect_code(&out, 2);
+    assert!(stderr.contains("venv_ports"), "{stderr}");
+}
