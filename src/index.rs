@@ -67,7 +67,6 @@ impl std::error::Error for AlreadyOnIndex {}
 
 /// Highest version of `project` on the index at `index_url`; `None` when the index
 /// does not have the project (or none of its files has a PEP 440 version).
-#[allow(dead_code)] // the API es deploy uses for VERSION = latest
 pub fn latest_version(index_url: &str, project: &str) -> Result<Option<Version>> {
     let versions = IndexClient::new(false).versions(index_url, project)?;
     Ok(version::highest(&versions).cloned())
