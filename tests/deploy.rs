@@ -111,6 +111,24 @@ fn host_file(tb: &Testbed, n: usize, path: &str) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Removes what an earlier run left under `~/PREFIX` on the hosts: its
+/// supervisords (waiting for them to exit, freeing their ports) and its venvs.
+fn fresh(tb: &Testbed, prefix: &str) {
+    let script = format!(
+        r#"for f in /home/{user}/{prefix}/*/tmp/supervisord.pid; do
+  [ -f "$f" ] || continue
+  pid=$(cat "$f"); kill "$pid" 2>/dev/null || continue
+  i=0; while kill -0 "$pid" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+done
+rm -rf /home/{user}/{prefix}"#,
+        user = tb.user
+    );
+    for n in HOSTS {
+        let out = tb.exec(n, &["sh", "-c", &script]);
+        assert!(out.status.success(), "cleaning host {n}: {:?}", out);
+    }
+}
+
 fn deploy(sb: &Sandbox, args: &[&str]) -> std::process::Output {
     sb.es().arg("deploy").args(args).output().unwrap()
 }
@@ -119,6 +137,7 @@ fn deploy(sb: &Sandbox, args: &[&str]) -> std::process::Output {
 fn first_deploy_upgrade_redeploy_and_status() {
     let tb = Testbed::get();
     let sb = Sandbox::new();
+    fresh(&tb, "up");
     let hook = r#"post_hooks = ["printf '%s|%s|%s|%s|%s' \"$ES_VERSION\" \"$ES_VENV\" \"$ES_PROFILE\" \"$ES_HOST\" \"$ES_PROJECT\" > post_hook.out"]"#;
     sb.write_config(&config(&tb, "up", &[("a", "880")], hook));
 
@@ -211,6 +230,7 @@ fn first_deploy_upgrade_redeploy_and_status() {
 fn a_failing_pre_hook_leaves_that_host_on_its_old_version() {
     let tb = Testbed::get();
     let sb = Sandbox::new();
+    fresh(&tb, "hook");
     sb.write_config(&config(&tb, "hook", &[("a", "882")], ""));
     expect_code(&deploy(&sb, &["1.0.0", "a", "prod"]), 0);
 
@@ -245,6 +265,7 @@ fn a_failing_pre_hook_leaves_that_host_on_its_old_version() {
 fn shell_metacharacters_in_values_never_run() {
     let tb = Testbed::get();
     let sb = Sandbox::new();
+    fresh(&tb, "meta");
     let hook = r#"post_hooks = ["printf '%s' \"$ES_PROFILE\" > profile.out"]"#;
     sb.write_config(&config(&tb, "meta", &[("a", "883")], hook));
     let profile = "$(touch /tmp/es-pwned-1);`touch /tmp/es-pwned-2`;touch /tmp/es-pwned-3 'x' & |";
@@ -314,6 +335,7 @@ numprocs_start=0
 fn essay_template_and_a_second_venv_side_by_side() {
     let tb = Testbed::get();
     let sb = Sandbox::new();
+    fresh(&tb, "ab");
     std::fs::create_dir_all(sb.work.path().join("conf")).unwrap();
     std::fs::write(sb.work.path().join("conf/supervisord.conf"), ESSAY_TEMPLATE).unwrap();
     sb.write_config(&config(
@@ -347,6 +369,7 @@ fn essay_template_and_a_second_venv_side_by_side() {
 fn concurrent_deploys_to_one_venv_one_is_refused() {
     let tb = Testbed::get();
     let sb = Sandbox::new();
+    fresh(&tb, "lock");
     sb.write_config(&config(
         &tb,
         "lock",
@@ -374,6 +397,7 @@ fn concurrent_deploys_to_one_venv_one_is_refused() {
 fn dry_run_shows_the_config_and_changes_nothing() {
     let tb = Testbed::get();
     let sb = Sandbox::new();
+    fresh(&tb, "dry");
     sb.write_config(&config(&tb, "dry", &[("a", "887")], ""));
     let out = deploy(&sb, &["1.0.0", "a", "prod", "--dry-run"]);
     let (stdout, _) = expect_code(&out, 0);

@@ -1,0 +1,128 @@
+//! End to end on the test bed (hosts 9-11): a project made by `es create`
+//! (default and django templates) builds with `es build`, deploys with
+//! `es deploy`, and answers HTTP on every process port of every host.
+
+mod common;
+
+use std::process::Command;
+
+use common::{expect_code, Sandbox, Testbed};
+
+const HOSTS: [usize; 3] = [9, 10, 11];
+
+fn unique(prefix: &str) -> String {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        % 100_000_000;
+    format!("{prefix}_{}_{stamp}", std::process::id())
+}
+
+/// Points the created project's deploy.toml at the test bed, keeping the rest
+/// of what `es create` generated (template path, ports, hooks...).
+fn point_at_test_bed(tb: &Testbed, text: &str, venv_prefix: &str, port: &str) -> String {
+    let hosts: Vec<String> = HOSTS
+        .iter()
+        .map(|n| format!("\"{}\"", tb.addr(*n)))
+        .collect();
+    let mut out = String::new();
+    let mut section = String::new();
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with('[') {
+            section = trimmed.to_string();
+        }
+        let key = trimmed.split('=').next().unwrap_or("").trim();
+        let replaced = match (section.as_str(), key) {
+            ("[index]", "url") => Some(format!("url = \"{}\"", tb.index_url)),
+            ("[index]", "upload_url") => Some(format!("upload_url = \"{}\"", tb.upload_url)),
+            ("[roles]", "dev") => Some(format!("dev = [{}]", hosts.join(", "))),
+            ("[ssh]", "user") => Some(format!(
+                "user = \"{}\"\nidentity_file = \"{}\"\nknown_hosts = \"{}\"",
+                tb.user,
+                tb.key.display(),
+                tb.known_hosts.display()
+            )),
+            ("[deploy]", "virtualenv_prefix") => {
+                Some(format!("virtualenv_prefix = \"~/{venv_prefix}\""))
+            }
+            ("[deploy]", "venv_ports") => Some(format!("venv_ports = {{ a = \"{port}\" }}")),
+            _ => None,
+        };
+        out.push_str(&replaced.unwrap_or_else(|| line.to_string()));
+        out.push('\n');
+    }
+    out
+}
+
+fn create_build_deploy(template: &str, port: &str) {
+    let tb = Testbed::get();
+    let sb = Sandbox::new();
+    let name = unique(template);
+    let out = sb
+        .es()
+        .args(["create", &name, "-t", template, "--no-push"])
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@t.invalid")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@t.invalid")
+        .output()
+        .unwrap();
+    expect_code(&out, 0);
+    let dir = sb.work.path().join(&name);
+    let config = std::fs::read_to_string(dir.join("deploy.toml")).unwrap();
+    let prefix = format!("e2e_{template}");
+    std::fs::write(
+        dir.join("deploy.toml"),
+        point_at_test_bed(&tb, &config, &prefix, port),
+    )
+    .unwrap();
+    common::git(&sb, &dir, &["commit", "-qam", "deploy to the test bed"]);
+    for n in HOSTS {
+        let script = format!(
+            "for f in /home/{u}/{prefix}/*/tmp/supervisord.pid; do [ -f \"$f\" ] && kill $(cat \"$f\") && sleep 1; done; rm -rf /home/{u}/{prefix}",
+            u = tb.user
+        );
+        tb.exec(n, &["sh", "-c", &script]);
+    }
+
+    let out = common::es_build(&sb, &tb, &dir, &[]);
+    let (stdout, _) = expect_code(&out, 0);
+    let version = stdout.lines().last().unwrap().trim().to_string();
+
+    // default_role (dev) and default_venv (a) from the generated deploy.toml.
+    let out = sb
+        .es()
+        .current_dir(&dir)
+        .args(["deploy", "latest", "prod"])
+        .output()
+        .unwrap();
+    let (_, stderr) = expect_code(&out, 0);
+    assert!(stderr.contains("3 ok, 0 failed"), "{stderr}");
+
+    for n in HOSTS {
+        for i in 0..2 {
+            let url = format!("http://{}:{port}{i}/", tb.addr(n));
+            let body = Command::new("curl")
+                .args(["-s", "--max-time", "10", &url])
+                .output()
+                .unwrap();
+            let body = String::from_utf8_lossy(&body.stdout);
+            assert!(
+                body.starts_with(&format!("{name} {version} (profile prod")),
+                "{url} answered {body:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn default_template_builds_deploys_and_serves() {
+    create_build_deploy("default", "890");
+}
+
+#[test]
+fn django_template_builds_deploys_and_serves() {
+    create_build_deploy("django", "891");
+}
