@@ -47,7 +47,7 @@ git -C "$proj" add -A
 git -C "$proj" -c user.name=bench -c user.email=bench@localhost commit -q -m bench
 
 # The python -m build to compare with: python3's own when it has `build`, else the
-# venv es keeps in its cache (made by the warm-up run below).
+# venv es keeps in its cache (made by the warm-up run below), else a venv made here.
 export XDG_CACHE_HOME="$work/cache"
 (cd "$proj" && "$ES" build --no-upload --version 0.0.1 >/dev/null 2>&1) || {
     echo "warm-up es build failed:" >&2
@@ -56,8 +56,13 @@ export XDG_CACHE_HOME="$work/cache"
 }
 if python3 -c 'import build' 2>/dev/null; then
     py=python3
-else
+elif [[ -x "$XDG_CACHE_HOME/es/build-venv/bin/python" ]]; then
     py="$XDG_CACHE_HOME/es/build-venv/bin/python"
+else
+    # es used uv, so it made no venv: make one with `build` for the baseline.
+    python3 -m venv "$work/pybuild"
+    "$work/pybuild/bin/python" -m pip install --quiet build
+    py="$work/pybuild/bin/python"
 fi
 if command -v uv >/dev/null; then
     echo "note: uv is on PATH, so es builds with uv build" >&2

@@ -270,7 +270,8 @@ pub fn build(app: &App, args: &BuildArgs) -> Result<Version> {
             .current_dir(&src)
             .env("ES_VERSION", version.to_string())
             .env("ES_GIT_VERSION", &commit)
-            .env("ES_PROJECT", &project);
+            .env("ES_PROJECT", &project)
+            .env_remove("TWINE_PASSWORD");
         run_step(cmd, &format!("pre_build command `{command}`"), verbose)?;
     }
 
@@ -576,6 +577,8 @@ impl Backend {
                 cmd
             }
         };
+        // The backend has no business with the upload password.
+        cmd.env_remove("TWINE_PASSWORD");
         // For setuptools-scm projects: the export has no .git to read a version from.
         cmd.env("SETUPTOOLS_SCM_PRETEND_VERSION", version.to_string());
         cmd.current_dir(src);

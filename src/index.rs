@@ -67,7 +67,6 @@ impl std::error::Error for AlreadyOnIndex {}
 
 /// Highest version of `project` on the index at `index_url`; `None` when the index
 /// does not have the project (or none of its files has a PEP 440 version).
-#[allow(dead_code)] // the API es deploy uses for VERSION = latest
 pub fn latest_version(index_url: &str, project: &str) -> Result<Option<Version>> {
     let versions = IndexClient::new(false).versions(index_url, project)?;
     Ok(version::highest(&versions).cloned())
@@ -97,8 +96,9 @@ impl IndexClient {
     /// The files the index lists for `project`; `None` when it does not know the project (404).
     pub fn project_files(&self, index_url: &str, project: &str) -> Result<Option<Vec<IndexFile>>> {
         let url = project_url(index_url, project);
-        self.say(&format!("GET {url}"));
-        let mut response = self.with_retries(&url, || {
+        let shown = redact_url(&url);
+        self.say(&format!("GET {shown}"));
+        let mut response = self.with_retries(&shown, || {
             self.agent.get(&url).header("Accept", ACCEPT).call()
         })?;
         let status = response.status().as_u16();
@@ -107,10 +107,10 @@ impl IndexClient {
             404 => return Ok(None),
             401 | 403 => {
                 return Err(anyhow!(
-                    "the index refused to list {project} at {url} (HTTP {status}): it needs credentials es does not send for reading; make the simple API readable"
+                    "the index refused to list {project} at {shown} (HTTP {status}): it needs credentials es does not send for reading; make the simple API readable"
                 ))
             }
-            _ => return Err(anyhow!("{url}: HTTP {status}")),
+            _ => return Err(anyhow!("{shown}: HTTP {status}")),
         }
         let content_type = response
             .headers()
@@ -123,9 +123,9 @@ impl IndexClient {
             .with_config()
             .limit(64 * 1024 * 1024)
             .read_to_string()
-            .with_context(|| format!("reading {url}"))?;
+            .with_context(|| format!("reading {shown}"))?;
         let files = if content_type.starts_with(JSON_TYPE) {
-            parse_json_page(&body).with_context(|| format!("{url}: bad PEP 691 JSON"))?
+            parse_json_page(&body).with_context(|| format!("{shown}: bad PEP 691 JSON"))?
         } else {
             parse_html_page(&body)
         };
@@ -198,19 +198,17 @@ impl IndexClient {
             .to_string();
         let dist = version::parse_filename(&filename)
             .ok_or_else(|| anyhow!("{filename}: not an sdist or wheel file name"))?;
+        let shown = redact_url(upload_url);
         let content = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
         let metadata = read_metadata(file, &content)?;
         let form = upload_form(&filename, &dist, &metadata, &content);
         let boundary = format!("es-{}", hex(&sha2::Sha256::digest(&content)[..12]));
         let body = multipart(&boundary, &form, &filename, &content);
         match credentials {
-            Some(c) => self.say(&format!(
-                "POST {upload_url} ({filename}, as {})",
-                c.username
-            )),
-            None => self.say(&format!("POST {upload_url} ({filename}, no credentials)")),
+            Some(c) => self.say(&format!("POST {shown} ({filename}, as {})", c.username)),
+            None => self.say(&format!("POST {shown} ({filename}, no credentials)")),
         }
-        let response = self.with_retries(upload_url, || {
+        let response = self.with_retries(&shown, || {
             let mut request = self.agent.post(upload_url).header(
                 "Content-Type",
                 format!("multipart/form-data; boundary={boundary}"),
@@ -232,19 +230,19 @@ impl IndexClient {
         if exists {
             return Err(AlreadyOnIndex {
                 filename,
-                url: upload_url.to_string(),
+                url: shown.clone(),
             }
             .into());
         }
         match (status, credentials) {
             (401 | 403, Some(c)) => Err(anyhow!(
-                "the index refused the credentials for {} (HTTP {status} from {upload_url}); nothing was uploaded for {filename}",
+                "the index refused the credentials for {} (HTTP {status} from {shown}); nothing was uploaded for {filename}",
                 c.username
             )),
             (401 | 403, None) => Err(anyhow!(
-                "the index refused an upload without credentials (HTTP {status} from {upload_url}): set index.repository (a ~/.pypirc section) or TWINE_USERNAME and TWINE_PASSWORD"
+                "the index refused an upload without credentials (HTTP {status} from {shown}): set index.repository (a ~/.pypirc section) or TWINE_USERNAME and TWINE_PASSWORD"
             )),
-            _ => Err(anyhow!("uploading {filename} to {upload_url}: HTTP {status} {reason}")),
+            _ => Err(anyhow!("uploading {filename} to {shown}: HTTP {status} {reason}")),
         }
     }
 }
@@ -263,6 +261,21 @@ fn first_line(text: &str) -> String {
         .find(|l| !l.is_empty())
         .unwrap_or("");
     line.chars().take(200).collect()
+}
+
+/// `url` with the password of any `user:password@` part replaced by `***`, for messages.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***@{host}{}", &rest[authority_end..])
+        }
+        None => url.to_string(),
+    }
 }
 
 /// `{index_url}/{normalized}/`
@@ -687,6 +700,15 @@ mod tests {
         assert_eq!(files.len(), 2);
         assert_eq!(files[1].filename, "acme_web-1.0-py3-none-any.whl");
         assert!(parse_json_page("{}").is_err());
+    }
+
+    #[test]
+    fn passwords_in_urls_are_hidden() {
+        assert_eq!(
+            redact_url("https://u:s3cret@h/simple/"),
+            "https://u:***@h/simple/"
+        );
+        assert_eq!(redact_url("http://h:8080/"), "http://h:8080/");
     }
 
     #[test]

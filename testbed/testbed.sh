@@ -78,7 +78,7 @@ index_answers() { curl -sf -o /dev/null --max-time 5 "http://$BRIDGE_ADDR:$INDEX
 # sshd of host I answers with its banner (cheap: no key exchange).
 banner_ok() {
     timeout 5 bash -c 'exec 3<>"/dev/tcp/$1/22" && head -c 7 <&3' _ "$(host_addr "$1")" 2>/dev/null |
-        grep -q '^SSH-2.0'
+        grep '^SSH-2.0' >/dev/null
 }
 
 ssh_ok() {

@@ -333,6 +333,11 @@ fn commit_is_exported_not_the_work_tree() {
     // Uncommitted: neither commit has it.
     std::fs::write(dir.join(&name).join("__init__.py"), "GREETING = 'dirty'\n").unwrap();
     let dist = sb.home.path().join("dist");
+    let git_index = std::fs::read(dir.join(".git/index")).unwrap();
+    let index_mtime = std::fs::metadata(dir.join(".git/index"))
+        .unwrap()
+        .modified()
+        .unwrap();
 
     let out = es(&sb, &tb, &tb.index_password)
         .args([
@@ -364,6 +369,15 @@ fn commit_is_exported_not_the_work_tree() {
     assert!(std::fs::read_to_string(dir.join(&name).join("__init__.py"))
         .unwrap()
         .contains("dirty"));
+    // The user's git index was not rewritten (not even a stat refresh).
+    assert_eq!(std::fs::read(dir.join(".git/index")).unwrap(), git_index);
+    assert_eq!(
+        std::fs::metadata(dir.join(".git/index"))
+            .unwrap()
+            .modified()
+            .unwrap(),
+        index_mtime
+    );
 }
 
 #[test]
