@@ -15,6 +15,8 @@ use crate::ssh::CommandFailed;
 
 /// How long `stop` waits for nginx to exit after `-s quit`.
 const QUIT_WAIT_SECS: u32 = 15;
+/// How long a reload may take to start workers on the new config.
+const RELOAD_WAIT_SECS: u32 = 10;
 
 /// nginx on a host: its binary, its config, and whether it goes through sudo.
 #[derive(Debug, Clone)]
@@ -74,6 +76,43 @@ impl Nginx {
         format!(
             "out=$(mktemp) || exit 1\n{} </dev/null >\"$out\" 2>&1\nrc=$?\ncat \"$out\" >&2\nrm -f \"$out\"\nexit $rc\n",
             self.command("")
+        )
+    }
+
+    /// `-s reload`, then waits until the master has started workers on the new
+    /// config (a master that cannot load it keeps its old workers: that fails), and
+    /// briefly for the old workers to go, so that new connections see the new config.
+    fn reload_command(&self, master: u32) -> String {
+        format!(
+            r#"master={master}
+workers() {{
+  for s in /proc/[0-9]*/stat; do
+    set -- $(sed 's/^.*) //' "$s" 2>/dev/null)
+    if [ "${{2:-}}" = "$master" ]; then d=${{s%/stat}}; echo "${{d#/proc/}}"; fi
+  done
+}}
+before=" $(workers | tr '\n' ' ')"
+{reload} || exit $?
+i=0
+while :; do
+  new=
+  for w in $(workers); do case "$before" in *" $w "*) ;; *) new=$w ;; esac; done
+  [ -n "$new" ] && break
+  i=$((i+1))
+  if [ "$i" -gt {limit} ]; then
+    echo "nginx started no worker on the new config within {RELOAD_WAIT_SECS}s: it keeps serving the old one (see its error log)" >&2
+    exit 1
+  fi
+  sleep 0.1
+done
+i=0
+for w in $before; do
+  while [ -d "/proc/$w" ] && [ "$i" -lt 30 ]; do i=$((i+1)); sleep 0.1; done
+done
+exit 0
+"#,
+            reload = self.command("-s reload"),
+            limit = RELOAD_WAIT_SECS * 10,
         )
     }
 
@@ -193,7 +232,7 @@ fn reload(ctx: &mut HostCtx<'_>, nginx: &Nginx) -> Result<String> {
     let Some(pid) = running(ctx, &pid_file)? else {
         bail!("nginx is not running (no live pid in {pid_file}): start it with `es nginx start`");
     };
-    ctx.check(&nginx.command("-s reload"))?;
+    ctx.check(&nginx.reload_command(pid))?;
     Ok(format!("reloaded (pid {pid})"))
 }
 
@@ -297,7 +336,7 @@ mv -f -- "$real.es-new" "$real"
     let done = format!("replaced {count} occurrence(s) on {lines} line(s)");
     match running(ctx, &pid_file)? {
         Some(pid) => {
-            ctx.check(&nginx.command("-s reload"))?;
+            ctx.check(&nginx.reload_command(pid))?;
             Ok(format!("{done}, reloaded (pid {pid})"))
         }
         None => Ok(format!(

@@ -143,7 +143,7 @@ wait_link_gone() {
 
 kill_netns() {
     local ns=$1 pids t
-    ip netns list | awk '{print $1}' | grep -qx "$ns" || return 0
+    ip netns list | awk '{print $1}' | grep -x "$ns" >/dev/null || return 0
     for t in $(seq 50); do
         pids=$(ip netns pids "$ns" 2>/dev/null || true)
         [ -z "$pids" ] && return 0
@@ -155,10 +155,10 @@ kill_netns() {
 
 netns_ok() {
     local i=$1 ns=$NS_PREFIX$1
-    ip netns list | awk '{print $1}' | grep -qx "$ns" || return 1
-    ip link show "veth-es$i" 2>/dev/null | grep -q "master $BRIDGE" || return 1
-    ip -n "$ns" -4 addr show dev eth0 2>/dev/null | grep -q "inet $(host_addr "$i")/24" || return 1
-    ip -n "$ns" route show default 2>/dev/null | grep -q "via $BRIDGE_ADDR" || return 1
+    ip netns list | awk '{print $1}' | grep -x "$ns" >/dev/null || return 1
+    ip link show "veth-es$i" 2>/dev/null | grep "master $BRIDGE" >/dev/null || return 1
+    ip -n "$ns" -4 addr show dev eth0 2>/dev/null | grep "inet $(host_addr "$i")/24" >/dev/null || return 1
+    ip -n "$ns" route show default 2>/dev/null | grep "via $BRIDGE_ADDR" >/dev/null || return 1
 }
 
 step_netns() {
@@ -399,7 +399,7 @@ healthy() {
     local n=$1 i
     why=
     [ -f "$ENV_FILE" ] && [ -f "$KEY" ] && [ -f "$KNOWN_HOSTS" ] && [ -f "$BASELINE" ] || { why="state files missing"; return 1; }
-    ip addr show dev "$BRIDGE" 2>/dev/null | grep -q "inet $BRIDGE_ADDR/24" || { why="bridge down"; return 1; }
+    ip addr show dev "$BRIDGE" 2>/dev/null | grep "inet $BRIDGE_ADDR/24" >/dev/null || { why="bridge down"; return 1; }
     { index_pid >/dev/null && index_answers; } || { why="pypiserver down"; return 1; }
     [ "$(wc -l <"$KNOWN_HOSTS")" -ge "$n" ] || { why="known_hosts short"; return 1; }
     for i in $(seq "$n"); do
@@ -419,7 +419,7 @@ cmd_status() {
     n=$(current_count)
     echo "state dir: $DIR"
     if [ "$n" -eq 0 ]; then echo "env file: missing"; ok=1; n=0; else echo "env file: $ENV_FILE ($n hosts)"; fi
-    if ip addr show dev "$BRIDGE" 2>/dev/null | grep -q "inet $BRIDGE_ADDR/24"; then
+    if ip addr show dev "$BRIDGE" 2>/dev/null | grep "inet $BRIDGE_ADDR/24" >/dev/null; then
         echo "bridge $BRIDGE: up"
     else
         echo "bridge $BRIDGE: DOWN"; ok=1

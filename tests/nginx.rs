@@ -235,8 +235,8 @@ fn start_switch_rollback_refusals_and_stop() {
         0,
     );
     assert!(
-        stdout.contains("- include upstreamA.conf;")
-            && stdout.contains("+ include upstreamB.conf;"),
+        stdout.contains("-     include upstreamA.conf;")
+            && stdout.contains("+     include upstreamB.conf;"),
         "{stdout}"
     );
     assert_eq!(host_conf(&tb, 12), original);
