@@ -186,6 +186,43 @@ pub enum Command {
     )]
     Supervisor(SupervisorArgs),
 
+    /// Start, stop, reload or test nginx, or switch its config, on every host of the role
+    ///
+    /// nginx runs as `BIN -c CONF` ([nginx] bin and conf, or --bin / --conf); with
+    /// [nginx] sudo = true or --sudo every nginx command goes through `sudo -n`.
+    /// start tests the config, then starts nginx unless it is already running; stop
+    /// asks it to quit gracefully (`-s quit`) and waits up to 15s for it to exit;
+    /// reload tests, then `-s reload`; test only runs `nginx -t`. Whether nginx runs
+    /// is read from the pid file named by the config's `pid` (else nginx's built-in one).
+    ///
+    /// switch SRC DST is the A/B switch: every literal occurrence of SRC in CONF
+    /// becomes DST (a host where SRC does not occur fails, and nothing changes
+    /// there). The previous config is kept as CONF.es-bak, the new one is written
+    /// atomically (through a temporary file; with sudo, installed with sudo), tested
+    /// with `nginx -t`, and restored when the test fails; then nginx is reloaded.
+    /// Rolling back is switching again, the other way. When CONF is a symlink, the
+    /// file it points to is changed (and backed up next to itself).
+    ///
+    /// nginx may run as the deploy user: give it a config whose pid, error_log,
+    /// access_log and *_temp_path are in a directory the user can write, and listen
+    /// on a port above 1024.
+    #[command(
+        after_help = "Examples:\n  es nginx start -R web\n  es nginx reload -R web --sudo\n  es nginx switch upstreamA upstreamB -R web --dry-run\n  es nginx switch upstreamA upstreamB -R web\n  es nginx switch upstreamB upstreamA -R web       (roll back)\n  es nginx test -R web --conf ~/nginx/nginx.conf --bin /usr/sbin/nginx"
+    )]
+    Nginx(NginxArgs),
+
+    /// Check that every process of a venv answers HTTP on every host of the role
+    ///
+    /// For every host and every port of the venv (deploy.venv_ports[VENV] followed
+    /// by N, for N in 0..deploy.process_count), es asks `http://127.0.0.1:PORT/PATH`
+    /// from the host itself (with curl, else python3), so the ports need not be
+    /// reachable from here. Any HTTP status below 500 passes; no answer, a timeout or
+    /// a 5xx fails. The summary lists the failing ports of each host.
+    #[command(
+        after_help = "Examples:\n  es validate -R web a\n  es validate -R web b --path /health --timeout 3\n  es validate            (with deploy.default_role and deploy.default_venv set)"
+    )]
+    Validate(ValidateArgs),
+
     /// Print a shell completion script
     ///
     /// Example: es completions bash > /etc/bash_completion.d/es
@@ -286,6 +323,70 @@ pub struct SupervisorArgs {
     /// [PROGRAM] [VENV]: VENV defaults to deploy.default_venv
     #[arg(num_args = 0..=2, value_names = ["PROGRAM", "VENV"])]
     pub args: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct NginxArgs {
+    #[command(subcommand)]
+    pub action: NginxAction,
+
+    /// nginx binary on the hosts [default: nginx.bin, /usr/sbin/nginx]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub bin: Option<String>,
+
+    /// nginx configuration on the hosts [default: nginx.conf, /etc/nginx/nginx.conf]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub conf: Option<String>,
+
+    /// Run nginx (and change its config) through sudo -n [default: nginx.sudo]
+    #[arg(long, global = true, overrides_with = "no_sudo")]
+    pub sudo: bool,
+
+    /// Do not use sudo, even when nginx.sudo is true
+    #[arg(long, global = true, overrides_with = "sudo")]
+    pub no_sudo: bool,
+}
+
+#[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
+pub enum NginxAction {
+    /// Test the config, then start nginx unless it is running
+    Start,
+    /// Stop nginx gracefully (-s quit) and wait for it to exit
+    Stop,
+    /// Test the config, then reload nginx (-s reload)
+    Reload,
+    /// Test the config (nginx -t)
+    Test,
+    /// Replace every literal SRC by DST in the config, test it, reload nginx
+    #[command(
+        after_help = "Examples:\n  es nginx switch upstreamA upstreamB --dry-run\n  es nginx switch upstreamA upstreamB\n  es nginx switch 127.0.0.1:8801 127.0.0.1:8811 --sudo"
+    )]
+    Switch {
+        /// The text to replace (literal, not a pattern)
+        #[arg(value_name = "SRC")]
+        src: String,
+        /// The text to put in its place
+        #[arg(value_name = "DST")]
+        dst: String,
+        /// Show the lines that would change; change nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct ValidateArgs {
+    /// The venv whose ports are checked [default: deploy.default_venv]
+    #[arg(value_name = "VENV")]
+    pub venv: Option<String>,
+
+    /// The path asked for on every port
+    #[arg(long, default_value = "/", value_name = "PATH")]
+    pub path: String,
+
+    /// Seconds to wait for each answer
+    #[arg(long, default_value_t = 5, value_name = "SECS")]
+    pub timeout: u32,
 }
 
 #[derive(Args, Debug, Default)]

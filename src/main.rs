@@ -9,6 +9,7 @@ mod error;
 mod fleet;
 mod hosts;
 mod index;
+mod nginx;
 mod pip;
 mod quote;
 mod run;
@@ -16,6 +17,7 @@ mod scaffold;
 mod ssh;
 mod supervisor;
 mod ui;
+mod validate;
 mod venv;
 mod version;
 
@@ -64,6 +66,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<bool> {
         Command::Deploy(args) => deploy::command(&app, &args),
         Command::Quickdeploy(args) => deploy::quickdeploy(&app, &args),
         Command::Supervisor(args) => supervisor::command(&app, &args),
+        Command::Nginx(args) => nginx::command(&app, &args),
+        Command::Validate(args) => validate::validate(&app, &args),
         Command::Completions { .. }
         | Command::Create(_)
         | Command::Init(_)

@@ -1,0 +1,579 @@
+//! `es nginx`: start, stop, reload and test nginx on every host of the role, and
+//! the A/B switch: a literal text replacement in its config, tested, then reloaded.
+
+use anyhow::{anyhow, bail, Context, Result};
+use base64::Engine;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::app::App;
+use crate::bad_input;
+use crate::cli::{NginxAction, NginxArgs};
+use crate::fleet::HostCtx;
+use crate::quote::{quote, quote_path};
+use crate::ssh::CommandFailed;
+
+/// How long `stop` waits for nginx to exit after `-s quit`.
+const QUIT_WAIT_SECS: u32 = 15;
+/// How long a reload may take to start workers on the new config.
+const RELOAD_WAIT_SECS: u32 = 10;
+
+/// nginx on a host: its binary, its config, and whether it goes through sudo.
+#[derive(Debug, Clone)]
+pub struct Nginx {
+    pub bin: String,
+    pub conf: String,
+    pub sudo: bool,
+}
+
+impl Nginx {
+    /// `[nginx]` of the configuration, overridden by the flags.
+    pub fn from_args(app: &App, args: &NginxArgs) -> Result<Nginx> {
+        let config = &app.config().nginx;
+        let bin = args.bin.clone().unwrap_or_else(|| config.bin.clone());
+        let conf = args.conf.clone().unwrap_or_else(|| config.conf.clone());
+        if bin.trim().is_empty() {
+            bad_input!("the nginx binary is empty: set nginx.bin or give --bin");
+        }
+        if conf.trim().is_empty() {
+            bad_input!("the nginx config is empty: set nginx.conf or give --conf");
+        }
+        let sudo = if args.no_sudo {
+            false
+        } else {
+            args.sudo || config.sudo
+        };
+        Ok(Nginx { bin, conf, sudo })
+    }
+
+    /// `sudo -n ` when nginx is driven through sudo.
+    fn sudo_prefix(&self) -> &'static str {
+        if self.sudo {
+            "sudo -n "
+        } else {
+            ""
+        }
+    }
+
+    /// `[sudo -n] BIN -c CONF ARGS`; `args` is code es writes.
+    fn command(&self, args: &str) -> String {
+        format!(
+            "{}{} -c {} {args}",
+            self.sudo_prefix(),
+            quote_path(&self.bin),
+            quote_path(&self.conf)
+        )
+    }
+
+    /// `nginx -t`: the config is valid.
+    fn test_command(&self) -> String {
+        self.command("-t")
+    }
+
+    /// Starts nginx. Its output goes through a file, not a pipe: the daemon
+    /// must not keep the connection's stderr open.
+    fn start_command(&self) -> String {
+        format!(
+            "out=$(mktemp) || exit 1\n{} </dev/null >\"$out\" 2>&1\nrc=$?\ncat \"$out\" >&2\nrm -f \"$out\"\nexit $rc\n",
+            self.command("")
+        )
+    }
+
+    /// `-s reload`, then waits until the master has started workers on the new
+    /// config (a master that cannot load it keeps its old workers: that fails), and
+    /// briefly for the old workers to go, so that new connections see the new config.
+    fn reload_command(&self, master: u32) -> String {
+        format!(
+            r#"master={master}
+workers() {{
+  for s in /proc/[0-9]*/stat; do
+    set -- $(sed 's/^.*) //' "$s" 2>/dev/null)
+    if [ "${{2:-}}" = "$master" ]; then d=${{s%/stat}}; echo "${{d#/proc/}}"; fi
+  done
+}}
+before=" $(workers | tr '\n' ' ')"
+{reload} || exit $?
+i=0
+while :; do
+  new=
+  for w in $(workers); do case "$before" in *" $w "*) ;; *) new=$w ;; esac; done
+  [ -n "$new" ] && break
+  i=$((i+1))
+  if [ "$i" -gt {limit} ]; then
+    echo "nginx started no worker on the new config within {RELOAD_WAIT_SECS}s: it keeps serving the old one (see its error log)" >&2
+    exit 1
+  fi
+  sleep 0.1
+done
+i=0
+for w in $before; do
+  while [ -d "/proc/$w" ] && [ "$i" -lt 30 ]; do i=$((i+1)); sleep 0.1; done
+done
+exit 0
+"#,
+            reload = self.command("-s reload"),
+            limit = RELOAD_WAIT_SECS * 10,
+        )
+    }
+
+    /// A shell command run as the user nginx is driven as.
+    fn as_nginx_user(&self, script: &str) -> String {
+        if self.sudo {
+            format!("sudo -n sh -c {}", quote(script))
+        } else {
+            script.to_string()
+        }
+    }
+}
+
+/// `es nginx ACTION` on every host of the role.
+pub fn command(app: &App, args: &NginxArgs) -> Result<bool> {
+    let nginx = Nginx::from_args(app, args)?;
+    let title = match &args.action {
+        NginxAction::Start => "nginx start",
+        NginxAction::Stop => "nginx stop",
+        NginxAction::Reload => "nginx reload",
+        NginxAction::Test => "nginx test",
+        NginxAction::Switch { dry_run: true, .. } => "nginx switch (dry run)",
+        NginxAction::Switch { .. } => "nginx switch",
+    };
+    if let NginxAction::Switch { src, dst, .. } = &args.action {
+        if src.is_empty() {
+            bad_input!("SRC is empty: give the text to replace");
+        }
+        if src == dst {
+            bad_input!("SRC and DST are the same: nothing would change");
+        }
+    }
+    let fleet = app.fleet(false)?;
+    let report = fleet.run(|ctx| {
+        let result = match &args.action {
+            NginxAction::Start => start(ctx, &nginx),
+            NginxAction::Stop => stop(ctx, &nginx),
+            NginxAction::Reload => reload(ctx, &nginx),
+            NginxAction::Test => test(ctx, &nginx),
+            NginxAction::Switch { src, dst, dry_run } => switch(ctx, &nginx, src, dst, *dry_run),
+        }?;
+        let host = ctx.host().to_string();
+        let ui = ctx.ui();
+        ui.event("nginx", &host, json!({ "result": result }));
+        if !ui.quiet {
+            ui.note(&format!("{host}: {result}"));
+        }
+        Ok(result)
+    })?;
+    report.print_summary(&app.ui, title);
+    Ok(report.all_ok())
+}
+
+/// Runs `nginx -t`; fails with nginx's own words when the config is bad.
+fn run_test(ctx: &mut HostCtx<'_>, nginx: &Nginx) -> Result<()> {
+    let out = ctx.exec(&nginx.test_command())?;
+    if !out.success() {
+        bail!(
+            "{} fails `nginx -t`: {}",
+            nginx.conf,
+            crate::ssh::tail(&format!("{}{}", out.stdout, out.stderr), 6)
+        );
+    }
+    Ok(())
+}
+
+fn test(ctx: &mut HostCtx<'_>, nginx: &Nginx) -> Result<String> {
+    ctx.step("test config");
+    run_test(ctx, nginx)?;
+    Ok(format!("{} is valid", nginx.conf))
+}
+
+fn start(ctx: &mut HostCtx<'_>, nginx: &Nginx) -> Result<String> {
+    ctx.step("test config");
+    run_test(ctx, nginx)?;
+    ctx.step("start");
+    let pid_file = pid_file(ctx, nginx)?;
+    if let Some(pid) = running(ctx, &pid_file)? {
+        return Ok(format!("already running (pid {pid})"));
+    }
+    ctx.check(&nginx.start_command())?;
+    // The master writes its pid file once it runs; give it a moment.
+    for _ in 0..50 {
+        if let Some(pid) = running(ctx, &pid_file)? {
+            return Ok(format!("started (pid {pid})"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    bail!("nginx exited 0 but no nginx process is named in {pid_file}")
+}
+
+fn stop(ctx: &mut HostCtx<'_>, nginx: &Nginx) -> Result<String> {
+    ctx.step("stop");
+    let pid_file = pid_file(ctx, nginx)?;
+    let Some(pid) = running(ctx, &pid_file)? else {
+        return Ok("not running".into());
+    };
+    ctx.check(&nginx.command("-s quit"))?;
+    let wait = format!(
+        "i=0\nwhile [ -d /proc/{pid} ]; do\n  i=$((i+1))\n  if [ \"$i\" -gt {limit} ]; then exit 1; fi\n  sleep 0.1\ndone\n",
+        limit = QUIT_WAIT_SECS * 10
+    );
+    if ctx.exec(&wait)?.success() {
+        Ok(format!("stopped (was pid {pid})"))
+    } else {
+        Ok(format!(
+            "asked to quit (pid {pid}); still finishing open connections after {QUIT_WAIT_SECS}s"
+        ))
+    }
+}
+
+fn reload(ctx: &mut HostCtx<'_>, nginx: &Nginx) -> Result<String> {
+    ctx.step("test config");
+    run_test(ctx, nginx)?;
+    ctx.step("reload");
+    let pid_file = pid_file(ctx, nginx)?;
+    let Some(pid) = running(ctx, &pid_file)? else {
+        bail!("nginx is not running (no live pid in {pid_file}): start it with `es nginx start`");
+    };
+    ctx.check(&nginx.reload_command(pid))?;
+    Ok(format!("reloaded (pid {pid})"))
+}
+
+/// The A/B switch on one host. Nothing is left changed when it fails.
+fn switch(
+    ctx: &mut HostCtx<'_>,
+    nginx: &Nginx,
+    src: &str,
+    dst: &str,
+    dry_run: bool,
+) -> Result<String> {
+    ctx.step("read config");
+    // Change the file itself, not a symlink to it.
+    let conf = expand(ctx, &nginx.conf)?;
+    let real = ctx
+        .check(&nginx.as_nginx_user(&format!("readlink -e -- {}", quote(&conf))))
+        .with_context(|| format!("{} does not exist", nginx.conf))?
+        .stdout
+        .trim_end_matches('\n')
+        .to_string();
+    if real.is_empty() {
+        bail!("cannot resolve {}", nginx.conf);
+    }
+    let old = read_file(ctx, nginx, &real)?;
+    let (new, count) = replace_all(&old, src.as_bytes(), dst.as_bytes());
+    if count == 0 {
+        bail!("`{src}` does not occur in {}: nothing changed", nginx.conf);
+    }
+    let changes = changed_lines(&old, src.as_bytes(), dst.as_bytes());
+    let lines = changes.len();
+    if dry_run {
+        let host = ctx.host().to_string();
+        let ui = ctx.ui();
+        ui.event(
+            "switch_preview",
+            &host,
+            json!({ "file": real, "changes": changes.iter().map(|(n, a, b)| json!({"line": n, "old": a, "new": b})).collect::<Vec<_>>() }),
+        );
+        if ui.mode != crate::ui::Mode::Json {
+            let text: String = changes
+                .iter()
+                .map(|(n, a, b)| format!("{real}:{n}\n- {a}\n+ {b}\n"))
+                .collect();
+            ui.host_text(&host, &text);
+        }
+        return Ok(format!(
+            "would replace {count} occurrence(s) on {lines} line(s) of {real} (dry run: nothing changed)"
+        ));
+    }
+
+    ctx.step("write config");
+    let dir = ctx
+        .check("mktemp -d \"${TMPDIR:-/tmp}/es-nginx.XXXXXX\"")?
+        .stdout
+        .trim()
+        .to_string();
+    if !dir.starts_with('/') {
+        bail!("mktemp gave {dir:?}, not an absolute path");
+    }
+    let staged = format!("{dir}/new.conf");
+    if let Err(err) = ctx.conn.upload(&new, &staged, 0o600) {
+        let _ = ctx.exec(&format!("rm -rf -- {}", quote(&dir)));
+        return Err(err);
+    }
+    let expected = hex(&Sha256::digest(&old));
+    let install = format!(
+        r#"set -e
+real={real}
+dir={dir}
+trap 'rm -rf -- "$dir" "$real.es-new"' EXIT
+if [ "$(sha256sum < "$real" | cut -d' ' -f1)" != {expected} ]; then
+  echo "$real changed while es was switching it: nothing changed" >&2; exit 1
+fi
+cp -p -- "$real" "$real.es-bak"
+cp -- "$dir/new.conf" "$real.es-new"
+chmod --reference="$real" -- "$real.es-new"
+chown --reference="$real" -- "$real.es-new" 2>/dev/null || true
+mv -f -- "$real.es-new" "$real"
+"#,
+        real = quote(&real),
+        dir = quote(&dir),
+    );
+    ctx.check(&nginx.as_nginx_user(&install))?;
+
+    ctx.step("test config");
+    if let Err(test_error) = run_test(ctx, nginx) {
+        ctx.step("restore config");
+        let restore = format!(
+            "set -e\nreal={real}\ncp -p -- \"$real.es-bak\" \"$real.es-new\"\nmv -f -- \"$real.es-new\" \"$real\"\n",
+            real = quote(&real)
+        );
+        ctx.check(&nginx.as_nginx_user(&restore))
+            .context("restoring the previous config failed: restore it from .es-bak by hand")?;
+        return Err(test_error.context(format!(
+            "switching `{src}` to `{dst}` gives a config nginx refuses; the previous one is restored"
+        )));
+    }
+
+    ctx.step("reload");
+    let pid_file = pid_file(ctx, nginx)?;
+    let done = format!("replaced {count} occurrence(s) on {lines} line(s)");
+    match running(ctx, &pid_file)? {
+        Some(pid) => {
+            ctx.check(&nginx.reload_command(pid))?;
+            Ok(format!("{done}, reloaded (pid {pid})"))
+        }
+        None => Ok(format!(
+            "{done}; nginx is not running, the config applies when it starts"
+        )),
+    }
+}
+
+/// A path with its leading `~/` expanded for the login user (not for root under sudo).
+fn expand(ctx: &mut HostCtx<'_>, path: &str) -> Result<String> {
+    if !path.starts_with('~') {
+        return Ok(path.to_string());
+    }
+    Ok(ctx
+        .check(&format!("printf '%s' {}", quote_path(path)))?
+        .stdout)
+}
+
+/// A file's bytes, exactly (read through base64: the transport keeps text only).
+fn read_file(ctx: &mut HostCtx<'_>, nginx: &Nginx, path: &str) -> Result<Vec<u8>> {
+    let out = ctx.check(&nginx.as_nginx_user(&format!("base64 < {}", quote(path))))?;
+    let clean: String = out.stdout.split_whitespace().collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(clean)
+        .map_err(|e| anyhow!("reading {path}: {e}"))
+}
+
+/// The pid file nginx uses: `pid` at the config's top level, else the built-in one.
+fn pid_file(ctx: &mut HostCtx<'_>, nginx: &Nginx) -> Result<String> {
+    let conf = expand(ctx, &nginx.conf)?;
+    let out = ctx.check(&nginx.as_nginx_user(&format!("cat -- {}", quote(&conf))))?;
+    let configured = top_level_directive(&out.stdout, "pid");
+    let version = ctx.exec(&format!("{} -V 2>&1", quote_path(&nginx.bin)))?;
+    let option = |name: &str| {
+        version
+            .stdout
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(name).map(str::to_string))
+    };
+    let path = configured
+        .or_else(|| option("--pid-path="))
+        .unwrap_or_else(|| "logs/nginx.pid".into());
+    if path.starts_with('/') {
+        return Ok(path);
+    }
+    let prefix = option("--prefix=").unwrap_or_else(|| "/usr/local/nginx/".into());
+    Ok(format!("{}/{path}", prefix.trim_end_matches('/')))
+}
+
+/// The pid of the nginx master named by `pid_file`, when one runs.
+fn running(ctx: &mut HostCtx<'_>, pid_file: &str) -> Result<Option<u32>> {
+    let script = format!(
+        "pid=$(cat -- {} 2>/dev/null | tr -dc 0-9)\n[ -n \"$pid\" ] && [ -r \"/proc/$pid/cmdline\" ] || exit 0\ncase \"$(tr '\\0' ' ' < \"/proc/$pid/cmdline\")\" in *nginx*) echo \"$pid\" ;; esac\n",
+        quote(pid_file)
+    );
+    let out = ctx.exec(&script)?;
+    if !out.success() {
+        return Err(CommandFailed {
+            status: out.status,
+            stdout: out.stdout,
+            stderr: out.stderr,
+        }
+        .into());
+    }
+    Ok(out.stdout.trim().parse().ok())
+}
+
+/// The argument of a directive at the top level of an nginx config (outside any
+/// block), e.g. `pid /run/nginx.pid;`.
+pub fn top_level_directive(text: &str, name: &str) -> Option<String> {
+    let mut depth = 0usize;
+    let mut statement: Vec<String> = Vec::new();
+    let mut word = String::new();
+    let mut chars = text.chars().peekable();
+    let mut quote_char: Option<char> = None;
+    let flush = |word: &mut String, statement: &mut Vec<String>| {
+        if !word.is_empty() {
+            statement.push(std::mem::take(word));
+        }
+    };
+    while let Some(c) = chars.next() {
+        if let Some(q) = quote_char {
+            match c {
+                '\\' => {
+                    if let Some(next) = chars.next() {
+                        word.push(next);
+                    }
+                }
+                c if c == q => quote_char = None,
+                c => word.push(c),
+            }
+            continue;
+        }
+        match c {
+            '"' | '\'' => quote_char = Some(c),
+            '#' => {
+                for c in chars.by_ref() {
+                    if c == '\n' {
+                        break;
+                    }
+                }
+                flush(&mut word, &mut statement);
+            }
+            c if c.is_whitespace() => flush(&mut word, &mut statement),
+            ';' => {
+                flush(&mut word, &mut statement);
+                if depth == 0 && statement.len() >= 2 && statement[0] == name {
+                    return Some(statement[1].clone());
+                }
+                statement.clear();
+            }
+            '{' => {
+                flush(&mut word, &mut statement);
+                statement.clear();
+                depth += 1;
+            }
+            '}' => {
+                flush(&mut word, &mut statement);
+                statement.clear();
+                depth = depth.saturating_sub(1);
+            }
+            c => word.push(c),
+        }
+    }
+    None
+}
+
+/// `haystack` with every `needle` replaced by `with`, and how many there were.
+pub fn replace_all(haystack: &[u8], needle: &[u8], with: &[u8]) -> (Vec<u8>, usize) {
+    let mut out = Vec::with_capacity(haystack.len());
+    let mut count = 0;
+    let mut i = 0;
+    while i < haystack.len() {
+        if !needle.is_empty() && haystack[i..].starts_with(needle) {
+            out.extend_from_slice(with);
+            i += needle.len();
+            count += 1;
+        } else {
+            out.push(haystack[i]);
+            i += 1;
+        }
+    }
+    (out, count)
+}
+
+/// The lines holding `needle`: (1-based number, before, after). A needle that
+/// spans lines shows as the lines it starts on.
+pub fn changed_lines(text: &[u8], needle: &[u8], with: &[u8]) -> Vec<(usize, String, String)> {
+    text.split(|b| *b == b'\n')
+        .enumerate()
+        .filter_map(|(i, line)| {
+            let (after, n) = replace_all(line, needle, with);
+            (n > 0).then(|| {
+                (
+                    i + 1,
+                    String::from_utf8_lossy(line).into_owned(),
+                    String::from_utf8_lossy(&after).into_owned(),
+                )
+            })
+        })
+        .collect()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_every_literal_occurrence() {
+        let (out, n) = replace_all(b"include upstreamA.conf; # upstreamA", b"upstreamA", b"B");
+        assert_eq!(n, 2);
+        assert_eq!(out, b"include B.conf; # B");
+        // Not a pattern: dots and stars are literal.
+        let (out, n) = replace_all(b"a.b a*b", b"a.b", b"x");
+        assert_eq!((out.as_slice(), n), (&b"x a*b"[..], 1));
+        let (_, n) = replace_all(b"abc", b"zz", b"y");
+        assert_eq!(n, 0);
+        // Bytes that are not UTF-8 survive.
+        let (out, _) = replace_all(b"\xff A \xfe", b"A", b"B");
+        assert_eq!(out, b"\xff B \xfe");
+    }
+
+    #[test]
+    fn shows_the_lines_that_change() {
+        let text = b"http {\n  include upstreamA.conf;\n}\n# upstreamA upstreamA\n";
+        let lines = changed_lines(text, b"upstreamA", b"upstreamB");
+        assert_eq!(
+            lines,
+            vec![
+                (
+                    2,
+                    "  include upstreamA.conf;".to_string(),
+                    "  include upstreamB.conf;".to_string()
+                ),
+                (
+                    4,
+                    "# upstreamA upstreamA".to_string(),
+                    "# upstreamB upstreamB".to_string()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn finds_the_top_level_pid() {
+        let conf = "# pid /commented;\nuser www;\nhttp {\n  pid /not/here;\n  server { listen 80; }\n}\npid \"/home/d/nginx x.pid\";\n";
+        assert_eq!(
+            top_level_directive(conf, "pid").as_deref(),
+            Some("/home/d/nginx x.pid")
+        );
+        assert_eq!(top_level_directive("events {}\n", "pid"), None);
+        assert_eq!(
+            top_level_directive("pid logs/n.pid;", "pid").as_deref(),
+            Some("logs/n.pid")
+        );
+    }
+
+    #[test]
+    fn commands_quote_paths_and_use_sudo_n() {
+        let nginx = Nginx {
+            bin: "/opt/my nginx/sbin/nginx".into(),
+            conf: "~/conf dir/nginx.conf".into(),
+            sudo: true,
+        };
+        assert_eq!(
+            nginx.test_command(),
+            "sudo -n '/opt/my nginx/sbin/nginx' -c ~/'conf dir/nginx.conf' -t"
+        );
+        assert_eq!(nginx.as_nginx_user("cat x"), "sudo -n sh -c 'cat x'");
+        let plain = Nginx {
+            sudo: false,
+            ..nginx
+        };
+        assert_eq!(plain.as_nginx_user("cat x"), "cat x");
+    }
+}

@@ -1,0 +1,228 @@
+//! `es validate`: every process port of a venv answers HTTP on every host. The
+//! request is made on the host itself (curl, else python3), so the ports need
+//! not be reachable from the machine running es.
+
+use anyhow::{bail, Result};
+use serde_json::json;
+
+use crate::app::App;
+use crate::bad_input;
+use crate::cli::ValidateArgs;
+use crate::fleet::HostCtx;
+use crate::quote::quote;
+use crate::venv::Venv;
+
+/// Asks one URL with python3's urllib; prints `CODE` (0 when nothing answered) and a reason.
+const PYTHON_PROBE: &str = r#"import sys, urllib.request, urllib.error
+url, timeout = sys.argv[1], float(sys.argv[2])
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+opener = urllib.request.build_opener(NoRedirect)
+try:
+    with opener.open(url, timeout=timeout) as r:
+        print(r.status, "ok")
+except urllib.error.HTTPError as e:
+    print(e.code, "ok")
+except Exception as e:
+    print(0, str(getattr(e, "reason", e)).replace("\n", " "))
+"#;
+
+/// What one port answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortCheck {
+    pub port: String,
+    /// The HTTP status, 0 when nothing answered.
+    pub status: u16,
+    pub reason: String,
+}
+
+impl PortCheck {
+    pub fn ok(&self) -> bool {
+        self.status > 0 && self.status < 500
+    }
+
+    fn describe(&self) -> String {
+        if self.status == 0 {
+            format!("{}: no answer ({})", self.port, self.reason)
+        } else {
+            format!("{}: HTTP {}", self.port, self.status)
+        }
+    }
+}
+
+/// The ports of a venv: the prefix followed by N, for N in 0..process_count.
+pub fn venv_ports(prefix: &str, process_count: u32) -> Vec<String> {
+    (0..process_count).map(|n| format!("{prefix}{n}")).collect()
+}
+
+/// `es validate [VENV]` on every host of the role.
+pub fn validate(app: &App, args: &ValidateArgs) -> Result<bool> {
+    let loaded = app.require_config()?;
+    let config = &loaded.config;
+    let venv_name = match args
+        .venv
+        .clone()
+        .or_else(|| config.deploy.default_venv.clone())
+    {
+        Some(v) => v,
+        None => bad_input!("which venv? give VENV, or set deploy.default_venv"),
+    };
+    let venv = Venv::new(&config.deploy.virtualenv_prefix, &venv_name)?;
+    let Some(prefix) = config.deploy.venv_ports.get(&venv.name) else {
+        bad_input!(
+            "deploy.venv_ports has no entry for venv `{}`: its ports are unknown",
+            venv.name
+        );
+    };
+    if config.deploy.process_count == 0 {
+        bad_input!("deploy.process_count is 0: there is no port to check");
+    }
+    if !args.path.starts_with('/') || args.path.chars().any(char::is_whitespace) {
+        bad_input!(
+            "--path must start with `/` and hold no spaces, got {:?}",
+            args.path
+        );
+    }
+    let ports = venv_ports(prefix, config.deploy.process_count);
+    let script = probe_script(&ports, &args.path, args.timeout.max(1));
+    let fleet = app.fleet(false)?;
+    let report = fleet.run(|ctx| check_host(ctx, &script, &ports))?;
+    report.print_summary(&app.ui, &format!("validate {}", venv.name));
+    Ok(report.all_ok())
+}
+
+/// Shell code printing `PORT STATUS REASON` for every port, asked from the host itself.
+pub fn probe_script(ports: &[String], path: &str, timeout: u32) -> String {
+    let mut script = format!(
+        r#"probe() {{
+  url="http://127.0.0.1:$1"{path}
+  if command -v curl >/dev/null 2>&1; then
+    code=$(curl -s -o /dev/null -m {timeout} -w '%{{http_code}}' "$url" 2>/dev/null)
+    rc=$?
+    case $rc in
+      0) echo "$1 $code ok" ;;
+      7) echo "$1 0 connection refused" ;;
+      28) echo "$1 0 timed out after {timeout}s" ;;
+      52) echo "$1 0 empty reply" ;;
+      *) echo "$1 0 curl exit $rc" ;;
+    esac
+  elif command -v python3 >/dev/null 2>&1; then
+    echo "$1 $(python3 -c {python} "$url" {timeout} 2>&1 | tail -n 1)"
+  else
+    echo "$1 0 neither curl nor python3 on this host"
+  fi
+}}
+"#,
+        path = quote(path),
+        python = quote(PYTHON_PROBE),
+    );
+    for port in ports {
+        script.push_str(&format!("probe {}\n", quote(port)));
+    }
+    script
+}
+
+/// Parses the probe's lines.
+pub fn parse_probe(text: &str) -> Vec<PortCheck> {
+    text.lines()
+        .filter_map(|line| {
+            let mut words = line.splitn(3, ' ');
+            let port = words.next()?.to_string();
+            let status = words.next()?.trim().parse().unwrap_or(0);
+            let reason = words.next().unwrap_or("").trim().to_string();
+            Some(PortCheck {
+                port,
+                status,
+                reason,
+            })
+        })
+        .collect()
+}
+
+fn check_host(ctx: &mut HostCtx<'_>, script: &str, ports: &[String]) -> Result<Vec<PortCheck>> {
+    ctx.step("checking ports");
+    let out = ctx.check(script)?;
+    let checks = parse_probe(&out.stdout);
+    let host = ctx.host().to_string();
+    let ui = ctx.ui();
+    for check in &checks {
+        ui.event(
+            "port",
+            &host,
+            json!({ "port": check.port, "status": check.status, "ok": check.ok(), "reason": check.reason }),
+        );
+        if ui.verbose {
+            ui.note(&format!(
+                "{host}: {} {}",
+                check.port,
+                if check.ok() {
+                    format!("HTTP {}", check.status)
+                } else {
+                    check.describe()
+                }
+            ));
+        }
+    }
+    let missing: Vec<&String> = ports
+        .iter()
+        .filter(|p| !checks.iter().any(|c| &c.port == *p))
+        .collect();
+    if !missing.is_empty() {
+        bail!("no result for port(s) {missing:?}: {}", out.stderr.trim());
+    }
+    let failing: Vec<String> = checks
+        .iter()
+        .filter(|c| !c.ok())
+        .map(PortCheck::describe)
+        .collect();
+    if !failing.is_empty() {
+        bail!(
+            "{} of {} port(s) failing: {}",
+            failing.len(),
+            ports.len(),
+            failing.join("; ")
+        );
+    }
+    Ok(checks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_follow_the_venv_prefix() {
+        assert_eq!(venv_ports("880", 2), vec!["8800", "8801"]);
+        assert_eq!(venv_ports("90", 3), vec!["900", "901", "902"]);
+    }
+
+    #[test]
+    fn parses_probe_lines() {
+        let checks = parse_probe("8800 200 ok\n8801 0 connection refused\n8802 503 ok\n");
+        assert_eq!(checks.len(), 3);
+        assert!(checks[0].ok());
+        assert!(!checks[1].ok());
+        assert_eq!(checks[1].describe(), "8801: no answer (connection refused)");
+        assert!(!checks[2].ok());
+        assert_eq!(checks[2].describe(), "8802: HTTP 503");
+    }
+
+    /// The probe runs in a real shell against a closed port.
+    #[test]
+    fn probe_reports_a_closed_port() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port().to_string();
+        drop(listener);
+        let script = probe_script(std::slice::from_ref(&port), "/health", 2);
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&script)
+            .output()
+            .unwrap();
+        let checks = parse_probe(&String::from_utf8_lossy(&out.stdout));
+        assert_eq!(checks.len(), 1, "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(checks[0].port, port);
+        assert!(!checks[0].ok());
+    }
+}
