@@ -11,7 +11,6 @@ use crate::bad_input;
 use crate::cli::{NginxAction, NginxArgs};
 use crate::fleet::HostCtx;
 use crate::quote::{quote, quote_path};
-use crate::ssh::CommandFailed;
 
 /// How long `stop` waits for nginx to exit after `-s quit`.
 const QUIT_WAIT_SECS: u32 = 15;
@@ -392,15 +391,7 @@ fn running(ctx: &mut HostCtx<'_>, pid_file: &str) -> Result<Option<u32>> {
         "pid=$(cat -- {} 2>/dev/null | tr -dc 0-9)\n[ -n \"$pid\" ] && [ -r \"/proc/$pid/cmdline\" ] || exit 0\ncase \"$(tr '\\0' ' ' < \"/proc/$pid/cmdline\")\" in *nginx*) echo \"$pid\" ;; esac\n",
         quote(pid_file)
     );
-    let out = ctx.exec(&script)?;
-    if !out.success() {
-        return Err(CommandFailed {
-            status: out.status,
-            stdout: out.stdout,
-            stderr: out.stderr,
-        }
-        .into());
-    }
+    let out = ctx.check(&script)?;
     Ok(out.stdout.trim().parse().ok())
 }
 

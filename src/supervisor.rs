@@ -213,13 +213,7 @@ fn run_action(ctx: &mut HostCtx<'_>, venv: &Venv, action: &Action) -> Result<Str
     let text = format!("{}{}", out.stdout, out.stderr);
     // supervisorctl status exits 3 when some program is not running: still a result.
     let status_ok = matches!(action, Action::Daemon("status")) && out.status == 3;
-    if !out.success() && !status_ok {
-        bail!(crate::ssh::CommandFailed {
-            status: out.status,
-            stdout: out.stdout,
-            stderr: out.stderr,
-        });
-    }
+    let out = if status_ok { out } else { out.ok()? };
     if let Action::Program(_, _) = action {
         if text.contains("ERROR") {
             bail!("{}", text.trim());

@@ -473,3 +473,43 @@ fn created_project_serves_http() {
     assert!(health.contains("\"status\": \"ok\""), "{health}");
     assert!(logs.contains("listening"), "{logs}");
 }
+
+/// examples/hello_es is `es create hello_es` (less its deploy.toml: the
+/// repository's own deploy.toml is the example's). It must not drift.
+#[test]
+fn the_example_project_is_what_es_create_makes() {
+    fn files(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let rel = path.strip_prefix(root).unwrap().to_path_buf();
+            if rel == Path::new(".git") || rel == Path::new("deploy.toml") {
+                continue;
+            }
+            if path.is_dir() {
+                files(root, &path, out);
+            } else {
+                out.insert(rel, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    let sb = sandbox();
+    let out = es(&sb, &["create", "hello_es", "--no-push"]);
+    assert!(out.status.success(), "{out:?}");
+    let created = sb.work.path().join("hello_es");
+    let example = common::repo_root().join("examples/hello_es");
+    let (mut want, mut have) = (BTreeMap::new(), BTreeMap::new());
+    files(&created, &created, &mut want);
+    files(&example, &example, &mut have);
+    assert_eq!(
+        have.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "regenerate examples/hello_es with `es create hello_es --no-push`"
+    );
+    for (path, bytes) in &want {
+        assert!(
+            have[path] == *bytes,
+            "examples/hello_es/{} differs from the template",
+            path.display()
+        );
+    }
+}

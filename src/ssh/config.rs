@@ -154,7 +154,7 @@ fn patterns_match(patterns: &[String], host: &str) -> bool {
 }
 
 /// `*` and `?` wildcards, case-insensitive as in OpenSSH host matching.
-fn wildcard_match(pattern: &str, text: &str) -> bool {
+pub(crate) fn wildcard_match(pattern: &str, text: &str) -> bool {
     let pattern: Vec<char> = pattern.to_lowercase().chars().collect();
     let text: Vec<char> = text.to_lowercase().chars().collect();
     let (mut p, mut t) = (0, 0);

@@ -14,6 +14,8 @@ use base64::Engine;
 use hmac::{Hmac, KeyInit, Mac};
 use sha1::Sha1;
 
+use super::config::wildcard_match;
+
 /// One usable line of a known_hosts file.
 #[derive(Debug, Clone)]
 struct Entry {
@@ -173,10 +175,10 @@ fn entry_matches(patterns: &str, name: &str) -> bool {
     let mut matched = false;
     for pattern in patterns.split(',') {
         if let Some(negated) = pattern.strip_prefix('!') {
-            if wildcard(negated, name) {
+            if wildcard_match(negated, name) {
                 return false;
             }
-        } else if wildcard(pattern, name) {
+        } else if wildcard_match(pattern, name) {
             matched = true;
         }
     }
@@ -196,19 +198,6 @@ fn hashed_matches(hashed: &str, name: &str) -> bool {
     };
     mac.update(name.as_bytes());
     mac.verify_slice(&hash).is_ok()
-}
-
-fn wildcard(pattern: &str, text: &str) -> bool {
-    fn go(p: &[u8], t: &[u8]) -> bool {
-        match (p.first(), t.first()) {
-            (None, None) => true,
-            (Some(b'*'), _) => go(&p[1..], t) || (!t.is_empty() && go(p, &t[1..])),
-            (Some(b'?'), Some(_)) => go(&p[1..], &t[1..]),
-            (Some(a), Some(b)) if a.eq_ignore_ascii_case(b) => go(&p[1..], &t[1..]),
-            _ => false,
-        }
-    }
-    go(pattern.as_bytes(), text.as_bytes())
 }
 
 #[cfg(test)]

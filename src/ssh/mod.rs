@@ -36,6 +36,20 @@ impl Output {
     pub fn success(&self) -> bool {
         self.status == 0
     }
+
+    /// This output, or a [`CommandFailed`] error (keeping stdout and stderr)
+    /// when the command exited non-zero.
+    pub fn ok(self) -> Result<Output> {
+        if self.success() {
+            return Ok(self);
+        }
+        Err(CommandFailed {
+            status: self.status,
+            stdout: self.stdout,
+            stderr: self.stderr,
+        }
+        .into())
+    }
 }
 
 /// An open connection to one host.

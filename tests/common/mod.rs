@@ -5,9 +5,9 @@
 //! they never disturb each other:
 //!   1-5   tests/run.rs (5 is stopped and restarted by the dead-host test)
 //!   6-8   tests/deploy.rs
-//!   9-11  tests/scaffold.rs
-//!   12-14 tests/nginx.rs and later work
-//!   15-20 benchmarks (bench/)
+//!   9-11  tests/create_deploy.rs
+//!   12-14 tests/nginx.rs
+//!   15-20 benchmarks (bench/; the fan-out benchmark uses all hosts)
 #![allow(dead_code)]
 
 use std::collections::HashMap;
