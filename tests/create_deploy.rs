@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::path::PathBuf;
 use std::process::Command;
 
 use common::{expect_code, Sandbox, Testbed};
@@ -56,9 +57,15 @@ fn point_at_test_bed(tb: &Testbed, text: &str, venv_prefix: &str, port: &str) ->
     out
 }
 
-fn create_build_deploy(template: &str, port: &str) {
-    let tb = Testbed::get();
-    let sb = Sandbox::new();
+/// A project made by `es create -t TEMPLATE`, its deploy.toml pointed at the
+/// test bed (venvs under `~/e2e_PREFIX`, ports PORT0, PORT1), committed.
+fn created_project(
+    tb: &Testbed,
+    sb: &Sandbox,
+    template: &str,
+    prefix: &str,
+    port: &str,
+) -> (PathBuf, String) {
     let name = unique(template);
     let out = sb
         .es()
@@ -72,13 +79,13 @@ fn create_build_deploy(template: &str, port: &str) {
     expect_code(&out, 0);
     let dir = sb.work.path().join(&name);
     let config = std::fs::read_to_string(dir.join("deploy.toml")).unwrap();
-    let prefix = format!("e2e_{template}");
+    let prefix = format!("e2e_{prefix}");
     std::fs::write(
         dir.join("deploy.toml"),
-        point_at_test_bed(&tb, &config, &prefix, port),
+        point_at_test_bed(tb, &config, &prefix, port),
     )
     .unwrap();
-    common::git(&sb, &dir, &["commit", "-qam", "deploy to the test bed"]);
+    common::git(sb, &dir, &["commit", "-qam", "deploy to the test bed"]);
     for n in HOSTS {
         let script = format!(
             "for f in /home/{u}/{prefix}/*/tmp/supervisord.pid; do [ -f \"$f\" ] && kill $(cat \"$f\") && sleep 1; done; rm -rf /home/{u}/{prefix}",
@@ -86,6 +93,31 @@ fn create_build_deploy(template: &str, port: &str) {
         );
         tb.exec(n, &["sh", "-c", &script]);
     }
+    (dir, name)
+}
+
+/// Every process port of every host answers with the project, version and profile.
+fn assert_serving(tb: &Testbed, port: &str, name: &str, version: &str, profile: &str) {
+    for n in HOSTS {
+        for i in 0..2 {
+            let url = format!("http://{}:{port}{i}/", tb.addr(n));
+            let body = Command::new("curl")
+                .args(["-s", "--max-time", "10", &url])
+                .output()
+                .unwrap();
+            let body = String::from_utf8_lossy(&body.stdout);
+            assert!(
+                body.starts_with(&format!("{name} {version} (profile {profile}")),
+                "{url} answered {body:?}"
+            );
+        }
+    }
+}
+
+fn create_build_deploy(template: &str, port: &str) {
+    let tb = Testbed::get();
+    let sb = Sandbox::new();
+    let (dir, name) = created_project(&tb, &sb, template, template, port);
 
     let out = common::es_build(&sb, &tb, &dir, &[]);
     let (stdout, _) = expect_code(&out, 0);
@@ -100,21 +132,41 @@ fn create_build_deploy(template: &str, port: &str) {
         .unwrap();
     let (_, stderr) = expect_code(&out, 0);
     assert!(stderr.contains("3 ok, 0 failed"), "{stderr}");
+    assert_serving(&tb, port, &name, &version, "prod");
+}
 
-    for n in HOSTS {
-        for i in 0..2 {
-            let url = format!("http://{}:{port}{i}/", tb.addr(n));
-            let body = Command::new("curl")
-                .args(["-s", "--max-time", "10", &url])
-                .output()
-                .unwrap();
-            let body = String::from_utf8_lossy(&body.stdout);
-            assert!(
-                body.starts_with(&format!("{name} {version} (profile prod")),
-                "{url} answered {body:?}"
-            );
-        }
-    }
+#[test]
+fn quickdeploy_builds_and_deploys_a_branch() {
+    let tb = Testbed::get();
+    let sb = Sandbox::new();
+    let (dir, name) = created_project(&tb, &sb, "default", "quick", "892");
+    common::git(&sb, &dir, &["branch", "-m", "feature"]);
+    let out = sb
+        .es()
+        .current_dir(&dir)
+        .args(["quickdeploy", "-R", "dev", "a", "staging", "feature"])
+        .env("TWINE_USERNAME", &tb.index_user)
+        .env("TWINE_PASSWORD", &tb.index_password)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = expect_code(&out, 0);
+    assert!(stderr.contains("3 ok, 0 failed"), "{stderr}");
+    let version = stdout
+        .lines()
+        .find(|l| l.chars().next().is_some_and(|c| c.is_ascii_digit()))
+        .unwrap_or_else(|| panic!("no version in\n{stdout}"))
+        .trim()
+        .to_string();
+    assert_serving(&tb, "892", &name, &version, "staging");
+
+    // A bad venv is refused before anything is built.
+    let out = sb
+        .es()
+        .current_dir(&dir)
+        .args(["quickdeploy", "-R", "dev", "no/such", "staging", "feature"])
+        .output()
+        .unwrap();
+    expect_code(&out, 2);
 }
 
 #[test]

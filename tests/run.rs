@@ -331,3 +331,28 @@ fn local_host_runs_without_ssh() {
     let (stdout, _) = expect_code(&out, 0);
     assert_eq!(stdout.trim(), "local | from-here");
 }
+
+#[test]
+fn a_passphrase_protected_key_gets_a_clear_error() {
+    let tb = Testbed::get();
+    let sb = Sandbox::new();
+    let key = sb.work.path().join("locked_key");
+    let keygen = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "a passphrase", "-f"])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(keygen.success());
+    sb.write_config(
+        &config(&tb, &[1]).replace(&tb.key.display().to_string(), &key.display().to_string()),
+    );
+    let out = sb
+        .es()
+        .args(["run", "-R", "web", "--", "true"])
+        .output()
+        .unwrap();
+    let (_, stderr) = expect_code(&out, 1);
+    assert!(stderr.contains("passphrase-protected"), "{stderr}");
+    assert!(stderr.contains("ssh-add"), "{stderr}");
+    assert!(!stderr.contains("a passphrase"), "{stderr}");
+}

@@ -1,0 +1,133 @@
+//! The command line itself: help, version, completions, and configuration
+//! errors, which exit 2 before any host is contacted. No test bed needed.
+
+mod common;
+
+use common::{expect_code, Sandbox};
+
+#[test]
+fn version_and_help_teach() {
+    let sb = Sandbox::new();
+    let out = sb.es().arg("--version").output().unwrap();
+    let (stdout, _) = expect_code(&out, 0);
+    assert!(stdout.starts_with("es "), "{stdout}");
+
+    let out = sb.es().arg("--help").output().unwrap();
+    let (stdout, _) = expect_code(&out, 0);
+    for command in [
+        "run",
+        "deploy",
+        "build",
+        "supervisor",
+        "nginx",
+        "create",
+        "completions",
+    ] {
+        assert!(
+            stdout.contains(&format!("  {command} ")),
+            "{command} missing from\n{stdout}"
+        );
+    }
+    for command in [
+        &["run"][..],
+        &["deploy"],
+        &["build"],
+        &["supervisor"],
+        &["create"],
+    ] {
+        let out = sb.es().args(command).arg("--help").output().unwrap();
+        let (stdout, _) = expect_code(&out, 0);
+        assert!(
+            stdout.contains("Example"),
+            "es {command:?} --help has no example:\n{stdout}"
+        );
+    }
+}
+
+#[test]
+fn completions_for_each_shell() {
+    let sb = Sandbox::new();
+    for (shell, marker) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef es"),
+        ("fish", "complete -c es"),
+    ] {
+        let out = sb.es().args(["completions", shell]).output().unwrap();
+        let (stdout, _) = expect_code(&out, 0);
+        assert!(
+            stdout.contains(marker),
+            "{shell}: {marker:?} not in the script"
+        );
+        assert!(stdout.contains("deploy"), "{shell}: no subcommands");
+    }
+}
+
+/// Runs `es run -- true` against a bad configuration; returns stderr.
+fn refused(config: &str) -> String {
+    let sb = Sandbox::new();
+    sb.write_config(config);
+    let out = sb.es().args(["run", "--", "true"]).output().unwrap();
+    let (_, stderr) = expect_code(&out, 2);
+    stderr
+}
+
+#[test]
+fn unknown_key_names_file_line_key_and_a_suggestion() {
+    let stderr =
+        refused("[roles]\nweb = [\"local\"]\n\n[ssh]\nuser = \"deploy\"\nconect_timeout = 5\n");
+    assert!(stderr.contains("deploy.toml:6:1"), "{stderr}");
+    assert!(stderr.contains("ssh.conect_timeout"), "{stderr}");
+    assert!(
+        stderr.contains("did you mean `connect_timeout`"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn wrong_type_names_file_line_and_key() {
+    let stderr = refused("[roles]\nweb = [\"local\"]\n\n[ssh]\nparallel = \"lots\"\n");
+    assert!(stderr.contains("deploy.toml:5:"), "{stderr}");
+    assert!(stderr.contains("ssh.parallel"), "{stderr}");
+}
+
+#[test]
+fn unknown_role_names_file_line_and_key() {
+    let stderr = refused("[roles]\nweb = [\"local\"]\n\n[deploy]\ndefault_role = \"prod\"\n");
+    assert!(stderr.contains("deploy.toml:5:"), "{stderr}");
+    assert!(stderr.contains("deploy.default_role"), "{stderr}");
+    assert!(stderr.contains("unknown role `prod`"), "{stderr}");
+
+    // A role asked for on the command line that the file does not define.
+    let sb = Sandbox::new();
+    sb.write_config("[roles]\nweb = [\"local\"]\n");
+    let out = sb
+        .es()
+        .args(["run", "-R", "db", "--", "true"])
+        .output()
+        .unwrap();
+    let (_, stderr) = expect_code(&out, 2);
+    assert!(
+        stderr.contains("unknown role `db`") && stderr.contains("web"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bad_usage_exits_2() {
+    let sb = Sandbox::new();
+    let out = sb.es().args(["deploy"]).output().unwrap();
+    expect_code(&out, 2);
+    let out = sb
+        .es()
+        .args(["run", "-H", "user@host:notaport", "--", "true"])
+        .output()
+        .unwrap();
+    let (_, stderr) = expect_code(&out, 2);
+    assert!(stderr.contains("notaport"), "{stderr}");
+    let out = sb
+        .es()
+        .args(["-c", "missing.toml", "run", "--", "true"])
+        .output()
+        .unwrap();
+    expect_code(&out, 2);
+}
