@@ -537,7 +537,8 @@ fn run_step(mut cmd: Command, what: &str, verbose: bool) -> Result<()> {
     Ok(())
 }
 
-/// The PEP 517 front end: uv when it is on PATH, else `python3 -m build`.
+/// The PEP 517 front end: uv when it is on PATH or in es's cached build venv
+/// (about twice as fast), else `python3 -m build` from that venv.
 enum Backend {
     Uv(PathBuf),
     PyBuild(PathBuf),
@@ -551,10 +552,12 @@ impl Backend {
         let python = which("python3").ok_or_else(|| {
             anyhow!("neither uv nor python3 is on PATH: es needs one of them to build")
         })?;
-        if has_build_module(&python) {
-            return Ok(Backend::PyBuild(python));
+        let venv_python = cached_build_venv(app, &python)?;
+        let uv = venv_python.with_file_name("uv");
+        if uv.is_file() {
+            return Ok(Backend::Uv(uv));
         }
-        Ok(Backend::PyBuild(cached_build_venv(app, &python)?))
+        Ok(Backend::PyBuild(venv_python))
     }
 
     fn describe(&self) -> String {
@@ -628,7 +631,7 @@ fn cached_build_venv(app: &App, python: &Path) -> Result<PathBuf> {
         return Ok(venv_python);
     }
     app.ui.note(&format!(
-        "es: `build` is not installed for python3; installing it into {} (once)",
+        "es: installing the build front ends (build, uv) into {} (once)",
         venv.display()
     ));
     std::fs::create_dir_all(&cache).with_context(|| format!("making {}", cache.display()))?;
@@ -640,6 +643,13 @@ fn cached_build_venv(app: &App, python: &Path) -> Result<PathBuf> {
     let mut install = Command::new(tmp.join("bin").join("python"));
     install.args(["-m", "pip", "install", "--quiet", "build"]);
     run_step(install, "pip install build", app.ui.verbose)?;
+    // uv builds about twice as fast; without it (no wheel for this platform), build does.
+    let mut install = Command::new(tmp.join("bin").join("python"));
+    install.args(["-m", "pip", "install", "--quiet", "uv"]);
+    if let Err(err) = run_step(install, "pip install uv", app.ui.verbose) {
+        app.ui
+            .note(&format!("es: note: building without uv ({err:#})"));
+    }
     if std::fs::rename(&tmp, &venv).is_err() {
         // Another es made it meanwhile, or a broken one is in the way.
         if !has_build_module(&venv_python) {

@@ -178,7 +178,12 @@ impl Sandbox {
             .env_remove("SSH_AUTH_SOCK")
             .env_remove("TWINE_USERNAME")
             .env_remove("TWINE_PASSWORD")
-            .env_remove("TWINE_REPOSITORY_URL");
+            .env_remove("TWINE_REPOSITORY_URL")
+            // One build-venv cache for every test, not one per sandbox HOME.
+            .env(
+                "XDG_CACHE_HOME",
+                PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("es-cache"),
+            );
         cmd
     }
 }
