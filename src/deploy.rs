@@ -437,13 +437,7 @@ fn deploy_locked(ctx: &mut HostCtx<'_>, plan: &Plan, venv: &Venv) -> Result<()> 
     }
 
     ctx.step("restart");
-    let restart = format!(
-        "set -e\n{}mv -f {conf}.new {conf}\nset +e\n{}",
-        supervisor::shutdown_script(venv),
-        supervisor::start_script(venv),
-        conf = venv.path("etc/supervisord.conf"),
-    );
-    ctx.check(&restart)?;
+    ctx.check(&supervisor::restart_script(venv))?;
 
     run_hooks(ctx, plan, venv, &plan.post_hooks, "post hook")
 }

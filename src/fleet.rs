@@ -27,6 +27,8 @@ pub struct HostCtx<'a> {
     step: String,
     line: &'a HostLine,
     fleet: &'a Fleet<'a>,
+    /// When the host's job started: verbose lines show the time since.
+    started: Instant,
 }
 
 impl HostCtx<'_> {
@@ -38,6 +40,13 @@ impl HostCtx<'_> {
         ui.event("step", &self.target.label, json!({ "step": name }));
         if ui.mode == Mode::Plain && !ui.quiet && (self.fleet.announce_steps || ui.verbose) {
             ui.note(&format!("{}: {name}", self.target.label));
+        }
+        if ui.verbose && ui.mode == Mode::Terminal {
+            ui.note(&format!(
+                "{}: [{:.2}s] {name}",
+                self.target.label,
+                self.started.elapsed().as_secs_f64()
+            ));
         }
     }
 
@@ -54,9 +63,12 @@ impl HostCtx<'_> {
     /// Runs a command; its result is returned whatever the exit status.
     pub fn exec(&mut self, command: &str) -> Result<Output> {
         if self.fleet.ui.verbose {
-            self.fleet
-                .ui
-                .note(&format!("{}: $ {command}", self.target.label));
+            self.fleet.ui.note(&format!(
+                "{}: [{:.2}s] $ {}",
+                self.target.label,
+                self.started.elapsed().as_secs_f64(),
+                command_summary(command)
+            ));
         }
         self.conn.exec(command)
     }
@@ -215,6 +227,7 @@ impl<'a> Fleet<'a> {
                     step: "start".into(),
                     line,
                     fleet: self,
+                    started,
                 };
                 job(&mut ctx).map_err(|err| Failure {
                     step: ctx.step.clone(),
@@ -240,6 +253,22 @@ impl<'a> Fleet<'a> {
             result,
         }
     }
+}
+
+/// A command as verbose output shows it: its first line (at most 160
+/// characters), and how many lines follow.
+fn command_summary(command: &str) -> String {
+    let mut lines = command.lines();
+    let first = lines.next().unwrap_or("");
+    let mut shown: String = first.chars().take(160).collect();
+    if shown.len() < first.len() {
+        shown.push('…');
+    }
+    let rest = lines.count();
+    if rest > 0 {
+        shown.push_str(&format!("  (+{rest} lines)"));
+    }
+    shown
 }
 
 /// An error and its causes on one line, with a failed command's stderr tail.

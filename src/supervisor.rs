@@ -28,58 +28,82 @@ pub fn supervisorctl(venv: &Venv, args: &[&str]) -> String {
     line
 }
 
-/// Shell code that stops this venv's supervisord (if it runs) and waits until its
-/// pid is gone. essay started the new one at once, which could leave the old
-/// processes serving the old version.
-pub fn shutdown_script(venv: &Venv) -> String {
-    let pidfile = venv.path("tmp/supervisord.pid");
+/// The script es runs on the host to stop, start and restart supervisord and
+/// wait for the outcome (see its docstring for why it is one Python process).
+const SUPERVISORD_SCRIPT: &str = include_str!("remote/supervisord.py");
+
+/// `VENV/bin/python -c SCRIPT ACTION ARGS...`, every path quoted.
+fn supervisord_script(venv: &Venv, args: &[String]) -> String {
+    let mut line = format!(
+        "{} -c {}",
+        venv.path("bin/python"),
+        quote(SUPERVISORD_SCRIPT)
+    );
+    for arg in args {
+        line.push(' ');
+        line.push_str(arg);
+    }
+    line
+}
+
+/// Shell code that prints the tail of each program log, after a failed start.
+fn log_tails(venv: &Venv) -> String {
     format!(
-        r#"pid=$(cat {pidfile} 2>/dev/null || true)
-if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-  {ctl} >/dev/null 2>&1 || kill "$pid" 2>/dev/null || true
-  i=0
-  while kill -0 "$pid" 2>/dev/null; do
-    i=$((i+1))
-    if [ "$i" -gt {limit} ]; then echo "supervisord (pid $pid) did not exit within {SHUTDOWN_WAIT_SECS}s" >&2; exit 1; fi
-    sleep 0.1
-  done
-fi
-"#,
-        ctl = supervisorctl(venv, &["shutdown"]),
-        limit = SHUTDOWN_WAIT_SECS * 10,
+        r#"for log in {logs}/*.log; do
+  case "$log" in */supervisord.log) continue ;; esac
+  echo "--- tail of $log" >&2; tail -n 5 "$log" >&2
+done"#,
+        logs = venv.path("logs"),
     )
 }
 
-/// Shell code that starts supervisord and waits until every program is RUNNING;
-/// on failure it prints the status and the tail of the failing programs' logs.
+/// Stops this venv's supervisord (if it runs) and waits until its pid is gone.
+/// essay started the new one at once, which could leave the old processes serving.
+pub fn shutdown_script(venv: &Venv) -> String {
+    supervisord_script(
+        venv,
+        &[
+            "stop".into(),
+            venv.path("etc/supervisord.conf"),
+            venv.path("tmp/supervisord.pid"),
+            SHUTDOWN_WAIT_SECS.to_string(),
+        ],
+    )
+}
+
+/// Starts supervisord and waits until every program is RUNNING; on failure
+/// prints the states and the tail of the programs' logs.
 pub fn start_script(venv: &Venv) -> String {
     format!(
-        r#"{supervisord} -c {conf} || exit 1
-i=0
-while :; do
-  status=$({ctl} 2>&1)
-  # Every program RUNNING (STARTING lasts startsecs; supervisorctl exits 0 for it).
-  if [ -n "$status" ] && ! printf '%s\n' "$status" | grep -Eqv '[[:space:]]RUNNING([[:space:]]|$)'; then
-    printf '%s\n' "$status"; exit 0
-  fi
-  case "$status" in *FATAL*|*BACKOFF*|*EXITED*) break ;; esac
-  i=$((i+1))
-  if [ "$i" -gt {limit} ]; then break; fi
-  sleep 0.2
-done
-printf '%s\n' "$status" >&2
-for log in {logs}/*.log; do
-  case "$log" in */supervisord.log) continue ;; esac
-  echo "--- tail of $log" >&2; tail -n 5 "$log" >&2
-done
-echo "not every program reached RUNNING" >&2
-exit 1
-"#,
-        supervisord = venv.path("bin/supervisord"),
-        conf = venv.path("etc/supervisord.conf"),
-        ctl = supervisorctl(venv, &["status"]),
-        logs = venv.path("logs"),
-        limit = START_WAIT_SECS * 5,
+        "{} || {{ {}; exit 1; }}",
+        supervisord_script(
+            venv,
+            &[
+                "start".into(),
+                venv.path("etc/supervisord.conf"),
+                START_WAIT_SECS.to_string()
+            ]
+        ),
+        log_tails(venv)
+    )
+}
+
+/// Stops the running supervisord (with the configuration in place), moves
+/// `etc/supervisord.conf.new` into place, starts it and waits for RUNNING.
+pub fn restart_script(venv: &Venv) -> String {
+    format!(
+        "{} || {{ {}; exit 1; }}",
+        supervisord_script(
+            venv,
+            &[
+                "restart".into(),
+                venv.path("etc/supervisord.conf"),
+                venv.path("etc/supervisord.conf.new"),
+                venv.path("tmp/supervisord.pid"),
+                START_WAIT_SECS.max(SHUTDOWN_WAIT_SECS).to_string(),
+            ]
+        ),
+        log_tails(venv)
     )
 }
 
