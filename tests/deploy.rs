@@ -422,3 +422,28 @@ fn dry_run_shows_the_config_and_changes_nothing() {
     let (_, stderr) = expect_code(&out, 2);
     assert!(stderr.contains("venv_ports"), "{stderr}");
 }
+
+#[test]
+fn a_program_that_does_not_start_fails_its_host_with_its_log() {
+    let tb = Testbed::get();
+    let sb = Sandbox::new();
+    fresh(&tb, "fail");
+    std::fs::create_dir_all(sb.work.path().join("conf")).unwrap();
+    let broken = ESSAY_TEMPLATE.replace(
+        "command={{ venv_dir}}/bin/{{ project }} {{ port }}%(process_num)d --profile={{ profile }}",
+        "command=sh -c 'echo boom-from-the-app; exit 3'",
+    );
+    assert_ne!(broken, ESSAY_TEMPLATE);
+    std::fs::write(sb.work.path().join("conf/supervisord.conf"), broken).unwrap();
+    sb.write_config(&config(
+        &tb,
+        "fail",
+        &[("a", "888")],
+        "supervisor_template = \"conf/supervisord.conf\"\n",
+    ));
+    let out = deploy(&sb, &["1.0.0", "a", "prod"]);
+    let (_, stderr) = expect_code(&out, 1);
+    assert!(stderr.contains("0 ok, 3 failed"), "{stderr}");
+    assert!(stderr.contains("at restart"), "{stderr}");
+    assert!(stderr.contains("boom-from-the-app"), "{stderr}");
+}
