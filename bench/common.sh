@@ -9,10 +9,11 @@ bash "$REPO/testbed/testbed.sh" up >&2
 # shellcheck disable=SC1090
 . "$(bash "$REPO/testbed/testbed.sh" env)"
 (cd "$REPO" && cargo build --release --quiet)
-ES_BIN="$REPO/target/release/es"
+ES_BIN="${CARGO_TARGET_DIR:-$REPO/target}/release/es"
 
-if [ ! -x "$PEERS_VENV/bin/fab" ]; then
-    /usr/bin/python3 -m venv "$PEERS_VENV"
-    "$PEERS_VENV/bin/pip" install --quiet --disable-pip-version-check 'fabric>=3,<4' build
+# jinja2: the essay re-creation renders the supervisord template as essay did.
+if [ ! -x "$PEERS_VENV/bin/fab" ] || ! "$PEERS_VENV/bin/python" -c 'import jinja2' 2>/dev/null; then
+    [ -x "$PEERS_VENV/bin/python" ] || /usr/bin/python3 -m venv "$PEERS_VENV"
+    "$PEERS_VENV/bin/pip" install --quiet --disable-pip-version-check 'fabric>=3,<4' build jinja2
 fi
 PY="$PEERS_VENV/bin/python"
