@@ -26,6 +26,7 @@ use minijinja::{context, Environment, UndefinedBehavior};
 use serde_json::json;
 
 use crate::bad_input;
+use crate::deploy::DEFAULT_SUPERVISOR_TEMPLATE;
 use crate::cli::{CreateArgs, GlobalOpts, InitArgs};
 
 /// One file of a template.
@@ -67,14 +68,11 @@ const INIT_FILES: &[TemplateFile] = &[
     file!("init", "deploy.toml"),
     TemplateFile {
         path: "conf/supervisord.conf",
-        source: SUPERVISORD_TEMPLATE,
+        source: DEFAULT_SUPERVISOR_TEMPLATE,
         verbatim: true,
         executable: false,
     },
 ];
-
-/// es's default supervisord template, also used by `es deploy` when a project has none.
-pub const SUPERVISORD_TEMPLATE: &str = include_str!("../templates/supervisord.conf");
 
 /// The templates, in the order `es templates` lists them.
 pub const TEMPLATES: &[Template] = &[
@@ -681,7 +679,7 @@ mod tests {
                 .iter()
                 .find(|f| f.path == Path::new("conf/supervisord.conf"))
                 .unwrap();
-            assert_eq!(conf.contents, SUPERVISORD_TEMPLATE);
+            assert_eq!(conf.contents, DEFAULT_SUPERVISOR_TEMPLATE);
             assert!(conf.contents.contains("%(process_num)d"));
             assert!(conf.contents.contains("%(program_name)s_%(process_num)d"));
         }
@@ -694,7 +692,7 @@ mod tests {
         env.set_keep_trailing_newline(true);
         let text = env
             .render_str(
-                SUPERVISORD_TEMPLATE,
+                DEFAULT_SUPERVISOR_TEMPLATE,
                 context! { project => "p", venv_dir => "/v", port => "880", process_count => 2,
                 username => "u", password => "pw", profile => "prod", version => "1",
                 virtualenv_name => "a", host => "h", run_root => "/v" },
