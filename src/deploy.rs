@@ -54,9 +54,9 @@ pub fn command(app: &App, args: &DeployArgs) -> Result<bool> {
         plan.project, plan.version, plan.venv.name
     );
     let report = if args.dry_run {
-        fleet.run(|ctx| dry_run_host(ctx, &plan))?
+        fleet.run(|ctx| dry_run_host(ctx, &plan))
     } else {
-        fleet.run(|ctx| deploy_host(ctx, &plan))?
+        fleet.run(|ctx| deploy_host(ctx, &plan))
     };
     report.print_summary(&app.ui, &title);
     Ok(report.all_ok())

@@ -1,9 +1,11 @@
 //! The fleet executor: one job per host, at most `parallel` at once. A failing
 //! host never stops the others; every host's outcome ends up in the report.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde_json::json;
 
 use crate::hosts::Target;
@@ -173,7 +175,7 @@ impl<T> Report<T> {
 
 impl<'a> Fleet<'a> {
     /// Connects to every host and runs `job` there, at most `parallel` hosts at once.
-    pub fn run<T, F>(&'a self, job: F) -> Result<Report<T>>
+    pub fn run<T, F>(&'a self, job: F) -> Report<T>
     where
         T: Send,
         F: Fn(&mut HostCtx<'_>) -> Result<T> + Sync,
@@ -190,23 +192,32 @@ impl<'a> Fleet<'a> {
             .iter()
             .map(|t| self.ui.host_line(&t.label, width))
             .collect();
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(self.parallel.clamp(1, self.targets.len().max(1)))
-            .thread_name(|i| format!("es-host-{i}"))
-            .build()
-            .context("starting the worker threads")?;
-        let outcomes = pool.install(|| {
-            use rayon::prelude::*;
-            self.targets
-                .par_iter()
-                .zip(lines.par_iter())
-                .map(|(target, line)| self.run_one(target, line, &job))
-                .collect::<Vec<_>>()
+        // Hosts are I/O-bound: one plain thread per slot, each taking the next
+        // host until none is left (no work-stealing pool spinning between jobs).
+        let next = AtomicUsize::new(0);
+        let slots: Vec<Mutex<Option<HostOutcome<T>>>> =
+            self.targets.iter().map(|_| Mutex::new(None)).collect();
+        let workers = self.parallel.clamp(1, self.targets.len().max(1));
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                scope.spawn(|| loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let (Some(target), Some(line)) = (self.targets.get(i), lines.get(i)) else {
+                        break;
+                    };
+                    let outcome = self.run_one(target, line, &job);
+                    *slots[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
+                });
+            }
         });
-        Ok(Report {
+        let outcomes = slots
+            .into_iter()
+            .filter_map(|slot| slot.into_inner().unwrap_or_else(|e| e.into_inner()))
+            .collect();
+        Report {
             outcomes,
             elapsed: started.elapsed(),
-        })
+        }
     }
 
     fn run_one<T, F>(&'a self, target: &'a Target, line: &'a HostLine, job: &F) -> HostOutcome<T>

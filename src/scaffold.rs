@@ -26,8 +26,8 @@ use minijinja::{context, Environment, UndefinedBehavior};
 use serde_json::json;
 
 use crate::bad_input;
-use crate::deploy::DEFAULT_SUPERVISOR_TEMPLATE;
 use crate::cli::{CreateArgs, GlobalOpts, InitArgs};
+use crate::deploy::DEFAULT_SUPERVISOR_TEMPLATE;
 
 /// One file of a template.
 struct TemplateFile {

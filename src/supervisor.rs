@@ -169,7 +169,7 @@ pub fn command(app: &App, args: &SupervisorArgs) -> Result<bool> {
     };
     let venv = Venv::new(&config.deploy.virtualenv_prefix, &venv_name)?;
     let fleet = app.fleet(false)?;
-    let report = fleet.run(|ctx| run_action(ctx, &venv, &action))?;
+    let report = fleet.run(|ctx| run_action(ctx, &venv, &action));
 
     if action == Action::Daemon("status") && app.ui.mode != crate::ui::Mode::Json {
         print_status_table(app, &report);

@@ -87,7 +87,7 @@ pub fn validate(app: &App, args: &ValidateArgs) -> Result<bool> {
     let ports = venv_ports(prefix, config.deploy.process_count);
     let script = probe_script(&ports, &args.path, args.timeout.max(1));
     let fleet = app.fleet(false)?;
-    let report = fleet.run(|ctx| check_host(ctx, &script, &ports))?;
+    let report = fleet.run(|ctx| check_host(ctx, &script, &ports));
     report.print_summary(&app.ui, &format!("validate {}", venv.name));
     Ok(report.all_ok())
 }

@@ -64,17 +64,21 @@ impl Testbed {
                 )
             })
         };
-        let status = Command::new("bash")
-            .arg(repo_root().join("testbed/testbed.sh"))
-            .arg("status")
-            .output()
-            .expect("running testbed.sh status");
-        assert!(
-            status.status.success(),
-            "the test bed is not healthy: run `sudo bash testbed/testbed.sh up`\n{}{}",
-            String::from_utf8_lossy(&status.stdout),
-            String::from_utf8_lossy(&status.stderr)
-        );
+        // Checked once per test binary, before any test can stop a host on purpose.
+        static HEALTHY: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+        HEALTHY.get_or_init(|| {
+            let status = Command::new("bash")
+                .arg(repo_root().join("testbed/testbed.sh"))
+                .arg("status")
+                .output()
+                .expect("running testbed.sh status");
+            assert!(
+                status.status.success(),
+                "the test bed is not healthy: run `sudo bash testbed/testbed.sh up`\n{}{}",
+                String::from_utf8_lossy(&status.stdout),
+                String::from_utf8_lossy(&status.stderr)
+            );
+        });
         Testbed {
             dir: PathBuf::from(get("ES_TB_DIR")),
             hosts: get("ES_TB_HOSTS")
