@@ -410,11 +410,19 @@ fn deploy_locked(ctx: &mut HostCtx<'_>, plan: &Plan, venv: &Venv) -> Result<()> 
 
     run_hooks(ctx, plan, venv, &plan.pre_hooks, "pre hook")?;
 
-    let wanted_installed = state.installed_version.as_deref() == Some(plan.version.as_str());
-    let install_project = plan.force || !wanted_installed;
+    let previous = state.installed_version.clone();
+    let install_project = plan.force || previous.as_deref() != Some(plan.version.as_str());
     if install_project || !state.has_supervisord {
         ctx.step("install");
-        install(ctx, plan, venv, &state, install_project)?;
+        let mut packages = Vec::new();
+        if install_project {
+            packages.push(format!("{}=={}", plan.project, plan.version));
+        }
+        if !state.has_supervisord {
+            packages.push("supervisor".to_string());
+        }
+        let use_uv = choose_installer(ctx, plan, venv, &state)?;
+        install(ctx, plan, venv, use_uv, &packages, plan.force && install_project)?;
     } else {
         ctx.step("install (already in place)");
     }
@@ -437,9 +445,55 @@ fn deploy_locked(ctx: &mut HostCtx<'_>, plan: &Plan, venv: &Venv) -> Result<()> 
     }
 
     ctx.step("restart");
-    ctx.check(&supervisor::restart_script(venv))?;
+    if let Err(failure) = ctx.check(&supervisor::restart_script(venv)) {
+        // The new version did not start: put the previous one back in service.
+        return Err(match previous.filter(|p| install_project && *p != plan.version) {
+            Some(previous) => roll_back(ctx, plan, venv, &previous, failure),
+            None => failure,
+        });
+    }
 
     run_hooks(ctx, plan, venv, &plan.post_hooks, "post hook")
+}
+
+/// After a failed start: reinstall the previous version, restore the previous
+/// supervisord.conf (kept as `.prev` by the restart) and start again. Returns
+/// the start's failure, saying whether the previous version runs again.
+fn roll_back(
+    ctx: &mut HostCtx<'_>,
+    plan: &Plan,
+    venv: &Venv,
+    previous: &str,
+    failure: anyhow::Error,
+) -> anyhow::Error {
+    ctx.step(&format!("restart failed: rolling back to {previous}"));
+    let result = (|| -> Result<()> {
+        let has_uv = ctx
+            .exec(&format!("test -x {}", venv.path("bin/uv")))?
+            .success();
+        let use_uv = has_uv && plan.installer != Installer::Pip;
+        install(ctx, plan, venv, use_uv, &[format!("{}=={previous}", plan.project)], false)?;
+        ctx.check(&format!(
+            "mv -f {} {}",
+            venv.path("etc/supervisord.conf.prev"),
+            venv.path("etc/supervisord.conf.new")
+        ))?;
+        ctx.check(&supervisor::restart_script(venv))?;
+        Ok(())
+    })();
+    ctx.step("restart");
+    match result {
+        Ok(()) => failure.context(format!(
+            "{} {} did not start; rolled back to {previous}, which is running again",
+            plan.project, plan.version
+        )),
+        Err(err) => failure.context(format!(
+            "{} {} did not start, and rolling back to {previous} failed too ({})",
+            plan.project,
+            plan.version,
+            crate::fleet::describe(&err)
+        )),
+    }
 }
 
 /// Makes sure the venv exists with its sub directories; reads what is in it.
@@ -513,31 +567,11 @@ fn run_hooks(
     Ok(())
 }
 
-/// Installs `PROJECT==VERSION` (and supervisor when missing) from the index.
-fn install(
-    ctx: &mut HostCtx<'_>,
-    plan: &Plan,
-    venv: &Venv,
-    state: &VenvState,
-    project: bool,
-) -> Result<()> {
-    let mut packages = Vec::new();
-    if project {
-        packages.push(format!("{}=={}", plan.project, plan.version));
-    }
-    if !state.has_supervisord {
-        packages.push("supervisor".to_string());
-    }
-    let index: Vec<String> = crate::pip::index_options(&plan.index_url)
-        .iter()
-        .map(|option| quote(option).into_owned())
-        .collect();
-    let index = index.join(" ");
-    let pip = format!(
-        "{} install --disable-pip-version-check -q {index}",
-        venv.path("bin/pip")
-    );
-    let use_uv = match plan.installer {
+/// Whether to install with uv: `deploy.installer`, and for `auto` whether uv is
+/// in the venv or installable into it from the index (once; far faster after).
+fn choose_installer(ctx: &mut HostCtx<'_>, plan: &Plan, venv: &Venv, state: &VenvState) -> Result<bool> {
+    let pip = pip_install(plan, venv);
+    Ok(match plan.installer {
         Installer::Pip => false,
         Installer::Uv | Installer::Auto if state.has_uv => true,
         Installer::Uv => {
@@ -559,11 +593,36 @@ fn install(
                 }
             }
         }
-    };
+    })
+}
+
+/// `VENV/bin/pip install` from the project's index (with `--trusted-host` for plain http).
+fn pip_install(plan: &Plan, venv: &Venv) -> String {
+    let index: Vec<String> = crate::pip::index_options(&plan.index_url)
+        .iter()
+        .map(|option| quote(option).into_owned())
+        .collect();
+    format!(
+        "{} install --disable-pip-version-check -q {}",
+        venv.path("bin/pip"),
+        index.join(" ")
+    )
+}
+
+/// Installs requirements into the venv from the index, with uv or pip;
+/// `reinstall` reinstalls the project even when that version is in place.
+fn install(
+    ctx: &mut HostCtx<'_>,
+    plan: &Plan,
+    venv: &Venv,
+    use_uv: bool,
+    requirements: &[String],
+    reinstall: bool,
+) -> Result<()> {
     ctx.step("install");
-    let packages: Vec<String> = packages.iter().map(|p| quote(p).into_owned()).collect();
+    let requirements: Vec<String> = requirements.iter().map(|p| quote(p).into_owned()).collect();
     let command = if use_uv {
-        let reinstall = if plan.force && project {
+        let reinstall = if reinstall {
             format!(" --reinstall-package {}", quote(&plan.project))
         } else {
             String::new()
@@ -574,15 +633,11 @@ fn install(
             venv.path("bin/uv"),
             venv.path("bin/python"),
             quote(&plan.index_url),
-            packages.join(" ")
+            requirements.join(" ")
         )
     } else {
-        let force = if plan.force && project {
-            " --force-reinstall --no-deps"
-        } else {
-            ""
-        };
-        format!("{pip}{force} {}", packages.join(" "))
+        let force = if reinstall { " --force-reinstall --no-deps" } else { "" };
+        format!("{}{force} {}", pip_install(plan, venv), requirements.join(" "))
     };
     ctx.check(&command)?;
     Ok(())

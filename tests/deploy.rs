@@ -13,7 +13,8 @@ use common::{expect_code, Sandbox, Testbed};
 
 const HOSTS: [usize; 3] = [6, 7, 8];
 
-/// A project on the index with versions 1.0.0 and 2.0.0, shared by every test here.
+/// A project on the index with versions 1.0.0 and 2.0.0, and 1.5.0 which does
+/// not start, shared by every test here.
 struct Built {
     name: String,
     /// Keeps the project's directory alive.
@@ -42,6 +43,12 @@ fn built() -> &'static Built {
             let out = common::es_build(&sb, &tb, &dir, &["--version", version]);
             expect_code(&out, 0);
         }
+        // 1.5.0 exits as soon as it starts (and is not `latest`).
+        let main_py = dir.join(&name).join("main.py");
+        let code = std::fs::read_to_string(&main_py).unwrap();
+        std::fs::write(&main_py, format!("import sys\nsys.exit('broken on purpose')\n{code}")).unwrap();
+        common::git(&sb, &dir, &["commit", "-qam", "a build that does not start"]);
+        expect_code(&common::es_build(&sb, &tb, &dir, &["--version", "1.5.0"]), 0);
         Built { name, _sandbox: sb }
     })
 }
@@ -446,4 +453,29 @@ fn a_program_that_does_not_start_fails_its_host_with_its_log() {
     assert!(stderr.contains("0 ok, 3 failed"), "{stderr}");
     assert!(stderr.contains("at restart"), "{stderr}");
     assert!(stderr.contains("boom-from-the-app"), "{stderr}");
+}
+
+#[test]
+fn a_version_that_does_not_start_is_rolled_back() {
+    let tb = Testbed::get();
+    let sb = Sandbox::new();
+    fresh(&tb, "roll");
+    sb.write_config(&config(&tb, "roll", &[("a", "889")], ""));
+    expect_code(&deploy(&sb, &["1.0.0", "a", "prod"]), 0);
+    let out = deploy(&sb, &["1.5.0", "a", "prod"]);
+    let (_, stderr) = expect_code(&out, 1);
+    assert!(stderr.contains("0 ok, 3 failed"), "{stderr}");
+    assert!(
+        stderr.contains("did not start; rolled back to 1.0.0, which is running again"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("broken on purpose"), "{stderr}");
+    for n in HOSTS {
+        assert_serving(&tb, n, "8890", "1.0.0", "prod");
+        assert_serving(&tb, n, "8891", "1.0.0", "prod");
+        let ledger = host_file(&tb, n, "roll/a/.es/releases.jsonl").unwrap();
+        let last: serde_json::Value = serde_json::from_str(ledger.lines().last().unwrap()).unwrap();
+        assert_eq!(last["result"], "failed");
+        assert_eq!(last["version"], "1.5.0");
+    }
 }

@@ -7,7 +7,7 @@ Run by es on the host with the venv's python:
 
 stop: SIGTERM (supervisord's shutdown), then wait until its pid is gone.
 start: start supervisord, then wait until every program is RUNNING.
-restart: stop with CONF, move NEW_CONF over CONF, start.
+restart: stop with CONF, keep it as CONF.prev, move NEW_CONF over CONF, start.
 
 supervisord acts once a second (its poll timeout) unless something arrives on
 its socket, so while waiting this script talks to it every 50 ms: the old one
@@ -16,6 +16,7 @@ RUNNING after startsecs, each within a tick of 50 ms instead of a second.
 One process does it all, instead of a supervisorctl process per poll.
 """
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -133,6 +134,8 @@ def main(argv):
     elif action == "restart":
         conf, new_conf, pidfile, timeout = argv[1], argv[2], argv[3], float(argv[4])
         stop(conf, pidfile, timeout)
+        if os.path.exists(conf):
+            shutil.copy2(conf, conf + ".prev")  # for es's roll back after a failed start
         os.replace(new_conf, conf)
         start(conf, timeout)
     else:
