@@ -422,7 +422,14 @@ fn deploy_locked(ctx: &mut HostCtx<'_>, plan: &Plan, venv: &Venv) -> Result<()> 
             packages.push("supervisor".to_string());
         }
         let use_uv = choose_installer(ctx, plan, venv, &state)?;
-        install(ctx, plan, venv, use_uv, &packages, plan.force && install_project)?;
+        install(
+            ctx,
+            plan,
+            venv,
+            use_uv,
+            &packages,
+            plan.force && install_project,
+        )?;
     } else {
         ctx.step("install (already in place)");
     }
@@ -447,10 +454,12 @@ fn deploy_locked(ctx: &mut HostCtx<'_>, plan: &Plan, venv: &Venv) -> Result<()> 
     ctx.step("restart");
     if let Err(failure) = ctx.check(&supervisor::restart_script(venv)) {
         // The new version did not start: put the previous one back in service.
-        return Err(match previous.filter(|p| install_project && *p != plan.version) {
-            Some(previous) => roll_back(ctx, plan, venv, &previous, failure),
-            None => failure,
-        });
+        return Err(
+            match previous.filter(|p| install_project && *p != plan.version) {
+                Some(previous) => roll_back(ctx, plan, venv, &previous, failure),
+                None => failure,
+            },
+        );
     }
 
     run_hooks(ctx, plan, venv, &plan.post_hooks, "post hook")
@@ -472,7 +481,14 @@ fn roll_back(
             .exec(&format!("test -x {}", venv.path("bin/uv")))?
             .success();
         let use_uv = has_uv && plan.installer != Installer::Pip;
-        install(ctx, plan, venv, use_uv, &[format!("{}=={previous}", plan.project)], false)?;
+        install(
+            ctx,
+            plan,
+            venv,
+            use_uv,
+            &[format!("{}=={previous}", plan.project)],
+            false,
+        )?;
         ctx.check(&format!(
             "mv -f {} {}",
             venv.path("etc/supervisord.conf.prev"),
@@ -569,7 +585,12 @@ fn run_hooks(
 
 /// Whether to install with uv: `deploy.installer`, and for `auto` whether uv is
 /// in the venv or installable into it from the index (once; far faster after).
-fn choose_installer(ctx: &mut HostCtx<'_>, plan: &Plan, venv: &Venv, state: &VenvState) -> Result<bool> {
+fn choose_installer(
+    ctx: &mut HostCtx<'_>,
+    plan: &Plan,
+    venv: &Venv,
+    state: &VenvState,
+) -> Result<bool> {
     let pip = pip_install(plan, venv);
     Ok(match plan.installer {
         Installer::Pip => false,
@@ -636,8 +657,16 @@ fn install(
             requirements.join(" ")
         )
     } else {
-        let force = if reinstall { " --force-reinstall --no-deps" } else { "" };
-        format!("{}{force} {}", pip_install(plan, venv), requirements.join(" "))
+        let force = if reinstall {
+            " --force-reinstall --no-deps"
+        } else {
+            ""
+        };
+        format!(
+            "{}{force} {}",
+            pip_install(plan, venv),
+            requirements.join(" ")
+        )
     };
     ctx.check(&command)?;
     Ok(())

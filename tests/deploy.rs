@@ -46,9 +46,20 @@ fn built() -> &'static Built {
         // 1.5.0 exits as soon as it starts (and is not `latest`).
         let main_py = dir.join(&name).join("main.py");
         let code = std::fs::read_to_string(&main_py).unwrap();
-        std::fs::write(&main_py, format!("import sys\nsys.exit('broken on purpose')\n{code}")).unwrap();
-        common::git(&sb, &dir, &["commit", "-qam", "a build that does not start"]);
-        expect_code(&common::es_build(&sb, &tb, &dir, &["--version", "1.5.0"]), 0);
+        std::fs::write(
+            &main_py,
+            format!("import sys\nsys.exit('broken on purpose')\n{code}"),
+        )
+        .unwrap();
+        common::git(
+            &sb,
+            &dir,
+            &["commit", "-qam", "a build that does not start"],
+        );
+        expect_code(
+            &common::es_build(&sb, &tb, &dir, &["--version", "1.5.0"]),
+            0,
+        );
         Built { name, _sandbox: sb }
     })
 }
@@ -478,4 +489,34 @@ fn a_version_that_does_not_start_is_rolled_back() {
         assert_eq!(last["result"], "failed");
         assert_eq!(last["version"], "1.5.0");
     }
+}
+
+#[test]
+fn a_dead_index_fails_every_host_before_anything_changes() {
+    let tb = Testbed::get();
+    let sb = Sandbox::new();
+    fresh(&tb, "dead");
+    let good = config(&tb, "dead", &[("a", "893")], "");
+    sb.write_config(&good);
+    expect_code(&deploy(&sb, &["1.0.0", "a", "prod"]), 0);
+
+    // Nothing listens on port 9 of the index's address.
+    let dead_url = format!("http://{}:9/simple/", tb.bridge_addr);
+    sb.write_config(&good.replace(&tb.index_url, &dead_url));
+    let out = deploy(&sb, &["2.0.0", "a", "prod"]);
+    let (_, stderr) = expect_code(&out, 1);
+    assert!(stderr.contains("0 ok, 3 failed"), "{stderr}");
+    assert_eq!(stderr.matches("FAILED").count(), 3, "{stderr}");
+    assert!(stderr.contains("at install"), "{stderr}");
+    for n in HOSTS {
+        assert_serving(&tb, n, "8930", "1.0.0", "prod");
+        assert_serving(&tb, n, "8931", "1.0.0", "prod");
+    }
+    // `latest` needs the index too: found before any host is touched.
+    let out = deploy(&sb, &["latest", "a", "prod"]);
+    let (_, stderr) = expect_code(&out, 1);
+    assert!(
+        stderr.contains(&dead_url) && stderr.contains("refused"),
+        "{stderr}"
+    );
 }
