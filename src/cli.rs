@@ -73,87 +73,6 @@ pub enum Command {
     )]
     Run(RunArgs),
 
-    /// Create a new project from a template: render it, git init, first commit, push
-    ///
-    /// NAME is the Python package, distribution, console script and supervisord
-    /// program name; it must match ^[A-Za-z_][A-Za-z0-9_]*$. The project is made
-    /// in ./NAME, which must not exist or be empty.
-    #[command(
-        after_help = "Examples:\n  es create shopapi --remote git@git.example.com:team/shopapi.git\n  es create shopapi -t django --no-push\n  es create --list"
-    )]
-    Create(CreateArgs),
-
-    /// Add the deploy files (deploy.toml, conf/supervisord.conf) to the project here
-    ///
-    /// Adds only the files that are missing and never overwrites one; it lists
-    /// what it skipped. No git commands are run.
-    #[command(after_help = "Examples:\n  es init\n  es init shopapi")]
-    Init(InitArgs),
-
-    /// List the project templates built into es, one a line
-    Templates,
-    /// Stamp, build an sdist and a wheel of a commit, and upload them to the index
-    ///
-    /// The commit is exported with `git archive` into a temporary directory: the work
-    /// tree and the git index are never touched, and uncommitted changes are not built.
-    /// Commit: --commit, else --branch, else project.default_branch, else HEAD (with a note).
-    ///
-    /// The version (--version, else the next of build.version_scheme from the index) is
-    /// written into pyproject.toml's [project] version, and ${version}, ${git_version}
-    /// and ${release_time} are filled in setup.py, PACKAGE/settings.py or
-    /// PACKAGE/settings/__init__.py, and build.stamp_files. build.pre_build commands run
-    /// in the export; then `uv build` (when uv is on PATH) or `python3 -m build` makes
-    /// the sdist and wheel, which are checked and uploaded. Credentials: the ~/.pypirc
-    /// section named by index.repository, else TWINE_USERNAME / TWINE_PASSWORD; the
-    /// password is never printed. The version built is printed on the last line of stdout.
-    #[command(
-        disable_version_flag = true,
-        after_help = "Examples:\n  es build\n  es build --branch release --name fixbug\n  es build --commit 3f2a9c1 --version 1.2.3 --no-upload --dist dist/"
-    )]
-    Build(BuildArgs),
-
-    /// Print the highest version on the index, or the version the next build gets
-    ///
-    /// Example: es version next
-    #[command(
-        after_help = "Examples:\n  es version latest\n  es version next\n  es version next --bump minor"
-    )]
-    Version(VersionArgs),
-
-    /// pip install packages from the project's index
-    ///
-    /// Example: es pinstall hello_es==2026.11.22.1
-    #[command(
-        after_help = "Examples:\n  es pinstall hello_es\n  es pinstall 'hello_es==2026.11.22.1' requests"
-    )]
-    Pinstall {
-        /// Requirements, as pip takes them
-        #[arg(required = true, value_name = "PKG")]
-        packages: Vec<String>,
-    },
-
-    /// pip install, passing every argument through
-    ///
-    /// Example: es install -r requirements.txt
-    #[command(
-        after_help = "Examples:\n  es install requests\n  es install -- -r requirements.txt"
-    )]
-    Install {
-        /// Arguments for `pip install`
-        #[arg(
-            required = true,
-            trailing_var_arg = true,
-            allow_hyphen_values = true,
-            value_name = "ARGS"
-        )]
-        args: Vec<String>,
-    },
-
-    /// Copy packages from an upstream index into the project's index
-    ///
-    /// Example: es pypi sync requests==2.32.3
-    #[command(subcommand)]
-    Pypi(PypiCommand),
     /// Install one exact version into a venv on every host and restart its processes
     ///
     /// Per host: take the venv's deploy lock, make sure the venv exists, run the
@@ -222,6 +141,89 @@ pub enum Command {
         after_help = "Examples:\n  es validate -R web a\n  es validate -R web b --path /health --timeout 3\n  es validate            (with deploy.default_role and deploy.default_venv set)"
     )]
     Validate(ValidateArgs),
+
+    /// Stamp, build an sdist and a wheel of a commit, and upload them to the index
+    ///
+    /// The commit is exported with `git archive` into a temporary directory: the work
+    /// tree and the git index are never touched, and uncommitted changes are not built.
+    /// Commit: --commit, else --branch, else project.default_branch, else HEAD (with a note).
+    ///
+    /// The version (--version, else the next of build.version_scheme from the index) is
+    /// written into pyproject.toml's [project] version, and ${version}, ${git_version}
+    /// and ${release_time} are filled in setup.py, PACKAGE/settings.py or
+    /// PACKAGE/settings/__init__.py, and build.stamp_files. build.pre_build commands run
+    /// in the export; then `uv build` (when uv is on PATH) or `python3 -m build` makes
+    /// the sdist and wheel, which are checked and uploaded. Credentials: the ~/.pypirc
+    /// section named by index.repository, else TWINE_USERNAME / TWINE_PASSWORD; the
+    /// password is never printed. The version built is printed on the last line of stdout.
+    #[command(
+        disable_version_flag = true,
+        after_help = "Examples:\n  es build\n  es build --branch release --name fixbug\n  es build --commit 3f2a9c1 --version 1.2.3 --no-upload --dist dist/"
+    )]
+    Build(BuildArgs),
+
+    /// Print the highest version on the index, or the version the next build gets
+    ///
+    /// Example: es version next
+    #[command(
+        after_help = "Examples:\n  es version latest\n  es version next\n  es version next --bump minor"
+    )]
+    Version(VersionArgs),
+
+    /// Create a new project from a template: render it, git init, first commit, push
+    ///
+    /// NAME is the Python package, distribution, console script and supervisord
+    /// program name; it must match ^[A-Za-z_][A-Za-z0-9_]*$. The project is made
+    /// in ./NAME, which must not exist or be empty.
+    #[command(
+        after_help = "Examples:\n  es create shopapi --remote git@git.example.com:team/shopapi.git\n  es create shopapi -t django --no-push\n  es create --list"
+    )]
+    Create(CreateArgs),
+
+    /// Add the deploy files (deploy.toml, conf/supervisord.conf) to the project here
+    ///
+    /// Adds only the files that are missing and never overwrites one; it lists
+    /// what it skipped. No git commands are run.
+    #[command(after_help = "Examples:\n  es init\n  es init shopapi")]
+    Init(InitArgs),
+
+    /// List the project templates built into es, one a line
+    Templates,
+
+    /// pip install packages from the project's index
+    ///
+    /// Example: es pinstall hello_es==2026.11.22.1
+    #[command(
+        after_help = "Examples:\n  es pinstall hello_es\n  es pinstall 'hello_es==2026.11.22.1' requests"
+    )]
+    Pinstall {
+        /// Requirements, as pip takes them
+        #[arg(required = true, value_name = "PKG")]
+        packages: Vec<String>,
+    },
+
+    /// pip install, passing every argument through
+    ///
+    /// Example: es install -r requirements.txt
+    #[command(
+        after_help = "Examples:\n  es install requests\n  es install -- -r requirements.txt"
+    )]
+    Install {
+        /// Arguments for `pip install`
+        #[arg(
+            required = true,
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "ARGS"
+        )]
+        args: Vec<String>,
+    },
+
+    /// Copy packages from an upstream index into the project's index
+    ///
+    /// Example: es pypi sync requests==2.32.3
+    #[command(subcommand)]
+    Pypi(PypiCommand),
 
     /// Print a shell completion script
     ///
