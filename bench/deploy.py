@@ -26,6 +26,8 @@ import time
 import resource
 import urllib.request
 
+from testbed_env import env_file
+
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 GIT_IDENTITY = {"GIT_AUTHOR_NAME": "es bench", "GIT_AUTHOR_EMAIL": "bench@es.invalid",
                 "GIT_COMMITTER_NAME": "es bench", "GIT_COMMITTER_EMAIL": "bench@es.invalid"}
@@ -33,16 +35,6 @@ PREFIX = "esbench"  # in the deploy user's home on every host
 ES_VENV, ES_PORT = "esb", "870"
 FAB_VENV, FAB_PORT = "fab", "871"
 
-
-def env_file():
-    path = os.path.join(os.environ.get("ES_TESTBED_DIR", "/var/tmp/es-testbed"), "testbed.env")
-    values = {}
-    with open(path) as f:
-        for line in f:
-            if "=" in line:
-                k, v = line.rstrip("\n").split("=", 1)
-                values[k] = v.strip('"')
-    return values
 
 
 def run(cmd, env, cwd=None, what=None):

@@ -10,6 +10,8 @@ import sys
 import tempfile
 import time
 
+from testbed_env import env_file
+
 FABRIC_SCRIPT = r"""
 import os, sys
 from fabric import ThreadingGroup
@@ -21,16 +23,6 @@ results = group.run("true", hide=True)
 sys.exit(0 if all(r.ok for r in results.values()) else 1)
 """
 
-
-def env_file():
-    path = os.path.join(os.environ.get("ES_TESTBED_DIR", "/var/tmp/es-testbed"), "testbed.env")
-    values = {}
-    with open(path) as f:
-        for line in f:
-            if "=" in line:
-                k, v = line.rstrip("\n").split("=", 1)
-                values[k] = v.strip('"')
-    return values
 
 
 def timed(cmd, env):
