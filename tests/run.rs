@@ -356,3 +356,65 @@ fn a_passphrase_protected_key_gets_a_clear_error() {
     assert!(stderr.contains("ssh-add"), "{stderr}");
     assert!(!stderr.contains("a passphrase"), "{stderr}");
 }
+
+/// Stops the ssh-agent a test started, even when the test fails.
+struct Agent(std::process::Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn ssh_agent_is_tried_first() {
+    let tb = Testbed::get();
+    let sb = Sandbox::new();
+    let socket = sb.work.path().join("agent.sock");
+    let agent = std::process::Command::new("ssh-agent")
+        .arg("-D")
+        .arg("-a")
+        .arg(&socket)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _agent = Agent(agent);
+    for _ in 0..50 {
+        if socket.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let added = std::process::Command::new("ssh-add")
+        .arg(&tb.key)
+        .env("SSH_AUTH_SOCK", &socket)
+        .output()
+        .unwrap();
+    assert!(added.status.success(), "{added:?}");
+    // No identity file anywhere: only the agent holds the key.
+    let text =
+        config(&tb, &[2]).replace(&format!("identity_file = \"{}\"\n", tb.key.display()), "");
+    assert!(!text.contains("identity_file"), "{text}");
+    sb.write_config(&text);
+    let out = sb
+        .es()
+        .args(["run", "-R", "web", "--", "hostname"])
+        .env("SSH_AUTH_SOCK", &socket)
+        .output()
+        .unwrap();
+    let (stdout, _) = expect_code(&out, 0);
+    assert_eq!(stdout.trim(), format!("{} | esh2", tb.addr(2)));
+
+    // And without the agent the same configuration has no way in.
+    let out = sb
+        .es()
+        .args(["run", "-R", "web", "--", "true"])
+        .output()
+        .unwrap();
+    let (_, stderr) = expect_code(&out, 1);
+    assert!(
+        stderr.contains("authentication as deploy failed"),
+        "{stderr}"
+    );
+}
