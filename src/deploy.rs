@@ -679,8 +679,8 @@ fn dry_run_host(ctx: &mut HostCtx<'_>, plan: &Plan) -> Result<()> {
     let v = quote_path(&plan.venv.dir);
     let script = format!(
         "if cd {v} 2>/dev/null; then echo dir=\"$(pwd -P)\"; else echo missing=yes; echo dir=\"$(eval echo {v})\"; fi\n\
-         cat {v}/etc/supervisord.conf 2>/dev/null | sed 's/^/conf=/'\n\
-         cat {v}/.es/supervisor-secret 2>/dev/null | sed 's/^/secret=/'\n\
+         cat {v}/etc/supervisord.conf 2>/dev/null | sed 's/^/conf=/'; echo\n\
+         if [ -s {v}/.es/supervisor-secret ]; then echo \"secret=$(cat {v}/.es/supervisor-secret)\"; fi\n\
          for d in {v}/lib/python*/site-packages/*.dist-info; do [ -d \"$d\" ] && echo \"dist=${{d##*/}}\"; done; true"
     );
     let out = ctx.check(&script)?;

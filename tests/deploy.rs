@@ -157,7 +157,14 @@ fn first_deploy_upgrade_redeploy_and_status() {
     let sb = Sandbox::new();
     fresh(&tb, "up");
     let hook = r#"post_hooks = ["printf '%s|%s|%s|%s|%s' \"$ES_VERSION\" \"$ES_VENV\" \"$ES_PROFILE\" \"$ES_HOST\" \"$ES_PROJECT\" > post_hook.out"]"#;
-    sb.write_config(&config(&tb, "up", &[("a", "880")], hook));
+    std::fs::create_dir_all(sb.work.path().join("conf")).unwrap();
+    std::fs::write(
+        sb.work.path().join("conf/app.ini"),
+        "[app]\nversion = {{ version }}\nhost = {{ host }}\nport = {{ port }}0\n",
+    )
+    .unwrap();
+    let extra = format!("{hook}\nextra_templates = {{ \"conf/app.ini\" = \"etc/app/app.ini\" }}\n");
+    sb.write_config(&config(&tb, "up", &[("a", "880")], &extra));
 
     let out = deploy(&sb, &["1.0.0", "a", "test"]);
     let (_, stderr) = expect_code(&out, 0);
@@ -172,6 +179,16 @@ fn first_deploy_upgrade_redeploy_and_status() {
             format!("1.0.0|a|test|{}|{}", tb.addr(n), built().name)
         );
         assert_eq!(supervisords(n, "up/a").len(), 1, "host {n}");
+        assert_eq!(
+            host_file(&tb, n, "up/a/etc/app/app.ini").as_deref(),
+            Some(
+                format!(
+                    "[app]\nversion = 1.0.0\nhost = {}\nport = 8800\n",
+                    tb.addr(n)
+                )
+                .as_str()
+            )
+        );
     }
 
     // Upgrade: every process serves 2.0.0, and the old supervisord is gone.
@@ -223,6 +240,42 @@ fn first_deploy_upgrade_redeploy_and_status() {
                 "{program} on host {n} not RUNNING in\n{stdout}"
             );
         }
+    }
+
+    // supervisord itself: shut down (nothing answers), started, reloaded.
+    let out = sb
+        .es()
+        .args(["supervisor", "shutdown", "a"])
+        .output()
+        .unwrap();
+    expect_code(&out, 0);
+    for n in HOSTS {
+        assert_eq!(fetch(&tb, n, "8800"), "", "host {n} still answers");
+        assert!(supervisords(n, "up/a").is_empty(), "host {n}");
+    }
+    let out = sb.es().args(["supervisor", "start", "a"]).output().unwrap();
+    expect_code(&out, 0);
+    let out = sb
+        .es()
+        .args(["supervisor", "reload", "a"])
+        .output()
+        .unwrap();
+    expect_code(&out, 0);
+    for n in HOSTS {
+        assert_eq!(supervisords(n, "up/a").len(), 1, "host {n}");
+    }
+    // reload restarts the programs: they answer again within a few seconds.
+    for n in HOSTS {
+        let expected = format!("{} 2.0.0 (profile test, port 8800)", built().name);
+        let mut body = String::new();
+        for _ in 0..100 {
+            body = fetch(&tb, n, "8800");
+            if body.trim() == expected {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(body.trim(), expected, "host {n} after reload");
     }
 
     // One program stopped and started again.
@@ -439,6 +492,25 @@ fn dry_run_shows_the_config_and_changes_nothing() {
     let out = deploy(&sb, &["1.0.0", "nope", "prod", "--dry-run"]);
     let (_, stderr) = expect_code(&out, 2);
     assert!(stderr.contains("venv_ports"), "{stderr}");
+
+    // Against a deployed venv: a diff of the configuration, nothing changed.
+    expect_code(&deploy(&sb, &["1.0.0", "a", "prod"]), 0);
+    let conf_path = "dry/a/etc/supervisord.conf";
+    let before = host_file(&tb, 6, conf_path).unwrap();
+    let out = deploy(&sb, &["2.0.0", "a", "canary", "--dry-run"]);
+    let (stdout, _) = expect_code(&out, 0);
+    assert!(
+        stdout.contains("-; supervisord configuration for"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("+; supervisord configuration for"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("ES_PROFILE=\"canary\""), "{stdout}");
+    assert!(!stdout.contains(&before.lines().find(|l| l.starts_with("password=")).unwrap()[9..]));
+    assert_eq!(host_file(&tb, 6, conf_path).unwrap(), before);
+    assert_serving(&tb, 6, "8870", "1.0.0", "prod");
 }
 
 #[test]
