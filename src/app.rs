@@ -42,6 +42,18 @@ impl App {
             }
         };
         let ui = Ui::new(&global);
+        // Passwords that could reach output through a command line or an error.
+        if let Some(loaded) = &loaded {
+            let index = &loaded.config.index;
+            for url in index.url.iter().chain(index.upload_url.iter()) {
+                if let Some(password) = crate::index::url_password(url) {
+                    ui.add_secret(password);
+                }
+            }
+        }
+        if let Ok(password) = std::env::var("TWINE_PASSWORD") {
+            ui.add_secret(&password);
+        }
         Ok(App { global, loaded, ui })
     }
 

@@ -169,7 +169,7 @@ impl<T> Report<T> {
             self.failed(),
             self.elapsed.as_secs_f64()
         ));
-        eprintln!("{text}");
+        eprintln!("{}", ui.mask(&text));
     }
 }
 

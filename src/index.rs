@@ -278,6 +278,14 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// The password of a `scheme://user:password@host/...` URL, if it has one.
+pub fn url_password(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+    let (userinfo, _) = authority.rsplit_once('@')?;
+    userinfo.split_once(':').map(|(_, password)| password)
+}
+
 /// `{index_url}/{normalized}/`
 pub fn project_url(index_url: &str, project: &str) -> String {
     format!(
@@ -709,6 +717,9 @@ mod tests {
             "https://u:***@h/simple/"
         );
         assert_eq!(redact_url("http://h:8080/"), "http://h:8080/");
+        assert_eq!(url_password("https://u:s3cret@h:1/simple/"), Some("s3cret"));
+        assert_eq!(url_password("https://u@h/simple/"), None);
+        assert_eq!(url_password("http://h:8080/simple/"), None);
     }
 
     #[test]

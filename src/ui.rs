@@ -3,6 +3,7 @@
 //! Host output goes to stdout; progress, step lines and summaries to stderr.
 
 use std::io::{IsTerminal, Write};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -26,6 +27,8 @@ pub struct Ui {
     pub verbose: bool,
     pub quiet: bool,
     multi: Option<MultiProgress>,
+    /// Values never shown: every line printed through the Ui has them masked.
+    secrets: Mutex<Vec<String>>,
 }
 
 impl Ui {
@@ -44,7 +47,24 @@ impl Ui {
             verbose: global.verbose,
             quiet: global.quiet,
             multi,
+            secrets: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Registers a value (a password) that must never appear in output.
+    pub fn add_secret(&self, secret: &str) {
+        if secret.len() >= 3 {
+            let mut secrets = self.secrets.lock().unwrap_or_else(|e| e.into_inner());
+            secrets.push(secret.to_string());
+        }
+    }
+
+    /// `text` with every registered secret replaced by `****`.
+    pub fn mask(&self, text: &str) -> String {
+        let secrets = self.secrets.lock().unwrap_or_else(|e| e.into_inner());
+        secrets.iter().fold(text.to_string(), |text, secret| {
+            text.replace(secret.as_str(), "****")
+        })
     }
 
     /// A progress line for one host (drawn only on a terminal).
@@ -67,6 +87,7 @@ impl Ui {
         if self.mode == Mode::Json {
             return;
         }
+        let line = &self.mask(line);
         match &self.multi {
             Some(multi) => {
                 let _ = multi.println(line);
@@ -80,7 +101,8 @@ impl Ui {
         if text.is_empty() {
             return;
         }
-        let block: String = text
+        let block: String = self
+            .mask(text)
             .lines()
             .map(|line| format!("{host} | {line}\n"))
             .collect();
@@ -93,7 +115,7 @@ impl Ui {
     /// Prints one JSON object on a line of its own (only with `--json`).
     pub fn json(&self, value: Value) {
         if self.mode == Mode::Json {
-            print_stdout(&format!("{value}\n"));
+            print_stdout(&format!("{}\n", self.mask(&value.to_string())));
         }
     }
 

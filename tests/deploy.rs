@@ -592,3 +592,38 @@ fn a_dead_index_fails_every_host_before_anything_changes() {
         "{stderr}"
     );
 }
+
+#[test]
+fn an_index_password_in_the_url_is_never_shown() {
+    let tb = Testbed::get();
+    let sb = Sandbox::new();
+    fresh(&tb, "secret");
+    let with_password = tb.index_url.replacen(
+        "://",
+        &format!("://{}:{}@", tb.index_user, tb.index_password),
+        1,
+    );
+    sb.write_config(
+        &config(&tb, "secret", &[("a", "894")], "").replace(&tb.index_url, &with_password),
+    );
+    for extra in [&["-v"][..], &["-v", "--json"][..], &["-v", "--dry-run"][..]] {
+        let out = sb
+            .es()
+            .args(["deploy", "latest", "a", "prod"])
+            .args(extra)
+            .output()
+            .unwrap();
+        let (stdout, stderr) = expect_code(&out, 0);
+        if extra == ["-v"] {
+            // The install command line, with the password masked.
+            assert!(stderr.contains("****@"), "{stderr}");
+        }
+        for text in [&stdout, &stderr] {
+            assert!(
+                !text.contains(&tb.index_password),
+                "the password was shown:\n{text}"
+            );
+        }
+    }
+    assert_serving(&tb, 6, "8940", "2.0.0", "prod");
+}
