@@ -175,7 +175,27 @@ pub fn command(app: &App, args: &SupervisorArgs) -> Result<bool> {
         print_status_table(app, &report);
     }
     report.print_summary(&app.ui, &format!("supervisor {}", args.action));
-    Ok(report.all_ok())
+    if action != Action::Daemon("status") {
+        return Ok(report.all_ok());
+    }
+    // For scripts, like supervisorctl's own: status succeeds only when every
+    // program of every host is RUNNING.
+    let not_running: Vec<String> = report
+        .outcomes
+        .iter()
+        .filter_map(|o| o.result.as_ref().ok().map(|stdout| (&o.host, stdout)))
+        .flat_map(|(host, stdout)| {
+            parse_status(stdout)
+                .into_iter()
+                .filter(|p| p.state != "RUNNING")
+                .map(move |p| format!("{host} {} {}", p.program, p.state))
+        })
+        .collect();
+    if !not_running.is_empty() {
+        app.ui
+            .note(&format!("not RUNNING: {}", not_running.join(", ")));
+    }
+    Ok(report.all_ok() && not_running.is_empty())
 }
 
 fn parse_action(action: &str, args: &[String], project: &str) -> Result<(Action, Option<String>)> {

@@ -278,7 +278,7 @@ fn first_deploy_upgrade_redeploy_and_status() {
         assert_eq!(body.trim(), expected, "host {n} after reload");
     }
 
-    // One program stopped and started again.
+    // One program stopped (status then exits 1, naming it) and started again.
     let program = format!("{0}:{0}_1", built().name);
     let out = sb
         .es()
@@ -286,6 +286,16 @@ fn first_deploy_upgrade_redeploy_and_status() {
         .output()
         .unwrap();
     expect_code(&out, 0);
+    let out = sb
+        .es()
+        .args(["supervisor", "status", "a"])
+        .output()
+        .unwrap();
+    let (_, stderr) = expect_code(&out, 1);
+    assert!(
+        stderr.contains(&format!("{} {program} STOPPED", tb.addr(6))),
+        "{stderr}"
+    );
     assert_eq!(fetch(&tb, 6, "8801"), "");
     assert_serving(&tb, 6, "8800", "2.0.0", "test");
     let out = sb
