@@ -100,6 +100,8 @@ pub enum Command {
     ///
     /// status, reload, start and shutdown act on supervisord itself; start, stop and
     /// restart with a PROGRAM (`name`, `name:*` or `name:name_0`) act on one program.
+    /// `status` prints one table for the fleet and exits 1 unless every program on
+    /// every host is RUNNING.
     #[command(
         after_help = "Examples:\n  es supervisor status a\n  es supervisor reload a\n  es supervisor restart hello_es:* a\n  es supervisor stop hello_es:hello_es_1 b"
     )]
