@@ -26,6 +26,7 @@ INDEX_LOG=$DIR/pypiserver.log
 HTPASSWD=$DIR/htpasswd
 PASSWORD_FILE=$DIR/index-password
 INDEX_USER=uploader
+SUDOERS=/etc/sudoers.d/es-testbed
 # What the hosts can install (they reach nothing but the bridge).
 PRELOAD=(supervisor setuptools wheel uv django gunicorn build)
 SERVER_PKGS=(pypiserver passlib 'bcrypt<4.1' waitress)
@@ -90,7 +91,7 @@ ssh_ok() {
 
 step_packages() {
     local missing=() p
-    for p in openssh-server openssh-client python3-venv python3-pip iproute2 curl nginx-light; do
+    for p in openssh-server openssh-client python3-venv python3-pip iproute2 curl nginx-light sudo; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep 'install ok installed' >/dev/null || missing+=("$p")
     done
     command -v nsenter >/dev/null || missing+=(util-linux)
@@ -117,6 +118,12 @@ step_keys_user() {
         useradd -M -d "/home/$USER_NAME" -s /bin/bash "$USER_NAME"
     fi
     usermod -p '*' "$USER_NAME"
+    # Passwordless sudo for the test user, for `es run --sudo` and `[nginx] sudo`.
+    if [ ! -f "$SUDOERS" ]; then
+        echo "$USER_NAME ALL=(ALL) NOPASSWD: ALL" > "$SUDOERS.tmp"
+        chmod 440 "$SUDOERS.tmp"
+        mv "$SUDOERS.tmp" "$SUDOERS"
+    fi
     mkdir -p "/home/$USER_NAME"
     chown "$USER_NAME:" "/home/$USER_NAME"
     mkdir -p /run/sshd && chmod 755 /run/sshd
@@ -399,6 +406,7 @@ healthy() {
     local n=$1 i
     why=
     [ -f "$ENV_FILE" ] && [ -f "$KEY" ] && [ -f "$KNOWN_HOSTS" ] && [ -f "$BASELINE" ] || { why="state files missing"; return 1; }
+    [ -f "$SUDOERS" ] && command -v sudo >/dev/null || { why="no sudo for $USER_NAME"; return 1; }
     ip addr show dev "$BRIDGE" 2>/dev/null | grep "inet $BRIDGE_ADDR/24" >/dev/null || { why="bridge down"; return 1; }
     { index_pid >/dev/null && index_answers; } || { why="pypiserver down"; return 1; }
     [ "$(wc -l <"$KNOWN_HOSTS")" -ge "$n" ] || { why="known_hosts short"; return 1; }
@@ -494,6 +502,7 @@ cmd_down() {
         ip link del "$l" 2>/dev/null || true
     done
     ip link del "$BRIDGE" 2>/dev/null || true
+    rm -f "$SUDOERS"
     case "$DIR" in
         /|"") die "refusing to remove state dir '$DIR'" ;;
     esac

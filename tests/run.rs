@@ -418,3 +418,33 @@ fn ssh_agent_is_tried_first() {
         "{stderr}"
     );
 }
+
+#[test]
+fn sudo_runs_the_command_as_root() {
+    let tb = Testbed::get();
+    let sb = Sandbox::new();
+    sb.write_config(&config(&tb, &[3]));
+    let out = sb
+        .es()
+        .args(["run", "-R", "web", "--", "id -un"])
+        .output()
+        .unwrap();
+    let (stdout, _) = expect_code(&out, 0);
+    assert_eq!(stdout.trim(), format!("{} | {}", tb.addr(3), tb.user));
+    // The whole command line runs under sudo, quotes and all.
+    let out = sb
+        .es()
+        .args([
+            "run",
+            "-R",
+            "web",
+            "--sudo",
+            "--",
+            "id -un; echo \"it's $(id -u)\"",
+        ])
+        .output()
+        .unwrap();
+    let (stdout, _) = expect_code(&out, 0);
+    let a = tb.addr(3);
+    assert_eq!(stdout, format!("{a} | root\n{a} | it's 0\n"));
+}
