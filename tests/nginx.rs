@@ -309,6 +309,16 @@ fn start_switch_rollback_refusals_and_stop() {
     expect_code(&es(&sb, &["nginx", "switch", "", "x"]), 2);
     expect_code(&es(&sb, &["nginx", "switch", "same", "same"]), 2);
 
+    // Through sudo (the test bed's user has it): test and reload as root.
+    let (_, stderr) = expect_code(&es(&sb, &["-v", "nginx", "test", "--sudo"]), 0);
+    assert!(stderr.contains("3 ok, 0 failed"), "{stderr}");
+    assert!(stderr.contains("$ sudo -n "), "{stderr}");
+    let (_, stderr) = expect_code(&es(&sb, &["nginx", "reload", "--sudo"]), 0);
+    assert!(stderr.contains("3 ok, 0 failed"), "{stderr}");
+    for n in HOSTS {
+        assert_eq!(fetch(&tb, n), format!("backend B of host {n}"), "host {n}");
+    }
+
     // reload, then stop: nothing answers any more; stopping again is fine.
     let (_, stderr) = expect_code(&es(&sb, &["nginx", "reload"]), 0);
     assert!(stderr.contains("reloaded (pid"), "{stderr}");
