@@ -11,6 +11,15 @@ use common::{expect_code, Sandbox, Testbed};
 /// tests that use host 5 take turns.
 static HOST5: Mutex<()> = Mutex::new(());
 
+/// `es run -R web ARGS` in the sandbox.
+fn es_run(sb: &Sandbox, args: &[&str]) -> std::process::Output {
+    sb.es()
+        .args(["run", "-R", "web"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
 fn config(tb: &Testbed, hosts: &[usize]) -> String {
     let entries: Vec<String> = hosts
         .iter()
@@ -29,11 +38,7 @@ fn run_prints_each_hosts_own_hostname() {
     let tb = Testbed::get();
     let sb = Sandbox::new();
     sb.write_config(&config(&tb, &[1, 2, 3, 4, 5]));
-    let out = sb
-        .es()
-        .args(["run", "-R", "web", "--", "hostname"])
-        .output()
-        .unwrap();
+    let out = es_run(&sb, &["--", "hostname"]);
     let (stdout, stderr) = expect_code(&out, 0);
     for n in 1..=5 {
         let line = format!("{} | esh{n}", tb.addr(n));
@@ -64,11 +69,7 @@ fn a_dead_host_fails_alone_and_quickly() {
     let _restart = Restart(&tb, 5);
 
     let started = Instant::now();
-    let out = sb
-        .es()
-        .args(["run", "-R", "web", "--", "echo", "alive"])
-        .output()
-        .unwrap();
+    let out = es_run(&sb, &["--", "echo", "alive"]);
     let elapsed = started.elapsed();
     let (stdout, stderr) = expect_code(&out, 1);
     for n in 1..=4 {
@@ -104,11 +105,7 @@ fn an_unreachable_address_times_out_within_connect_timeout() {
         tb.ssh_section()
     ));
     let started = Instant::now();
-    let out = sb
-        .es()
-        .args(["run", "-R", "web", "--", "true"])
-        .output()
-        .unwrap();
+    let out = es_run(&sb, &["--", "true"]);
     let elapsed = started.elapsed();
     let (_, stderr) = expect_code(&out, 1);
     assert!(stderr.contains("1 ok, 1 failed"), "{stderr}");
@@ -157,11 +154,7 @@ fn unknown_host_is_refused_then_accepted_and_recorded() {
     );
     sb.write_config(&text);
 
-    let out = sb
-        .es()
-        .args(["run", "-R", "web", "--", "true"])
-        .output()
-        .unwrap();
+    let out = es_run(&sb, &["--", "true"]);
     let (_, stderr) = expect_code(&out, 1);
     let expected = fingerprint(&tb, 2);
     assert!(expected.starts_with("SHA256:"), "{expected}");
@@ -172,11 +165,7 @@ fn unknown_host_is_refused_then_accepted_and_recorded() {
     assert!(stderr.contains("--accept-new-host-keys"), "{stderr}");
     assert!(stderr.contains("1 ok, 1 failed"), "{stderr}");
 
-    let out = sb
-        .es()
-        .args(["run", "-R", "web", "--accept-new-host-keys", "--", "true"])
-        .output()
-        .unwrap();
+    let out = es_run(&sb, &["--accept-new-host-keys", "--", "true"]);
     expect_code(&out, 0);
     let recorded = std::fs::read_to_string(sb.home.path().join(".ssh/known_hosts")).unwrap();
     assert!(
@@ -185,11 +174,7 @@ fn unknown_host_is_refused_then_accepted_and_recorded() {
     );
 
     // Recorded: accepted from now on without the flag.
-    let out = sb
-        .es()
-        .args(["run", "-R", "web", "--", "true"])
-        .output()
-        .unwrap();
+    let out = es_run(&sb, &["--", "true"]);
     expect_code(&out, 0);
 }
 
@@ -252,11 +237,7 @@ fn hashed_known_hosts_entries_are_honoured() {
         &tb.known_hosts.display().to_string(),
         &hashed.display().to_string(),
     ));
-    let out = sb
-        .es()
-        .args(["run", "-R", "web", "--", "true"])
-        .output()
-        .unwrap();
+    let out = es_run(&sb, &["--", "true"]);
     expect_code(&out, 0);
 }
 
@@ -346,11 +327,7 @@ fn a_passphrase_protected_key_gets_a_clear_error() {
     sb.write_config(
         &config(&tb, &[1]).replace(&tb.key.display().to_string(), &key.display().to_string()),
     );
-    let out = sb
-        .es()
-        .args(["run", "-R", "web", "--", "true"])
-        .output()
-        .unwrap();
+    let out = es_run(&sb, &["--", "true"]);
     let (_, stderr) = expect_code(&out, 1);
     assert!(stderr.contains("passphrase-protected"), "{stderr}");
     assert!(stderr.contains("ssh-add"), "{stderr}");
@@ -407,11 +384,7 @@ fn ssh_agent_is_tried_first() {
     assert_eq!(stdout.trim(), format!("{} | esh2", tb.addr(2)));
 
     // And without the agent the same configuration has no way in.
-    let out = sb
-        .es()
-        .args(["run", "-R", "web", "--", "true"])
-        .output()
-        .unwrap();
+    let out = es_run(&sb, &["--", "true"]);
     let (_, stderr) = expect_code(&out, 1);
     assert!(
         stderr.contains("authentication as deploy failed"),
@@ -424,11 +397,7 @@ fn sudo_runs_the_command_as_root() {
     let tb = Testbed::get();
     let sb = Sandbox::new();
     sb.write_config(&config(&tb, &[3]));
-    let out = sb
-        .es()
-        .args(["run", "-R", "web", "--", "id -un"])
-        .output()
-        .unwrap();
+    let out = es_run(&sb, &["--", "id -un"]);
     let (stdout, _) = expect_code(&out, 0);
     assert_eq!(stdout.trim(), format!("{} | {}", tb.addr(3), tb.user));
     // The whole command line runs under sudo, quotes and all.
