@@ -102,6 +102,7 @@ pub struct Index {
 /// `[ssh]`
 #[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
+#[allow(dead_code)] // TEMP: wired up by the work on issues 8-10
 pub struct Ssh {
     /// User when a host entry names none (and `~/.ssh/config` gives none).
     pub user: Option<String>,
@@ -117,6 +118,22 @@ pub struct Ssh {
     /// Hosts worked on at once.
     #[serde(default = "default_parallel")]
     pub parallel: usize,
+    /// Seconds one remote command or transfer may take.
+    #[serde(default = "default_command_timeout")]
+    pub command_timeout: u64,
+    /// Seconds between keepalives; a peer silent for a few of them is dropped.
+    #[serde(default = "default_keepalive")]
+    pub keepalive: u64,
+    /// A bastion every host is reached through, like OpenSSH's ProxyJump.
+    pub proxy_jump: Option<String>,
+}
+
+fn default_command_timeout() -> u64 {
+    600
+}
+
+fn default_keepalive() -> u64 {
+    15
 }
 
 fn default_connect_timeout() -> u64 {
@@ -136,6 +153,9 @@ impl Default for Ssh {
             known_hosts: None,
             connect_timeout: default_connect_timeout(),
             parallel: default_parallel(),
+            command_timeout: default_command_timeout(),
+            keepalive: default_keepalive(),
+            proxy_jump: None,
         }
     }
 }
@@ -143,6 +163,7 @@ impl Default for Ssh {
 /// `[deploy]`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[allow(dead_code)] // TEMP: wired up by the work on issues 8-10
 pub struct Deploy {
     /// Venvs live in PREFIX/VENV on every host.
     #[serde(default = "default_virtualenv_prefix")]
@@ -175,6 +196,183 @@ pub struct Deploy {
     pub default_role: Option<Spanned<String>>,
     /// Venv used when none is given.
     pub default_venv: Option<String>,
+    /// Releases kept on each host (the running one included).
+    #[serde(default = "default_keep_releases")]
+    pub keep_releases: u32,
+    /// Commands run after staging and before the switch, in the new release.
+    #[serde(default)]
+    pub release_hooks: Vec<String>,
+    /// Where release hooks run: one host of the rollout, or all.
+    #[serde(default)]
+    pub release_hooks_on: HooksOn,
+    /// Paths inside each release that point to one directory per venv, kept across releases.
+    #[serde(default)]
+    pub shared_dirs: Vec<String>,
+    #[serde(default)]
+    pub health: Health,
+    #[serde(default)]
+    pub rollout: Rollout,
+    /// Plain environment values for the programs and the hooks.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Values read on the deploying machine, delivered to each host 0600, never printed.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, SecretSource>,
+}
+
+fn default_keep_releases() -> u32 {
+    5
+}
+
+/// `deploy.release_hooks_on`
+#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)] // TEMP: wired up by the work on issues 8-10
+pub enum HooksOn {
+    /// One host of the rollout (a shared database is migrated once).
+    #[default]
+    One,
+    All,
+}
+
+/// `[deploy.health]`: what every process must answer after a switch.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // TEMP: wired up by the work on issues 8-10
+pub struct Health {
+    /// Path requested on every process port.
+    #[serde(default = "default_health_path")]
+    pub path: String,
+    /// Accepted status range, inclusive.
+    #[serde(default = "default_health_status")]
+    pub status: [u16; 2],
+    /// Seconds every process has to answer after the switch.
+    #[serde(default = "default_health_timeout")]
+    pub timeout: u64,
+}
+
+fn default_health_path() -> String {
+    "/".into()
+}
+
+fn default_health_status() -> [u16; 2] {
+    [200, 399]
+}
+
+fn default_health_timeout() -> u64 {
+    30
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            path: default_health_path(),
+            status: default_health_status(),
+            timeout: default_health_timeout(),
+        }
+    }
+}
+
+/// `[deploy.rollout]`: how the switch proceeds across the fleet.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // TEMP: wired up by the work on issues 8-10
+pub struct Rollout {
+    /// Hosts switched at once: a count or a percentage (`"25%"`).
+    #[serde(default = "default_batch")]
+    pub batch: CountOrPercent,
+    /// Failed hosts tolerated before the rollout stops and reverts.
+    #[serde(default)]
+    pub max_fail: CountOrPercent,
+    /// Seconds between batches.
+    #[serde(default)]
+    pub pause: u64,
+}
+
+fn default_batch() -> CountOrPercent {
+    CountOrPercent::Percent(100)
+}
+
+impl Default for Rollout {
+    fn default() -> Self {
+        Rollout {
+            batch: default_batch(),
+            max_fail: CountOrPercent::default(),
+            pause: 0,
+        }
+    }
+}
+
+/// `N` or `"N%"`: a number of hosts, or a share of the fleet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CountOrPercent {
+    Count(usize),
+    Percent(u32),
+}
+
+impl Default for CountOrPercent {
+    fn default() -> Self {
+        CountOrPercent::Count(0)
+    }
+}
+
+#[allow(dead_code)] // TEMP: wired up by the work on issues 8-10
+impl CountOrPercent {
+    /// The number of hosts out of `total` (a percentage rounds up, so `1%` of 5 is 1).
+    pub fn of(self, total: usize) -> usize {
+        match self {
+            CountOrPercent::Count(n) => n,
+            CountOrPercent::Percent(p) => (total * p as usize).div_ceil(100),
+        }
+    }
+}
+
+impl std::str::FromStr for CountOrPercent {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        match text.strip_suffix('%') {
+            Some(p) => match p.trim().parse::<u32>() {
+                Ok(p) if p <= 100 => Ok(CountOrPercent::Percent(p)),
+                _ => Err(format!("{text:?} is not a percentage from 0% to 100%")),
+            },
+            None => text
+                .parse::<usize>()
+                .map(CountOrPercent::Count)
+                .map_err(|_| {
+                    format!("{text:?} is neither a number of hosts nor a percentage like \"25%\"")
+                }),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for CountOrPercent {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Count(usize),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Count(n) => Ok(CountOrPercent::Count(n)),
+            Raw::Text(t) => t.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// Where a secret's value comes from, on the deploying machine.
+#[derive(Debug, Deserialize, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "lowercase")]
+#[allow(dead_code)] // TEMP: wired up by the work on issues 8-10
+pub enum SecretSource {
+    /// An environment variable of es.
+    Env(String),
+    /// A file's content (trailing newline removed).
+    File(String),
+    /// A command's stdout (trailing newline removed), such as a password manager's CLI.
+    Command(String),
 }
 
 fn default_virtualenv_prefix() -> String {
@@ -200,6 +398,14 @@ impl Default for Deploy {
             post_hooks: Vec::new(),
             default_role: None,
             default_venv: None,
+            keep_releases: default_keep_releases(),
+            release_hooks: Vec::new(),
+            release_hooks_on: HooksOn::default(),
+            shared_dirs: Vec::new(),
+            health: Health::default(),
+            rollout: Rollout::default(),
+            env: BTreeMap::new(),
+            secrets: BTreeMap::new(),
         }
     }
 }
@@ -370,6 +576,40 @@ fn validate(loaded: &Loaded) -> Result<(), ConfigError> {
     }
     if config.ssh.parallel == 0 {
         return Err(loaded.error("ssh.parallel", "must be at least 1"));
+    }
+    let health = &config.deploy.health;
+    if health.status[0] > health.status[1] || health.status[0] < 100 || health.status[1] > 599 {
+        return Err(loaded.error(
+            "deploy.health.status",
+            format!(
+                "must be a range [low, high] of HTTP statuses, got {:?}",
+                health.status
+            ),
+        ));
+    }
+    if !health.path.starts_with('/') {
+        return Err(loaded.error("deploy.health.path", "must start with `/`"));
+    }
+    if config.deploy.keep_releases == 0 {
+        return Err(loaded.error(
+            "deploy.keep_releases",
+            "must be at least 1 (the running release)",
+        ));
+    }
+    for (table, names) in [
+        ("deploy.env", config.deploy.env.keys().collect::<Vec<_>>()),
+        ("deploy.secrets", config.deploy.secrets.keys().collect()),
+    ] {
+        for name in names {
+            let valid = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if !valid {
+                return Err(loaded.error(
+                    &format!("{table}.{name}"),
+                    "not an environment variable name (letters, digits and `_`, not starting with a digit)",
+                ));
+            }
+        }
     }
     for (venv, prefix) in &config.deploy.venv_ports {
         if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_digit()) {

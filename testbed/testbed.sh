@@ -460,7 +460,7 @@ cmd_status() {
 # ---------------------------------------------------------------- commands
 
 cmd_up() {
-    local n=${1:-20} cur i t0=$SECONDS
+    local n=${1:-36} cur i t0=$SECONDS
     [[ $n =~ ^[0-9]+$ ]] && [ "$n" -ge 1 ] && [ "$n" -le 200 ] || die "bad host count: $n"
     cur=$(current_count)
     why=
@@ -560,7 +560,7 @@ cmd_reset_index() {
 usage() {
     cat <<EOF
 usage: $0 COMMAND
-  up [N]          set up (or repair) the test bed with N hosts (default 20)
+  up [N]          set up (or repair) the test bed with N hosts (default 36)
   down            tear everything down (keeps the download cache $CACHE)
   status          show the state of each part; exit 0 only when healthy
   stop-sshd I     stop host I's sshd

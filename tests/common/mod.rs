@@ -8,6 +8,11 @@
 //!   9-11  tests/create_deploy.rs
 //!   12-14 tests/nginx.rs
 //!   15-20 benchmarks (bench/; the fan-out benchmark uses all hosts)
+//!   21-25 tests/releases.rs (staged releases, health checks, rollouts)
+//!   26-28 tests/faults.rs (link drop, disk full, interrupts)
+//!   29-30 tests/bastion.rs (29 the bastion, 30 reachable only through it)
+//!   31-33 tests/serve.rs (es serve)
+//!   34-36 tests/real_projects.rs (third-party apps, day-2 commands)
 #![allow(dead_code)]
 
 use std::collections::HashMap;
