@@ -73,18 +73,40 @@ pub enum Command {
     )]
     Run(RunArgs),
 
-    /// Install one exact version into a venv on every host and restart its processes
+    /// Stage one exact version beside the running release on every host, then switch to it, health-checked
     ///
-    /// Per host: take the venv's deploy lock, make sure the venv exists, run the
-    /// pre hooks, install PROJECT==VERSION from the index (skipped when already in
-    /// place), render the supervisord template, restart supervisord (waiting for
-    /// the old one to exit and for every program to be RUNNING), run the post
-    /// hooks, and record the release in VENV/.es/releases.jsonl. A host that fails
-    /// before the restart keeps serving its previous version.
+    /// Per host: take the venv's deploy lock, run the pre hooks, stage the release
+    /// (a fresh venv under VENV/releases/, PROJECT==VERSION installed from the index,
+    /// the rendered supervisord.conf, es.env with deploy.env and deploy.secrets),
+    /// nothing the running processes use being touched. Then the release hooks
+    /// (on one host, or all), then the switch, batch by batch (--batch): `current`
+    /// points to the new release and its processes restart one by one, each
+    /// answering deploy.health.path within deploy.health.timeout. A host that fails
+    /// goes back to its previous release; when more hosts fail than --max-fail, the
+    /// hosts already switched go back too. Finally old releases are pruned
+    /// (deploy.keep_releases), the outcome is written to VENV/.es/releases.jsonl and
+    /// the lock released.
     #[command(
-        after_help = "Examples:\n  es deploy -R dev 2026.11.22.1 a test\n  es deploy -R dev latest b prod --dry-run\n  es deploy latest prod          (with deploy.default_role and deploy.default_venv set)"
+        after_help = "Examples:\n  es deploy -R dev 2026.11.22.1 a test\n  es deploy -R dev latest b prod --dry-run\n  es deploy -R prod latest a prod --batch 25% --max-fail 1 --pause 10\n  es deploy latest prod          (with deploy.default_role and deploy.default_venv set)"
     )]
     Deploy(DeployArgs),
+
+    /// Switch every host back to its previous release (or --to VERSION), health-checked
+    ///
+    /// Uses only the releases kept on the hosts (deploy.keep_releases): no index is
+    /// needed, and nothing is installed. The outcome goes into the ledger.
+    #[command(after_help = "Examples:\n  es rollback -R prod a\n  es rollback -R prod a --to 2026.11.20.3")]
+    Rollback(RollbackArgs),
+
+    /// One table for the fleet: version, health, programs, deployed when and by whom, build commit, lock
+    ///
+    /// Exits 1 when hosts run different versions, a host is unhealthy or a deploy lock is held.
+    #[command(after_help = "Examples:\n  es status -R prod a\n  es status --json")]
+    Status(VenvArg),
+
+    /// The releases kept on each host, with their ledger entries
+    #[command(after_help = "Examples:\n  es releases -R prod a")]
+    Releases(VenvArg),
 
     /// Build and upload the project, then deploy the version just built
     ///
@@ -298,9 +320,41 @@ pub struct DeployArgs {
     #[arg(long)]
     pub dry_run: bool,
 
-    /// Reinstall even when the version is already in place, and break a stale deploy lock
+    /// Stage the release again even when it is already on the host, and break the
+    /// deploy lock of a deploy that is gone (never of one still running)
     #[arg(long)]
     pub force: bool,
+
+    /// Hosts switched at once: N or N% [default: deploy.rollout.batch, 100%]
+    #[arg(long, value_name = "N|N%")]
+    pub batch: Option<String>,
+
+    /// Failed hosts tolerated before the rollout stops and switched hosts go back:
+    /// N or N% [default: deploy.rollout.max_fail, 0]
+    #[arg(long, value_name = "N|N%")]
+    pub max_fail: Option<String>,
+
+    /// Seconds to wait between batches [default: deploy.rollout.pause, 0]
+    #[arg(long, value_name = "SECS")]
+    pub pause: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+pub struct RollbackArgs {
+    /// The venv [default: deploy.default_venv]
+    #[arg(value_name = "VENV")]
+    pub venv: Option<String>,
+
+    /// Switch to this version's release instead of the previous one
+    #[arg(long, value_name = "VERSION")]
+    pub to: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct VenvArg {
+    /// The venv [default: deploy.default_venv]
+    #[arg(value_name = "VENV")]
+    pub venv: Option<String>,
 }
 
 #[derive(Args, Debug)]

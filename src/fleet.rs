@@ -52,6 +52,11 @@ impl HostCtx<'_> {
         }
     }
 
+    /// The step the job is at.
+    pub fn current_step(&self) -> String {
+        self.step.clone()
+    }
+
     /// The host's label, as the user wrote it.
     pub fn host(&self) -> &str {
         &self.target.label

@@ -11,6 +11,7 @@ mod hosts;
 mod index;
 mod nginx;
 mod pip;
+mod remote;
 mod quote;
 mod run;
 mod scaffold;
@@ -65,6 +66,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<bool> {
         }
         Command::Deploy(args) => deploy::command(&app, &args),
         Command::Quickdeploy(args) => deploy::quickdeploy(&app, &args),
+        Command::Rollback(args) => deploy::rollback(&app, &args),
+        Command::Status(args) => deploy::status(&app, &args),
+        Command::Releases(args) => deploy::releases(&app, &args),
         Command::Supervisor(args) => supervisor::command(&app, &args),
         Command::Nginx(args) => nginx::command(&app, &args),
         Command::Validate(args) => validate::validate(&app, &args),

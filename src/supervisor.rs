@@ -10,15 +10,13 @@ use crate::fleet::HostCtx;
 use crate::quote::quote;
 use crate::venv::Venv;
 
-/// How long to wait for an old supervisord to exit, and for programs to be RUNNING.
-const SHUTDOWN_WAIT_SECS: u32 = 60;
-const START_WAIT_SECS: u32 = 60;
 
-/// `VENV/bin/supervisorctl -c VENV/etc/supervisord.conf ARGS...`
+/// `VENV/.es/tools/bin/supervisorctl -c VENV/etc/supervisord.conf ARGS...`
+/// (supervisor lives in the venv's tools venv, beside the releases).
 pub fn supervisorctl(venv: &Venv, args: &[&str]) -> String {
     let mut line = format!(
         "{} -c {}",
-        venv.path("bin/supervisorctl"),
+        venv.path(".es/tools/bin/supervisorctl"),
         venv.path("etc/supervisord.conf")
     );
     for arg in args {
@@ -28,83 +26,34 @@ pub fn supervisorctl(venv: &Venv, args: &[&str]) -> String {
     line
 }
 
-/// The script es runs on the host to stop, start and restart supervisord and
-/// wait for the outcome (see its docstring for why it is one Python process).
-const SUPERVISORD_SCRIPT: &str = include_str!("remote/supervisord.py");
-
-/// `VENV/bin/python -c SCRIPT ACTION ARGS...`, every path quoted.
-fn supervisord_script(venv: &Venv, args: &[String]) -> String {
-    let mut line = format!(
-        "{} -c {}",
-        venv.path("bin/python"),
-        quote(SUPERVISORD_SCRIPT)
-    );
-    for arg in args {
-        line.push(' ');
-        line.push_str(arg);
-    }
-    line
-}
-
-/// Shell code that prints the tail of each program log, after a failed start.
-fn log_tails(venv: &Venv) -> String {
+/// supervisord.py ACTION for the venv, run from its directory (the script
+/// takes the root `.` as that directory), with the deploy's health settings so
+/// that `start` waits for health as a deploy does.
+fn supervisord_action(venv: &Venv, action: &str, spec: &serde_json::Value) -> String {
+    let mut spec = spec.clone();
+    spec["root"] = serde_json::json!(".");
     format!(
-        r#"for log in {logs}/*.log; do
-  case "$log" in */supervisord.log) continue ;; esac
-  echo "--- tail of $log" >&2; tail -n 5 "$log" >&2
-done"#,
-        logs = venv.path("logs"),
+        "cd {} && {}",
+        venv.path(""),
+        crate::remote::SUPERVISORD.python(
+            ".es/tools/bin/python",
+            &[
+                crate::remote::Arg::Value(action),
+                crate::remote::Arg::Value(&spec.to_string()),
+            ],
+        )
     )
 }
 
 /// Stops this venv's supervisord (if it runs) and waits until its pid is gone.
-/// essay started the new one at once, which could leave the old processes serving.
-pub fn shutdown_script(venv: &Venv) -> String {
-    supervisord_script(
-        venv,
-        &[
-            "stop".into(),
-            venv.path("etc/supervisord.conf"),
-            venv.path("tmp/supervisord.pid"),
-            SHUTDOWN_WAIT_SECS.to_string(),
-        ],
-    )
+pub fn shutdown_script(venv: &Venv, spec: &serde_json::Value) -> String {
+    supervisord_action(venv, "stop", spec)
 }
 
-/// Starts supervisord and waits until every program is RUNNING; on failure
-/// prints the states and the tail of the programs' logs.
-pub fn start_script(venv: &Venv) -> String {
-    format!(
-        "{} || {{ {}; exit 1; }}",
-        supervisord_script(
-            venv,
-            &[
-                "start".into(),
-                venv.path("etc/supervisord.conf"),
-                START_WAIT_SECS.to_string()
-            ]
-        ),
-        log_tails(venv)
-    )
-}
-
-/// Stops the running supervisord (with the configuration in place), moves
-/// `etc/supervisord.conf.new` into place, starts it and waits for RUNNING.
-pub fn restart_script(venv: &Venv) -> String {
-    format!(
-        "{} || {{ {}; exit 1; }}",
-        supervisord_script(
-            venv,
-            &[
-                "restart".into(),
-                venv.path("etc/supervisord.conf"),
-                venv.path("etc/supervisord.conf.new"),
-                venv.path("tmp/supervisord.pid"),
-                START_WAIT_SECS.max(SHUTDOWN_WAIT_SECS).to_string(),
-            ]
-        ),
-        log_tails(venv)
-    )
+/// Starts supervisord and waits until every program is RUNNING and healthy;
+/// on failure the reason carries the programs' log lines.
+pub fn start_script(venv: &Venv, spec: &serde_json::Value) -> String {
+    supervisord_action(venv, "start", spec)
 }
 
 /// One line of `supervisorctl status`.
@@ -168,8 +117,24 @@ pub fn command(app: &App, args: &SupervisorArgs) -> Result<bool> {
         None => bad_input!("which venv? give VENV, or set deploy.default_venv"),
     };
     let venv = Venv::new(&config.deploy.virtualenv_prefix, &venv_name)?;
+    let ports: Vec<String> = config
+        .deploy
+        .venv_ports
+        .get(&venv_name)
+        .map(|prefix| crate::validate::venv_ports(prefix, config.deploy.process_count))
+        .unwrap_or_default();
+    let spec = serde_json::json!({
+        "program": project,
+        "ports": ports,
+        "health": {
+            "path": config.deploy.health.path,
+            "status": config.deploy.health.status,
+            "timeout": config.deploy.health.timeout,
+        },
+        "wait": 60,
+    });
     let fleet = app.fleet(false)?;
-    let report = fleet.run(|ctx| run_action(ctx, &venv, &action));
+    let report = fleet.run(|ctx| run_action(ctx, &venv, &action, &spec));
 
     if action == Action::Daemon("status") && app.ui.mode != crate::ui::Mode::Json {
         print_status_table(app, &report);
@@ -236,7 +201,12 @@ fn looks_like_program(arg: &str, project: &str) -> bool {
     arg.contains(':') || arg == project || arg == "all"
 }
 
-fn run_action(ctx: &mut HostCtx<'_>, venv: &Venv, action: &Action) -> Result<String> {
+fn run_action(
+    ctx: &mut HostCtx<'_>,
+    venv: &Venv,
+    action: &Action,
+    spec: &serde_json::Value,
+) -> Result<String> {
     ctx.step(&match action {
         Action::Daemon(name) => name.to_string(),
         Action::Program(name, program) => format!("{name} {program}"),
@@ -248,9 +218,9 @@ fn run_action(ctx: &mut HostCtx<'_>, venv: &Venv, action: &Action) -> Result<Str
             "if {} >/dev/null 2>&1; then echo 'supervisord already running'; {}; else {}; fi",
             supervisorctl(venv, &["pid"]),
             supervisorctl(venv, &["status"]),
-            start_script(venv)
+            start_script(venv, spec)
         ),
-        Action::Daemon(_) => shutdown_script(venv),
+        Action::Daemon(_) => shutdown_script(venv, spec),
         Action::Program(name, program) => supervisorctl(venv, &[name, program]),
     };
     let out = ctx.exec(&script)?;

@@ -173,14 +173,14 @@ fn first_deploy_upgrade_redeploy_and_status() {
         for port in ["8800", "8801"] {
             assert_serving(&tb, n, port, "1.0.0", "test");
         }
-        let hook_out = host_file(&tb, n, "up/a/post_hook.out").expect("post hook ran");
+        let hook_out = host_file(&tb, n, "up/a/current/post_hook.out").expect("post hook ran");
         assert_eq!(
             hook_out,
             format!("1.0.0|a|test|{}|{}", tb.addr(n), built().name)
         );
         assert_eq!(supervisords(n, "up/a").len(), 1, "host {n}");
         assert_eq!(
-            host_file(&tb, n, "up/a/etc/app/app.ini").as_deref(),
+            host_file(&tb, n, "up/a/current/etc/app/app.ini").as_deref(),
             Some(
                 format!(
                     "[app]\nversion = 1.0.0\nhost = {}\nport = 8800\n",
@@ -206,22 +206,25 @@ fn first_deploy_upgrade_redeploy_and_status() {
             .collect();
         assert_eq!(lines.len(), 2, "{ledger}");
         assert_eq!(lines[1]["version"], "2.0.0");
-        assert_eq!(lines[1]["result"], "ok");
+        assert_eq!(lines[1]["outcome"], "switched");
+        assert_eq!(lines[1]["action"], "deploy");
         assert!(
             host_file(&tb, n, "up/a/.es/lock/owner").is_none(),
             "lock released"
         );
     }
 
-    // The same version again: the install is skipped, the processes restart.
+    // The same version and configuration again: that release is already staged
+    // and current, so nothing is installed or restarted; its health is checked.
+    let pids: Vec<Vec<u32>> = HOSTS.iter().map(|n| supervisords(*n, "up/a")).collect();
     let out = deploy(&sb, &["2.0.0", "a", "test"]);
     let (_, stderr) = expect_code(&out, 0);
-    assert_eq!(
-        stderr.matches("install (already in place)").count(),
-        3,
-        "{stderr}"
-    );
-    assert!(!stderr.contains(": install\n"), "{stderr}");
+    assert_eq!(stderr.matches("stage (already staged)").count(), 3, "{stderr}");
+    assert_eq!(stderr.matches("already current, healthy").count(), 3, "{stderr}");
+    assert!(!stderr.contains(": stage\n"), "{stderr}");
+    for (i, n) in HOSTS.iter().enumerate() {
+        assert_eq!(supervisords(*n, "up/a"), pids[i]);
+    }
 
     // One status table for the whole fleet.
     let out = sb
@@ -321,7 +324,16 @@ fn a_failing_pre_hook_leaves_that_host_on_its_old_version() {
         tb.addr(7)
     );
     sb.write_config(&config(&tb, "hook", &[("a", "882")], &hook));
+    // With the default max-fail of 0, nothing switches anywhere.
     let out = deploy(&sb, &["2.0.0", "a", "prod"]);
+    let (_, stderr) = expect_code(&out, 1);
+    assert!(stderr.contains("nothing was switched"), "{stderr}");
+    assert!(stderr.contains("2 not switched"), "{stderr}");
+    for n in HOSTS {
+        assert_serving(&tb, n, "8820", "1.0.0", "prod");
+    }
+    // With --max-fail 1 the two others switch.
+    let out = deploy(&sb, &["2.0.0", "a", "prod", "--max-fail", "1"]);
     let (_, stderr) = expect_code(&out, 1);
     let failed = stderr
         .lines()
@@ -339,7 +351,7 @@ fn a_failing_pre_hook_leaves_that_host_on_its_old_version() {
     }
     let ledger = host_file(&tb, 7, "hook/a/.es/releases.jsonl").unwrap();
     let last: serde_json::Value = serde_json::from_str(ledger.lines().last().unwrap()).unwrap();
-    assert_eq!(last["result"], "failed");
+    assert_eq!(last["outcome"], "failed");
 }
 
 #[test]
@@ -349,12 +361,12 @@ fn shell_metacharacters_in_values_never_run() {
     fresh(&tb, "meta");
     let hook = r#"post_hooks = ["printf '%s' \"$ES_PROFILE\" > profile.out"]"#;
     sb.write_config(&config(&tb, "meta", &[("a", "883")], hook));
-    let profile = "$(touch /tmp/es-pwned-1);`touch /tmp/es-pwned-2`;touch /tmp/es-pwned-3 'x' & |";
+    let profile = "$(touch /tmp/es-pwned-1)`touch /tmp/es-pwned-2`&& touch /tmp/es-pwned-3 'x' & |";
     let out = deploy(&sb, &["1.0.0", "a", profile]);
     expect_code(&out, 0);
     for n in HOSTS {
         assert_eq!(
-            host_file(&tb, n, "meta/a/profile.out").as_deref(),
+            host_file(&tb, n, "meta/a/current/profile.out").as_deref(),
             Some(profile)
         );
         let pwned = tb.exec(n, &["sh", "-c", "ls /tmp/es-pwned-* 2>/dev/null"]);
@@ -376,6 +388,9 @@ fn shell_metacharacters_in_values_never_run() {
         ],
     );
     expect_code(&out, 2);
+    // ` ;` starts a comment in supervisord's configuration: refused too.
+    let (_, stderr) = expect_code(&deploy(&sb, &["1.0.0", "a", "prod ;x"]), 2);
+    assert!(stderr.contains("bad profile"), "{stderr}");
     for n in HOSTS {
         let pwned = tb.exec(n, &["sh", "-c", "ls /tmp/es-pwned-* 2>/dev/null"]);
         assert!(pwned.stdout.is_empty(), "a value ran on host {n}");
@@ -469,9 +484,10 @@ fn concurrent_deploys_to_one_venv_one_is_refused() {
     let first = first.wait_with_output().unwrap();
     expect_code(&first, 0);
     let (_, stderr) = expect_code(&second, 1);
-    assert!(stderr.contains("locked by another deploy"), "{stderr}");
-    assert!(stderr.contains("--force"), "{stderr}");
-    assert!(stderr.contains("0 ok, 3 failed"), "{stderr}");
+    assert!(stderr.contains("being deployed by another deploy"), "{stderr}");
+    assert!(stderr.contains("nothing was switched"), "{stderr}");
+    assert!(stderr.contains("3 locked"), "{stderr}");
+    assert!(stderr.contains("deploying 1.0.0"), "the holder is named: {stderr}");
 }
 
 #[test]
@@ -482,7 +498,7 @@ fn dry_run_shows_the_config_and_changes_nothing() {
     sb.write_config(&config(&tb, "dry", &[("a", "887")], ""));
     let out = deploy(&sb, &["1.0.0", "a", "prod", "--dry-run"]);
     let (stdout, _) = expect_code(&out, 0);
-    assert!(stdout.contains("would create the venv"), "{stdout}");
+    assert!(stdout.contains("(to be created)"), "{stdout}");
     assert!(
         stdout.contains(&format!("+[program:{}]", built().name)),
         "{stdout}"
@@ -509,15 +525,20 @@ fn dry_run_shows_the_config_and_changes_nothing() {
     let before = host_file(&tb, 6, conf_path).unwrap();
     let out = deploy(&sb, &["2.0.0", "a", "canary", "--dry-run"]);
     let (stdout, _) = expect_code(&out, 0);
-    assert!(
-        stdout.contains("-; supervisord configuration for"),
-        "{stdout}"
-    );
-    assert!(
-        stdout.contains("+; supervisord configuration for"),
-        "{stdout}"
-    );
-    assert!(stdout.contains("ES_PROFILE=\"canary\""), "{stdout}");
+    assert!(stdout.contains("would stage release 2.0.0-"), "{stdout}");
+    assert!(stdout.contains("supervisord.conf unchanged: processes restart one by one"), "{stdout}");
+    assert!(!stdout.contains(&before.lines().find(|l| l.starts_with("password=")).unwrap()[9..]));
+    // A template that changes: the diff, the password masked.
+    std::fs::create_dir_all(sb.work.path().join("conf")).unwrap();
+    std::fs::write(
+        sb.work.path().join("conf/supervisord.conf"),
+        format!("; canary {{{{ version }}}}\n{}", deploy_template()),
+    )
+    .unwrap();
+    sb.write_config(&config(&tb, "dry", &[("a", "887")], "supervisor_template = \"conf/supervisord.conf\"\n"));
+    let out = deploy(&sb, &["2.0.0", "a", "canary", "--dry-run"]);
+    let (stdout, _) = expect_code(&out, 0);
+    assert!(stdout.contains("+; canary 2.0.0"), "{stdout}");
     assert!(!stdout.contains(&before.lines().find(|l| l.starts_with("password=")).unwrap()[9..]));
     assert_eq!(host_file(&tb, 6, conf_path).unwrap(), before);
     assert_serving(&tb, 6, "8870", "1.0.0", "prod");
@@ -544,7 +565,8 @@ fn a_program_that_does_not_start_fails_its_host_with_its_log() {
     let out = deploy(&sb, &["1.0.0", "a", "prod"]);
     let (_, stderr) = expect_code(&out, 1);
     assert!(stderr.contains("0 ok, 3 failed"), "{stderr}");
-    assert!(stderr.contains("at restart"), "{stderr}");
+    assert!(stderr.contains("at switch"), "{stderr}");
+    assert!(stderr.contains("no previous release"), "{stderr}");
     assert!(stderr.contains("boom-from-the-app"), "{stderr}");
 }
 
@@ -559,7 +581,7 @@ fn a_version_that_does_not_start_is_rolled_back() {
     let (_, stderr) = expect_code(&out, 1);
     assert!(stderr.contains("0 ok, 3 failed"), "{stderr}");
     assert!(
-        stderr.contains("did not start; rolled back to 1.0.0, which is running again"),
+        stderr.contains("not healthy; back on 1.0.0, which serves again"),
         "{stderr}"
     );
     assert!(stderr.contains("broken on purpose"), "{stderr}");
@@ -568,8 +590,9 @@ fn a_version_that_does_not_start_is_rolled_back() {
         assert_serving(&tb, n, "8891", "1.0.0", "prod");
         let ledger = host_file(&tb, n, "roll/a/.es/releases.jsonl").unwrap();
         let last: serde_json::Value = serde_json::from_str(ledger.lines().last().unwrap()).unwrap();
-        assert_eq!(last["result"], "failed");
+        assert_eq!(last["outcome"], "failed");
         assert_eq!(last["version"], "1.5.0");
+        assert!(host_file(&tb, n, "roll/a/.es/lock/owner").is_none(), "lock released");
     }
 }
 
@@ -585,16 +608,22 @@ fn a_dead_index_fails_every_host_before_anything_changes() {
     // Nothing listens on port 9 of the index's address.
     let dead_url = format!("http://{}:9/simple/", tb.bridge_addr);
     sb.write_config(&good.replace(&tb.index_url, &dead_url));
+    // The version is looked up on the index before any host is touched.
     let out = deploy(&sb, &["2.0.0", "a", "prod"]);
     let (_, stderr) = expect_code(&out, 1);
-    assert!(stderr.contains("0 ok, 3 failed"), "{stderr}");
-    assert_eq!(stderr.matches("FAILED").count(), 3, "{stderr}");
-    assert!(stderr.contains("at install"), "{stderr}");
+    assert!(stderr.contains("on the index"), "{stderr}");
+    assert!(!stderr.contains(&format!("{}:", tb.addr(6))), "a host was contacted: {stderr}");
     for n in HOSTS {
         assert_serving(&tb, n, "8930", "1.0.0", "prod");
         assert_serving(&tb, n, "8931", "1.0.0", "prod");
     }
+    // A version that is not on the index: refused before any host too.
+    sb.write_config(&good);
+    let out = deploy(&sb, &["9.9.9", "a", "prod"]);
+    let (_, stderr) = expect_code(&out, 1);
+    assert!(stderr.contains("9.9.9 is not on the index"), "{stderr}");
     // `latest` needs the index too: found before any host is touched.
+    sb.write_config(&good.replace(&tb.index_url, &dead_url));
     let out = deploy(&sb, &["latest", "a", "prod"]);
     let (_, stderr) = expect_code(&out, 1);
     assert!(
@@ -625,8 +654,10 @@ fn an_index_password_in_the_url_is_never_shown() {
             .unwrap();
         let (stdout, stderr) = expect_code(&out, 0);
         if extra == ["-v"] {
-            // The install command line, with the password masked.
-            assert!(stderr.contains("****@"), "{stderr}");
+            // The install reads the index URL from a file on the host: no
+            // command line carries it, not even masked.
+            assert!(stderr.contains("stage.sh") || stderr.contains("Stages a release"), "{stderr}");
+            assert!(!stderr.contains("****@"), "{stderr}");
         }
         for text in [&stdout, &stderr] {
             assert!(
@@ -636,4 +667,13 @@ fn an_index_password_in_the_url_is_never_shown() {
         }
     }
     assert_serving(&tb, 6, "8940", "2.0.0", "prod");
+    // The file the password is in is readable by the deploy user only, and
+    // gone once staged.
+    let staging = tb.exec(6, &["sh", "-c", &format!("ls -A /home/{}/secret/a/.es/staging", tb.user)]);
+    assert_eq!(String::from_utf8_lossy(&staging.stdout).trim(), "");
+}
+
+/// The supervisord template built into es (as `es create` writes it).
+fn deploy_template() -> String {
+    std::fs::read_to_string(common::repo_root().join("templates/supervisord.conf")).unwrap()
 }

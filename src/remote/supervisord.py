@@ -1,57 +1,58 @@
-"""Stop, start or restart the supervisord of a venv, and wait for the result.
+"""Drive the supervisord of a venv and judge the outcome by health checks.
 
-Run by es on the host with the venv's python:
-    VENV/bin/python -c "$(this file)" stop CONF PIDFILE TIMEOUT
-    VENV/bin/python -c "$(this file)" start CONF TIMEOUT
-    VENV/bin/python -c "$(this file)" restart CONF NEW_CONF PIDFILE TIMEOUT
+Run by es on the host with the tools venv's python (it has `supervisor`):
+    python -c "$(this file)" ACTION JSON
 
-stop: SIGTERM (supervisord's shutdown), then wait until its pid is gone.
-start: start supervisord, then wait until every program is RUNNING.
-restart: stop with CONF, keep it as CONF.prev, move NEW_CONF over CONF, start.
+ACTION is one of
+  switch  make release JSON.release current and put its programs in service:
+          process by process when supervisord's configuration is unchanged (a
+          host behind a balancer keeps answering), by process group when only
+          program sections changed, by restarting supervisord otherwise.
+          Every process must reach RUNNING and answer its health check.
+  check   report every process's state and health, changing nothing.
+  start   start supervisord (if it is not running) and wait for health.
+  stop    stop supervisord and wait until its pid is gone.
+
+JSON holds: root (the venv's absolute directory), release (switch), program
+(the group whose process N listens on ports[N]), ports, health {path, status
+[low, high], timeout}, wait (seconds for supervisord to stop or start).
 
 supervisord acts once a second (its poll timeout) unless something arrives on
-its socket, so while waiting this script talks to it every 50 ms: the old one
-reaps its children and exits, the new one spawns its programs and marks them
-RUNNING after startsecs, each within a tick of 50 ms instead of a second.
-One process does it all, instead of a supervisorctl process per poll.
+its socket; the XML-RPC calls made while waiting wake it, so states change
+within a tick of 50 ms instead of a second.
 """
+import configparser
+import http.client
+import json
 import os
-import shutil
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+import xmlrpc.client
 
 from supervisor.options import ClientOptions
 
 TICK = 0.05
+# Sections that configure supervisord itself: a change needs a new supervisord.
+DAEMON_SECTIONS = re.compile(r"^(supervisord|unix_http_server|inet_http_server|supervisorctl|rpcinterface:.*|include)$")
+FAILED_STATES = ("FATAL", "BACKOFF", "EXITED", "STOPPED", "UNKNOWN")
+
+
+class Failure(Exception):
+    """What went wrong, said in one line, with log lines to show."""
 
 
 def client(conf):
     options = ClientOptions()
     options.realize(["-c", conf], doc="")
-    return options
-
-
-def poke(options):
-    """Wake supervisord's poll loop by connecting to its socket."""
-    url = options.serverurl or ""
-    try:
-        if url.startswith("unix://"):
-            s = socket.socket(socket.AF_UNIX)
-            s.connect(url[len("unix://"):])
-        else:
-            host, _, port = url.split("://", 1)[-1].rstrip("/").rpartition(":")
-            s = socket.create_connection((host or "127.0.0.1", int(port)), timeout=1)
-        s.close()
-    except (OSError, ValueError):
-        pass
+    return options.getServerProxy()
 
 
 def alive(pid):
-    """Whether pid runs. A zombie has exited (its ports and sockets are released);
-    only its parent has not collected it yet, which some inits do slowly."""
+    """Whether pid runs. A zombie has exited (its ports and sockets are released)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -65,81 +66,283 @@ def alive(pid):
         return True
 
 
-def running_pid(options, pidfile):
-    """The pid of the running supervisord: asked over its socket, else from its pidfile."""
+def running_pid(conf):
+    """The pid of this venv's supervisord. A pidfile can be stale and name any
+    process, another venv's supervisord included: only a process whose command
+    line names this configuration file counts."""
+    pidfile = os.path.join(os.path.dirname(os.path.dirname(conf)), "tmp", "supervisord.pid")
     try:
-        return int(options.getServerProxy().supervisor.getPID())
-    except Exception:
-        pass
-    try:
-        pid = int(open(pidfile).read().strip())
-        cmdline = open("/proc/%d/cmdline" % pid, "rb").read()
+        with open(pidfile) as f:
+            pid = int(f.read().strip())
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            args = f.read().split(b"\0")
     except (OSError, ValueError):
         return None
-    return pid if b"supervisord" in cmdline and alive(pid) else None
+    return pid if conf.encode() in args and alive(pid) else None
 
 
-def stop(conf, pidfile, timeout):
-    if not os.path.exists(conf):
-        return
-    options = client(conf)
-    pid = running_pid(options, pidfile)
+def stop(conf, wait):
+    pid = running_pid(conf)
     if pid is None:
         return
     os.kill(pid, signal.SIGTERM)
-    deadline = time.time() + timeout
+    deadline = time.time() + wait
+    proxy = client(conf)
     while alive(pid):
         if time.time() > deadline:
-            sys.exit("supervisord (pid %d) did not exit within %gs" % (pid, timeout))
-        poke(options)
-        time.sleep(TICK)
-
-
-def start(conf, timeout):
-    supervisord = os.path.join(os.path.dirname(sys.executable), "supervisord")
-    if subprocess.call([supervisord, "-c", conf]) != 0:
-        sys.exit("supervisord did not start")
-    options = client(conf)
-    deadline = time.time() + timeout
-    infos, error = [], "no answer from supervisord"
-    while time.time() < deadline:
+            raise Failure("supervisord (pid %d) did not exit within %gs" % (pid, wait))
         try:
-            infos = options.getServerProxy().supervisor.getAllProcessInfo()
-        except Exception as exc:  # still starting: its socket is not up yet
-            error = "supervisord does not answer: %s" % exc
-            time.sleep(TICK)
-            continue
-        states = [info["statename"] for info in infos]
-        if infos and all(state == "RUNNING" for state in states):
-            break
-        if any(state in ("FATAL", "BACKOFF", "EXITED", "STOPPED") for state in states):
-            break
-        error = "timed out after %gs" % timeout
+            proxy.supervisor.getState()  # wakes its poll loop
+        except Exception:
+            pass
         time.sleep(TICK)
-    failed = not infos
-    for info in infos:
-        name = "%s:%s" % (info["group"], info["name"])
-        print("%-30s %-8s pid %s, %s" % (name, info["statename"], info["pid"], info["description"]))
-        failed = failed or info["statename"] != "RUNNING"
-    if failed:
-        sys.exit("not every program reached RUNNING" + ("" if infos else ": " + error))
+
+
+def start_daemon(root, conf, wait):
+    supervisord = os.path.join(root, ".es", "tools", "bin", "supervisord")
+    result = subprocess.run([supervisord, "-c", conf], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if result.returncode != 0:
+        raise Failure("supervisord did not start: %s" % result.stdout.decode(errors="replace").strip())
+    proxy = client(conf)
+    deadline = time.time() + wait
+    while True:
+        try:
+            proxy.supervisor.getState()
+            return proxy
+        except Exception as exc:  # its socket is not up yet
+            if time.time() > deadline:
+                raise Failure("supervisord does not answer after %gs: %s" % (wait, exc))
+            time.sleep(TICK)
+
+
+def daemon_sections(text):
+    parser = configparser.RawConfigParser(strict=False, interpolation=None)
+    parser.read_string(text)
+    return {s: dict(parser.items(s)) for s in parser.sections() if DAEMON_SECTIONS.match(s)}
+
+
+def write_atomically(path, text):
+    tmp = path + ".es-new"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def process_port(info, spec):
+    """The port process `info` listens on, when it is one of spec's program's."""
+    if info["group"] != spec["program"]:
+        return None
+    match = re.search(r"(\d+)$", info["name"])
+    ports = spec.get("ports") or []
+    if match and int(match.group(1)) < len(ports):
+        return int(ports[int(match.group(1))])
+    return None
+
+
+def probe(port, health):
+    """One health request: the status, or the reason there is none."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+    try:
+        conn.request("GET", health["path"], headers={"User-Agent": "es-health-check"})
+        return conn.getresponse().status, None
+    except (OSError, http.client.HTTPException) as exc:
+        return None, str(exc) or exc.__class__.__name__
+    finally:
+        conn.close()
+
+
+def log_tail(path, lines=12):
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - 16384))
+            return f.read().decode(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return []
+
+
+def supervisord_reasons(root, name):
+    """supervisord's own log lines about `name` (spawnerr, exited, gave up)."""
+    short = name.split(":")[-1]
+    return [line for line in log_tail(os.path.join(root, "logs", "supervisord.log"), 200)
+            if short in line and re.search(r"spawnerr|exited|gave up|could not|Errno", line)][-5:]
+
+
+def wait_healthy(proxy, spec, name, started_pid=None):
+    """Waits until process `name` is RUNNING and answers its health check.
+    A process that exits (its pid changes, or supervisord gives up) fails at
+    once instead of at the deadline."""
+    health = spec["health"]
+    low, high = health["status"]
+    began = time.time()
+    deadline = began + health["timeout"]
+    last = "not started"
+    pid = started_pid
+    while True:
+        info = proxy.supervisor.getProcessInfo(name)
+        state = info["statename"]
+        if state == "RUNNING":
+            if pid is None:
+                pid = info["pid"]
+            elif info["pid"] != pid:
+                raise unhealthy(spec, info, "exited and was restarted by supervisord (%s)" % last)
+            port = process_port(info, spec)
+            if port is None:
+                return "RUNNING (no port: state only)"
+            status, error = probe(port, health)
+            if status is not None and low <= status <= high:
+                return "RUNNING, port %d answered %d in %.2fs" % (port, status, time.time() - began)
+            last = ("port %d answered %d (accepted %d-%d)" % (port, status, low, high)
+                    if status is not None else "port %d: %s" % (port, error))
+        elif state in FAILED_STATES and (pid is not None or state in ("FATAL", "EXITED", "STOPPED")):
+            raise unhealthy(spec, info, "%s: %s" % (state, info.get("description", "")))
+        else:
+            last = state
+        if time.time() > deadline:
+            raise unhealthy(spec, info, "not healthy after %gs: %s" % (health["timeout"], last))
+        time.sleep(TICK)
+
+
+def unhealthy(spec, info, reason):
+    name = "%s:%s" % (info["group"], info["name"])
+    lines = ["--- supervisord.log: " + line for line in supervisord_reasons(spec["root"], name)]
+    logfile = info.get("stdout_logfile")
+    if logfile:
+        lines += ["--- %s: %s" % (os.path.basename(logfile), line) for line in log_tail(logfile)]
+    return Failure("%s %s\n%s" % (name, reason, "\n".join(lines)))
+
+
+def restart(proxy, name):
+    """Stops process `name` (unless it is not running) and starts it, not waiting."""
+    try:
+        proxy.supervisor.stopProcess(name, True)
+    except xmlrpc.client.Fault as fault:
+        if "NOT_RUNNING" not in fault.faultString:
+            raise
+    proxy.supervisor.startProcess(name, False)
+
+
+def all_names(proxy):
+    infos = proxy.supervisor.getAllProcessInfo()
+    return ["%s:%s" % (i["group"], i["name"]) for i in sorted(infos, key=order)]
+
+
+def order(info):
+    match = re.search(r"(\d+)$", info["name"])
+    return (info["group"], int(match.group(1)) if match else -1, info["name"])
+
+
+def report(name, outcome):
+    print("%-32s %s" % (name, outcome), flush=True)
+
+
+def activate(root, release):
+    """Points `current` at the release, atomically, and notes when."""
+    link = os.path.join(root, "current")
+    tmp = link + ".new"
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
+    os.symlink(os.path.join("releases", release), tmp)
+    os.replace(tmp, link)
+    with open(os.path.join(root, "releases", release, "activated"), "w") as f:
+        f.write(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+
+
+def switch(spec):
+    root = spec["root"]
+    conf = os.path.join(root, "etc", "supervisord.conf")
+    with open(os.path.join(root, "releases", spec["release"], "supervisord.conf")) as f:
+        new_text = f.read()
+    try:
+        with open(conf) as f:
+            old_text = f.read()
+    except FileNotFoundError:
+        old_text = None
+    pid = running_pid(conf)
+    activate(root, spec["release"])
+
+    if pid is not None and old_text == new_text:
+        # Process by process: the others keep serving meanwhile.
+        proxy = client(conf)
+        for name in all_names(proxy):
+            restart(proxy, name)
+            report(name, wait_healthy(proxy, spec, name))
+        return
+    if pid is not None and old_text is not None and daemon_sections(old_text) == daemon_sections(new_text):
+        # Only programs changed: replace the changed groups, keep supervisord.
+        write_atomically(conf, new_text)
+        proxy = client(conf)
+        [[added, changed, removed]] = proxy.supervisor.reloadConfig()
+        for group in changed + removed:
+            proxy.supervisor.stopProcessGroup(group, True)
+            proxy.supervisor.removeProcessGroup(group)
+        for group in changed + added:
+            proxy.supervisor.addProcessGroup(group)
+        if not (added or changed or removed):  # same programs, other text: restart them
+            for name in all_names(proxy):
+                restart(proxy, name)
+    else:
+        stop(conf, spec["wait"])
+        write_atomically(conf, new_text)
+        proxy = start_daemon(root, conf, spec["wait"])
+    for name in all_names(proxy):
+        report(name, wait_healthy(proxy, spec, name))
+
+
+def start(spec):
+    root = spec["root"]
+    conf = os.path.join(root, "etc", "supervisord.conf")
+    if running_pid(conf) is None:
+        proxy = start_daemon(root, conf, spec["wait"])
+    else:
+        proxy = client(conf)
+    for name in all_names(proxy):
+        report(name, wait_healthy(proxy, spec, name))
+
+
+def check(spec):
+    """One look at every process: state, and one health request per port."""
+    root = spec["root"]
+    conf = os.path.join(root, "etc", "supervisord.conf")
+    result = {"supervisord": running_pid(conf), "processes": []}
+    if result["supervisord"] is not None:
+        low, high = spec["health"]["status"]
+        for info in sorted(client(conf).supervisor.getAllProcessInfo(), key=order):
+            entry = {"name": "%s:%s" % (info["group"], info["name"]), "state": info["statename"]}
+            port = process_port(info, spec)
+            if port is not None and info["statename"] == "RUNNING":
+                status, error = probe(port, spec["health"])
+                entry.update(port=port, status=status, error=error,
+                             healthy=status is not None and low <= status <= high)
+            else:
+                entry["healthy"] = info["statename"] == "RUNNING"
+            result["processes"].append(entry)
+    print(json.dumps(result))
 
 
 def main(argv):
-    action = argv[0]
-    if action == "stop":
-        stop(argv[1], argv[2], float(argv[3]))
-    elif action == "start":
-        start(argv[1], float(argv[2]))
-    elif action == "restart":
-        conf, new_conf, pidfile, timeout = argv[1], argv[2], argv[3], float(argv[4])
-        stop(conf, pidfile, timeout)
-        if os.path.exists(conf):
-            shutil.copy2(conf, conf + ".prev")  # for es's roll back after a failed start
-        os.replace(new_conf, conf)
-        start(conf, timeout)
-    else:
-        sys.exit("unknown action %r" % action)
+    action, spec = argv[0], json.loads(argv[1])
+    spec["root"] = os.path.realpath(spec["root"])
+    try:
+        if action == "switch":
+            switch(spec)
+        elif action == "start":
+            start(spec)
+        elif action == "stop":
+            stop(os.path.join(spec["root"], "etc", "supervisord.conf"), spec["wait"])
+        elif action == "check":
+            check(spec)
+        else:
+            sys.exit("unknown action %r" % action)
+    except Failure as failure:
+        sys.exit(str(failure))
+    except xmlrpc.client.Fault as fault:
+        sys.exit("supervisord refused: %s" % fault.faultString)
+    except (OSError, socket.error) as exc:
+        sys.exit("supervisord: %s" % exc)
 
 
 main(sys.argv[1:])

@@ -1,0 +1,429 @@
+//! One host's side of a deploy: its facts, read once; staging a release;
+//! release hooks; the switch (health-checked) and the way back; the finish
+//! (prune, ledger, lock). Each is one remote script from src/remote/.
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::{json, Value};
+
+use super::plan::{Placement, Plan};
+use crate::config::Health;
+use crate::fleet::HostCtx;
+use crate::quote::quote;
+use crate::remote::{Arg, FACTS, FINISH, STAGE, SUPERVISORD};
+
+/// A release kept on a host.
+#[derive(Debug, Clone)]
+pub struct Release {
+    pub id: String,
+    /// When it last became current (UTC), if ever.
+    pub activated: Option<String>,
+    /// Its release.json: version, profile, staged_at, staged_by.
+    pub meta: Value,
+    /// What `es build` recorded: commit, branch, built_at (empty when unknown).
+    pub build: Value,
+}
+
+impl Release {
+    pub fn version(&self) -> &str {
+        self.meta["version"].as_str().unwrap_or("?")
+    }
+
+    /// When it was last current, else when it was staged: newest first orders releases.
+    fn recency(&self) -> &str {
+        self.activated
+            .as_deref()
+            .or_else(|| self.meta["staged_at"].as_str())
+            .unwrap_or("")
+    }
+}
+
+/// What `facts.sh` found about a venv on a host.
+#[derive(Debug, Default, Clone)]
+pub struct Facts {
+    /// The venv's absolute directory; `None` when it does not exist.
+    pub root: Option<String>,
+    pub current: Option<String>,
+    pub releases: Vec<Release>,
+    pub lock: Option<String>,
+    pub lock_owner: Option<String>,
+    pub lock_age: Option<u64>,
+    pub lock_error: Option<String>,
+    pub lock_broken: Option<String>,
+    pub tools: bool,
+    pub legacy: bool,
+    pub secret: Option<String>,
+    pub supervisord: Option<u32>,
+    /// The newest ledger lines, oldest first.
+    pub ledger: Vec<Value>,
+}
+
+impl Facts {
+    pub fn parse(text: &str) -> Facts {
+        let mut facts = Facts::default();
+        for line in text.lines() {
+            let Some((key, value)) = line.split_once('=') else {
+                continue;
+            };
+            let value = value.to_string();
+            match key {
+                "root" => facts.root = Some(value),
+                "current" => facts.current = Some(value),
+                "release" => {
+                    let mut parts = value.splitn(4, '\t');
+                    let id = parts.next().unwrap_or("").to_string();
+                    let activated = parts.next().filter(|a| *a != "-").map(str::to_string);
+                    let meta = parts.next().and_then(|j| serde_json::from_str(j).ok());
+                    let build = parts.next().and_then(|j| serde_json::from_str(j).ok());
+                    facts.releases.push(Release {
+                        id,
+                        activated,
+                        meta: meta.unwrap_or(Value::Null),
+                        build: build.unwrap_or(Value::Null),
+                    });
+                }
+                "lock" => facts.lock = Some(value),
+                "lock_owner" => facts.lock_owner = Some(value),
+                "lock_age" => facts.lock_age = value.parse().ok(),
+                "lock_error" => facts.lock_error = Some(value),
+                "lock_broken" => facts.lock_broken = Some(value),
+                "tools" => facts.tools = true,
+                "legacy" => facts.legacy = true,
+                "secret" => facts.secret = Some(value),
+                "supervisord" => facts.supervisord = value.parse().ok(),
+                "ledger" => {
+                    if let Ok(entry) = serde_json::from_str(&value) {
+                        facts.ledger.push(entry);
+                    }
+                }
+                _ => {}
+            }
+        }
+        facts.releases.sort_by(|a, b| b.recency().cmp(a.recency()));
+        facts
+    }
+
+    pub fn release(&self, id: &str) -> Option<&Release> {
+        self.releases.iter().find(|r| r.id == id)
+    }
+
+    pub fn current_release(&self) -> Option<&Release> {
+        self.current.as_deref().and_then(|id| self.release(id))
+    }
+
+    /// The release to go back to: the one most recently current before the current one.
+    pub fn previous(&self) -> Option<&Release> {
+        self.releases
+            .iter()
+            .filter(|r| Some(r.id.as_str()) != self.current.as_deref() && r.activated.is_some())
+            .max_by(|a, b| a.recency().cmp(b.recency()))
+    }
+
+    /// The lock holder, said for people: user@machine, pid, version, age.
+    pub fn lock_holder(&self) -> String {
+        let owner: Value = self
+            .lock_owner
+            .as_deref()
+            .and_then(|o| serde_json::from_str(o).ok())
+            .unwrap_or(Value::Null);
+        let field = |k: &str| owner[k].as_str().map(str::to_string).unwrap_or_else(|| owner[k].to_string());
+        let age = self.lock_age.map(|a| format!(", {}", age_words(a))).unwrap_or_default();
+        if owner.is_null() {
+            return format!("an unknown deploy{age}");
+        }
+        format!(
+            "{}@{} (pid {}, deploying {}{age})",
+            field("user"),
+            field("machine"),
+            field("pid"),
+            field("version")
+        )
+    }
+}
+
+/// `42s ago`, `5m ago`, `3h ago`, `2d ago`.
+pub fn age_words(secs: u64) -> String {
+    match secs {
+        0..=119 => format!("{secs}s ago"),
+        120..=7199 => format!("{}m ago", secs / 60),
+        7200..=172_799 => format!("{}h ago", secs / 3600),
+        _ => format!("{}d ago", secs / 86_400),
+    }
+}
+
+/// How facts are read.
+#[derive(Clone, Copy)]
+pub enum LockMode {
+    Read,
+    Lock,
+    Break,
+}
+
+/// Reads the venv's facts (one round trip), taking the lock unless `Read`.
+pub fn read_facts(ctx: &mut HostCtx<'_>, dir: &str, mode: LockMode, owner: &str) -> Result<Facts> {
+    let mode = match mode {
+        LockMode::Read => "read",
+        LockMode::Lock => "lock",
+        LockMode::Break => "break",
+    };
+    let out = ctx.check(&FACTS.shell(&[Arg::Path(dir), Arg::Value(mode), Arg::Value(owner)]))?;
+    Ok(Facts::parse(&out.stdout))
+}
+
+/// The tools venv's python, which runs supervisord.py.
+fn tools_python(root: &str) -> String {
+    format!("{root}/.es/tools/bin/python")
+}
+
+/// Stages the plan's release for this host. Returns the release's id;
+/// a complete release with the same id is reused (nothing is installed).
+pub fn stage(ctx: &mut HostCtx<'_>, plan: &Plan, facts: &Facts, root: &str) -> Result<String> {
+    let host = ctx.host().to_string();
+    let secret = match &facts.secret {
+        Some(secret) => secret.clone(),
+        None => new_secret()?,
+    };
+    let rendered = plan.render_for(&Placement {
+        host: host.clone(),
+        root: root.to_string(),
+        secret: secret.clone(),
+    })?;
+    ctx.ui().add_secret(&secret);
+    if facts.release(&rendered.id).is_some() && !plan.force {
+        ctx.step("stage (already staged)");
+        return Ok(rendered.id);
+    }
+    ctx.step("stage");
+    let staging = format!("{root}/.es/staging/{}", rendered.id);
+    let mut dirs = vec![staging.clone()];
+    for (path, _) in &rendered.extras {
+        if let Some((parent, _)) = format!("{staging}/extra/{path}").rsplit_once('/') {
+            dirs.push(parent.to_string());
+        }
+    }
+    let mkdirs: Vec<String> = dirs.iter().map(|d| quote(d).into_owned()).collect();
+    let mut prepare = format!("set -e\nrm -rf {}\nmkdir -p {}\n", quote(&staging), mkdirs.join(" "));
+    if plan.force {
+        prepare.push_str(&format!(
+            "rm -rf {}\n",
+            quote(&format!("{root}/releases/{}", rendered.id))
+        ));
+    }
+    ctx.check(&prepare)?;
+    if facts.secret.is_none() {
+        ctx.conn
+            .upload(secret.as_bytes(), &format!("{root}/.es/supervisor-secret"), 0o600)?;
+    }
+    let release_json = json!({
+        "id": rendered.id,
+        "project": plan.project,
+        "version": plan.version,
+        "profile": plan.profile,
+        "staged_at": super::plan::now_utc(),
+        "staged_by": plan.deployer,
+    });
+    let index = crate::remote::env_file([
+        ("ES_INDEX_URL", plan.index_url.as_str()),
+        ("ES_TRUSTED_HOST", trusted_host(&plan.index_url).as_str()),
+    ]);
+    ctx.conn.upload(
+        rendered.supervisord_conf.as_bytes(),
+        &format!("{staging}/supervisord.conf"),
+        0o600,
+    )?;
+    ctx.conn
+        .upload(rendered.env_file.as_bytes(), &format!("{staging}/es.env"), 0o600)?;
+    ctx.conn
+        .upload(index.as_bytes(), &format!("{staging}/index.env"), 0o600)?;
+    for (path, text) in &rendered.extras {
+        ctx.conn
+            .upload(text.as_bytes(), &format!("{staging}/extra/{path}"), 0o600)?;
+    }
+    ctx.conn.upload(
+        format!("{release_json}\n").as_bytes(),
+        &format!("{staging}/release.json"),
+        0o644,
+    )?;
+    let installer = match plan.installer {
+        crate::config::Installer::Pip => "pip",
+        crate::config::Installer::Uv => "uv",
+        crate::config::Installer::Auto => "auto",
+    };
+    let requirement = format!("{}=={}", plan.project, plan.version);
+    let links: Vec<String> = plan
+        .shared_dirs
+        .iter()
+        .map(|d| format!("shared:{d}"))
+        .chain(plan.sub_dirs.iter().map(|d| format!("dir:{d}")))
+        .collect();
+    let mut args = vec![
+        Arg::Value(root),
+        Arg::Value(&rendered.id),
+        Arg::Value(&requirement),
+        Arg::Value(installer),
+        Arg::Value(plan.virtualenv_command.as_deref().unwrap_or("")),
+    ];
+    args.extend(links.iter().map(|l| Arg::Value(l)));
+    ctx.check(&STAGE.shell(&args))
+        .context("staging the release (the running release is untouched)")?;
+    Ok(rendered.id)
+}
+
+/// A fresh random supervisor password (hex), from the OS.
+fn new_secret() -> Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 24];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .context("reading /dev/urandom")?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The host pip must trust for a plain-http index (empty for https).
+fn trusted_host(url: &str) -> String {
+    let options = crate::pip::index_options(url);
+    options
+        .iter()
+        .position(|o| o == "--trusted-host")
+        .and_then(|i| options.get(i + 1))
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Runs hooks in a release's environment (its venv activated, es.env loaded),
+/// stdin closed. Their output is shown.
+pub fn run_hooks(ctx: &mut HostCtx<'_>, kind: &str, dir: &str, hooks: &[String]) -> Result<()> {
+    for (i, hook) in hooks.iter().enumerate() {
+        ctx.step(&format!("{kind} {}", i + 1));
+        let script = format!(
+            "cd {d} || exit 1\nif [ -f bin/activate ]; then . bin/activate; fi\n\
+             if [ -f es.env ]; then set -a; . ./es.env; set +a; fi\n{{\n{hook}\n}} </dev/null",
+            d = quote(dir)
+        );
+        let out = ctx.check(&script)?;
+        if !ctx.ui().quiet {
+            ctx.ui().host_text(ctx.host(), &format!("{}{}", out.stdout, out.stderr));
+        }
+    }
+    Ok(())
+}
+
+/// Pre hooks (before staging) run in the current release when there is one,
+/// else in the venv's directory, with the ES_* values exported.
+pub fn run_pre_hooks(ctx: &mut HostCtx<'_>, plan: &Plan, root: &str, facts: &Facts) -> Result<()> {
+    let dir = match &facts.current {
+        Some(id) => format!("{root}/releases/{id}"),
+        None => root.to_string(),
+    };
+    let exports: String = [
+        ("ES_VERSION", plan.version.as_str()),
+        ("ES_VENV", plan.venv.name.as_str()),
+        ("ES_PROFILE", plan.profile.as_str()),
+        ("ES_HOST", ctx.host()),
+        ("ES_PROJECT", plan.project.as_str()),
+    ]
+    .iter()
+    .map(|(k, v)| format!("export {k}={}\n", quote(v)))
+    .collect();
+    let hooks: Vec<String> = plan.pre_hooks.iter().map(|h| format!("{exports}{h}")).collect();
+    run_hooks(ctx, "pre hook", &dir, &hooks)
+}
+
+/// What supervisord.py needs to judge a venv's processes.
+pub fn supervisor_spec(root: &str, program: &str, ports: &[String], health: &Health) -> Value {
+    json!({
+        "root": root,
+        "program": program,
+        "ports": ports,
+        "health": { "path": health.path, "status": health.status, "timeout": health.timeout },
+        "wait": 60,
+    })
+}
+
+/// Makes `release` current and puts its processes in service, each checked
+/// for health. Prints per-process lines with -v.
+pub fn switch(ctx: &mut HostCtx<'_>, spec: &Value, release: &str) -> Result<()> {
+    let mut spec = spec.clone();
+    spec["release"] = json!(release);
+    run_supervisord(ctx, "switch", &spec).map(|_| ())
+}
+
+/// Runs supervisord.py ACTION with the tools venv's python.
+pub fn run_supervisord(ctx: &mut HostCtx<'_>, action: &str, spec: &Value) -> Result<String> {
+    let root = spec["root"].as_str().unwrap_or("");
+    let line = SUPERVISORD.python(
+        &tools_python(root),
+        &[Arg::Value(action), Arg::Value(&spec.to_string())],
+    );
+    let out = ctx.check(&line)?;
+    if ctx.ui().verbose {
+        ctx.ui().host_text(ctx.host(), &out.stdout);
+    }
+    Ok(out.stdout)
+}
+
+/// One look at the venv's processes (state and health), changing nothing.
+pub fn check(ctx: &mut HostCtx<'_>, spec: &Value) -> Result<Value> {
+    let out = run_supervisord(ctx, "check", spec)?;
+    serde_json::from_str(out.trim()).map_err(|e| anyhow!("bad answer from supervisord.py check: {e}"))
+}
+
+/// Prunes old releases (keeping `protect`), appends `ledger` and releases the
+/// lock when it is still `deploy_id`'s.
+pub fn finish(
+    ctx: &mut HostCtx<'_>,
+    root: &str,
+    keep: u32,
+    deploy_id: &str,
+    ledger: Option<&Value>,
+    protect: &[&str],
+) -> Result<()> {
+    ctx.step("finish");
+    let keep = keep.to_string();
+    let ledger = ledger.map(Value::to_string).unwrap_or_default();
+    let mut args = vec![
+        Arg::Value(root),
+        Arg::Value(&keep),
+        Arg::Value(deploy_id),
+        Arg::Value(&ledger),
+    ];
+    args.extend(protect.iter().map(|p| Arg::Value(p)));
+    let out = ctx.exec(&FINISH.shell(&args))?;
+    if ctx.ui().verbose {
+        ctx.ui().host_text(ctx.host(), &out.stdout);
+    }
+    if !out.success() {
+        bail!("finishing: {}", out.stderr.trim());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn facts_parse_orders_releases_and_finds_the_previous() {
+        let text = "root=/v\ncurrent=1.1-b\n\
+            release=1.0-a\t2026-01-01T00:00:00Z\t{\"version\":\"1.0\",\"staged_at\":\"2026-01-01T00:00:00Z\"}\t{}\n\
+            release=1.1-b\t2026-01-02T00:00:00Z\t{\"version\":\"1.1\"}\t{\"commit\":\"abc\"}\n\
+            release=1.2-c\t-\t{\"version\":\"1.2\",\"staged_at\":\"2026-01-03T00:00:00Z\"}\t{}\n\
+            lock=busy\nlock_owner={\"user\":\"ann\",\"machine\":\"m\",\"pid\":7,\"version\":\"1.2\"}\nlock_age=300\n\
+            ledger={\"version\":\"1.1\"}\nsupervisord=42\ntools=yes\n";
+        let facts = Facts::parse(text);
+        let ids: Vec<&str> = facts.releases.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["1.2-c", "1.1-b", "1.0-a"]);
+        assert_eq!(facts.current_release().map(Release::version), Some("1.1"));
+        assert_eq!(facts.current_release().unwrap().build["commit"], "abc");
+        assert_eq!(facts.previous().map(|r| r.id.as_str()), Some("1.0-a"));
+        assert_eq!(facts.lock_holder(), "ann@m (pid 7, deploying 1.2, 5m ago)");
+        assert_eq!(facts.supervisord, Some(42));
+        assert!(facts.tools);
+        assert_eq!(facts.ledger.len(), 1);
+    }
+
+    #[test]
+    fn trusted_host_only_for_plain_http() {
+        assert_eq!(trusted_host("http://u:p@10.0.0.2:8080/simple/"), "10.0.0.2");
+        assert_eq!(trusted_host("https://index.example/simple/"), "");
+    }
+}

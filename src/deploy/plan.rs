@@ -1,0 +1,538 @@
+//! What a deploy will do, checked before any host is contacted: the version
+//! (on the index), the venv, the profile, the templates (rendered once), the
+//! environment and the secrets (read here, on the deploying machine).
+
+use std::collections::BTreeMap;
+
+use anyhow::{bail, Context, Result};
+use minijinja::{Environment, UndefinedBehavior};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::app::App;
+use crate::bad_input;
+use crate::config::{CountOrPercent, Health, HooksOn, Installer, SecretSource};
+use crate::error::BadInput;
+use crate::venv::Venv;
+
+/// The supervisord template built into es.
+pub const DEFAULT_SUPERVISOR_TEMPLATE: &str = include_str!("../../templates/supervisord.conf");
+
+/// Everything a deploy needs, checked before any host is contacted.
+pub struct Plan {
+    pub project: String,
+    pub version: String,
+    pub venv: Venv,
+    pub profile: String,
+    pub index_url: String,
+    pub installer: Installer,
+    /// (name, source) of the supervisord template.
+    supervisor_template: (String, String),
+    /// (name, source, path inside the release) of each extra template.
+    pub extra_templates: Vec<(String, String, String)>,
+    pub port: Option<String>,
+    pub process_count: u32,
+    pub pre_hooks: Vec<String>,
+    pub post_hooks: Vec<String>,
+    pub release_hooks: Vec<String>,
+    pub release_hooks_on: HooksOn,
+    /// Custom venv creation command (the path is appended); default: uv or `python3 -m venv`.
+    pub virtualenv_command: Option<String>,
+    /// Directories of the venv every release links to (`logs`, `tmp`, `etc` always).
+    pub sub_dirs: Vec<String>,
+    /// Paths inside each release that point to one directory per venv.
+    pub shared_dirs: Vec<String>,
+    pub keep_releases: u32,
+    pub health: Health,
+    pub batch: CountOrPercent,
+    pub max_fail: CountOrPercent,
+    pub pause: u64,
+    /// deploy.env, then the secrets' values: the release's environment.
+    env: BTreeMap<String, String>,
+    pub force: bool,
+    /// Who deploys: recorded in the lock and the ledger.
+    pub deployer: serde_json::Value,
+}
+
+/// The values a deploy command was given, before they are checked.
+pub struct Request<'a> {
+    pub version: &'a str,
+    pub venv: Option<&'a str>,
+    pub profile: &'a str,
+    pub force: bool,
+    pub batch: Option<&'a str>,
+    pub max_fail: Option<&'a str>,
+    pub pause: Option<u64>,
+}
+
+/// Checks the request and the configuration, resolves `latest` and makes sure
+/// the version is on the index, before any host is contacted.
+pub fn plan(app: &App, request: &Request<'_>) -> Result<Plan> {
+    let loaded = app.require_config()?;
+    let config = &loaded.config;
+    let Some(project) = config.project.name.clone() else {
+        bad_input!("{}: `project.name` is not set", loaded.path.display());
+    };
+    let venv_name = match request.venv.map(str::to_string).or_else(|| config.deploy.default_venv.clone()) {
+        Some(v) => v,
+        None => bad_input!("which venv? give VERSION VENV PROFILE, or set deploy.default_venv"),
+    };
+    let venv = Venv::new(&config.deploy.virtualenv_prefix, &venv_name)?;
+    check_profile(request.profile)?;
+    let Some(index_url) = config.index.url.clone() else {
+        bad_input!(
+            "{}: `index.url` is not set: es installs from it",
+            loaded.path.display()
+        );
+    };
+    let version = resolve_version(&index_url, &project, request.version)?;
+
+    let supervisor_template = match &config.deploy.supervisor_template {
+        Some(path) => (path.clone(), read_template(app, "deploy.supervisor_template", path)?),
+        None => (
+            "built-in supervisord.conf".to_string(),
+            DEFAULT_SUPERVISOR_TEMPLATE.to_string(),
+        ),
+    };
+    let mut extra_templates = Vec::new();
+    for (local, remote) in &config.deploy.extra_templates {
+        let source = read_template(app, "deploy.extra_templates", local)?;
+        check_relative("deploy.extra_templates", remote)?;
+        extra_templates.push((local.clone(), source, remote.clone()));
+    }
+    for dir in config.deploy.shared_dirs.iter().chain(&config.deploy.virtualenv_sub_dirs) {
+        check_relative("deploy.shared_dirs", dir)?;
+    }
+    let parse_count = |flag: &str, value: Option<&str>, default: CountOrPercent| match value {
+        Some(text) => text
+            .parse::<CountOrPercent>()
+            .map_err(|e| anyhow::Error::new(BadInput(format!("{flag}: {e}")))),
+        None => Ok(default),
+    };
+    let rollout = &config.deploy.rollout;
+    let batch = parse_count("--batch", request.batch, rollout.batch)?;
+    if batch == CountOrPercent::Count(0) || batch == CountOrPercent::Percent(0) {
+        bad_input!("--batch must switch at least one host at a time");
+    }
+    let max_fail = parse_count("--max-fail", request.max_fail, rollout.max_fail)?;
+
+    let mut env = BTreeMap::new();
+    for (name, value) in &config.deploy.env {
+        env.insert(name.clone(), value.clone());
+    }
+    for (name, source) in &config.deploy.secrets {
+        let value = read_secret(app, name, source)?;
+        app.ui.add_secret(&value);
+        env.insert(name.clone(), value);
+    }
+
+    let plan = Plan {
+        project,
+        version,
+        port: config.deploy.venv_ports.get(&venv_name).cloned(),
+        venv,
+        profile: request.profile.to_string(),
+        index_url,
+        installer: config.deploy.installer,
+        supervisor_template,
+        extra_templates,
+        process_count: config.deploy.process_count,
+        pre_hooks: config.deploy.pre_hooks.clone(),
+        post_hooks: config.deploy.post_hooks.clone(),
+        release_hooks: config.deploy.release_hooks.clone(),
+        release_hooks_on: config.deploy.release_hooks_on,
+        virtualenv_command: config.deploy.virtualenv_command.clone(),
+        sub_dirs: config.deploy.virtualenv_sub_dirs.clone(),
+        shared_dirs: config.deploy.shared_dirs.clone(),
+        keep_releases: config.deploy.keep_releases,
+        health: config.deploy.health.clone(),
+        batch,
+        max_fail,
+        pause: request.pause.unwrap_or(rollout.pause),
+        env,
+        force: request.force,
+        deployer: deployer(),
+    };
+    // Render once with placeholder host values: a broken template or a missing
+    // port is a configuration error, found before connecting.
+    for (name, source) in plan.templates() {
+        let template_env = template_env();
+        let template = template_env
+            .template_from_str(source)
+            .map_err(|e| BadInput(format!("{name}: {e}")))?;
+        if plan.port.is_none() && template.undeclared_variables(false).contains("port") {
+            bad_input!(
+                "{name} uses `port`, but deploy.venv_ports has no entry for venv `{}`",
+                plan.venv.name
+            );
+        }
+        plan.render(source, &Placement::example(), "check")
+            .map_err(|e| BadInput(format!("{name}: {e:#}")))?;
+    }
+    Ok(plan)
+}
+
+/// `latest` (the highest version built from the default branch), or an exact
+/// version, which must be on the index: a missing version fails here, not on
+/// every host.
+fn resolve_version(index_url: &str, project: &str, wanted: &str) -> Result<String> {
+    if wanted == "latest" {
+        return match crate::index::latest_version(index_url, project)? {
+            Some(v) => Ok(v.to_string()),
+            None => bail!(
+                "{project} has no release on {}: nothing to deploy",
+                crate::index::redact_url(index_url)
+            ),
+        };
+    }
+    let version = match crate::version::parse_version(wanted) {
+        Ok(v) => v,
+        Err(err) => bad_input!("bad version {wanted:?}: {err}"),
+    };
+    let versions = crate::index::IndexClient::new(false)
+        .versions(index_url, project)
+        .context("checking that the version is on the index")?;
+    if !versions.contains(&version) {
+        let mut known: Vec<_> = versions.iter().collect();
+        known.sort();
+        let newest: Vec<String> = known.iter().rev().take(3).map(|v| v.to_string()).collect();
+        bail!(
+            "{project} {version} is not on the index {} (newest there: {}): nothing was deployed",
+            crate::index::redact_url(index_url),
+            if newest.is_empty() { "none".to_string() } else { newest.join(", ") }
+        );
+    }
+    Ok(version.to_string())
+}
+
+fn read_template(app: &App, key: &str, path: &str) -> Result<String> {
+    let file = app.config_path(path);
+    std::fs::read_to_string(&file)
+        .map_err(|e| BadInput(format!("{key}: cannot read {}: {e}", file.display())).into())
+}
+
+/// A path that must stay inside a release.
+fn check_relative(key: &str, path: &str) -> Result<()> {
+    if path.is_empty()
+        || path.starts_with('/')
+        || path.split('/').any(|part| part == ".." || part == ".")
+        || path.chars().any(|c| c.is_control())
+    {
+        bad_input!("{key}: {path:?} must be a relative path inside the release, without `..`");
+    }
+    Ok(())
+}
+
+/// A secret's value, read on this machine. Errors name the key and the source,
+/// never the value.
+fn read_secret(app: &App, name: &str, source: &SecretSource) -> Result<String> {
+    let key = format!("deploy.secrets.{name}");
+    let value = match source {
+        SecretSource::Env(var) => match std::env::var(var) {
+            Ok(v) => v,
+            Err(_) => bad_input!("{key}: the environment variable {var} is not set"),
+        },
+        SecretSource::File(path) => {
+            let file = app.config_path(path);
+            match std::fs::read_to_string(&file) {
+                Ok(v) => v,
+                Err(e) => bad_input!("{key}: cannot read {}: {e}", file.display()),
+            }
+        }
+        SecretSource::Command(command) => {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(command)
+                .stdin(std::process::Stdio::null())
+                .stderr(std::process::Stdio::inherit())
+                .output()
+                .map_err(|e| BadInput(format!("{key}: cannot run its command: {e}")))?;
+            if !out.status.success() {
+                bad_input!("{key}: its command failed ({})", out.status);
+            }
+            String::from_utf8(out.stdout)
+                .map_err(|_| BadInput(format!("{key}: its command printed non-UTF-8 output")))?
+        }
+    };
+    let value = value.strip_suffix('\n').unwrap_or(&value);
+    let value = value.strip_suffix('\r').unwrap_or(value);
+    if value.is_empty() {
+        bad_input!("{key}: the value is empty");
+    }
+    Ok(value.to_string())
+}
+
+/// A profile goes into hook environments (quoted) and may go into supervisord's
+/// configuration, where a newline, `"`, `%`, `;` or `#` would change its meaning.
+fn check_profile(profile: &str) -> Result<()> {
+    if profile.is_empty() {
+        bad_input!("the profile is empty");
+    }
+    if let Some(c) = profile
+        .chars()
+        .find(|c| c.is_control() || matches!(c, '"' | '%' | '\\' | ';' | '#'))
+    {
+        bad_input!("bad profile {profile:?}: it may not contain {c:?}");
+    }
+    Ok(())
+}
+
+/// The local user, machine and pid, for the lock and the ledger; a deploy id
+/// that tells this deploy's lock from any other's.
+fn deployer() -> serde_json::Value {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| login_name().unwrap_or_else(|| "unknown".into()));
+    let machine = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    json!({
+        "user": user,
+        "machine": machine,
+        "pid": std::process::id(),
+        "deploy_id": format!("{:x}-{:x}", std::process::id(), nanos),
+    })
+}
+
+/// The name of the user running es, from the password database.
+fn login_name() -> Option<String> {
+    // SAFETY: getpwuid returns a pointer into static storage or null; the name is
+    // copied out at once, before any other call could reuse that storage.
+    unsafe {
+        let entry = libc::getpwuid(libc::getuid());
+        if entry.is_null() || (*entry).pw_name.is_null() {
+            return None;
+        }
+        Some(
+            std::ffi::CStr::from_ptr((*entry).pw_name)
+                .to_string_lossy()
+                .into_owned(),
+        )
+    }
+}
+
+fn template_env() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_keep_trailing_newline(true);
+    env
+}
+
+/// Where a release lives on one host: what the templates are rendered with.
+pub struct Placement {
+    pub host: String,
+    /// The venv's absolute directory (PREFIX/VENV).
+    pub root: String,
+    /// The supervisor HTTP password of the venv.
+    pub secret: String,
+}
+
+impl Placement {
+    fn example() -> Placement {
+        Placement {
+            host: "check".into(),
+            root: "/check/venv".into(),
+            secret: "secret".into(),
+        }
+    }
+}
+
+/// A release as rendered for one host, before it is uploaded.
+pub struct Rendered {
+    /// `VERSION-HASH`: the same inputs give the same release.
+    pub id: String,
+    pub supervisord_conf: String,
+    pub env_file: String,
+    /// (path inside the release, text) of the extra templates.
+    pub extras: Vec<(String, String)>,
+}
+
+impl Plan {
+    fn templates(&self) -> impl Iterator<Item = (&str, &str)> {
+        std::iter::once((
+            self.supervisor_template.0.as_str(),
+            self.supervisor_template.1.as_str(),
+        ))
+        .chain(
+            self.extra_templates
+                .iter()
+                .map(|(name, source, _)| (name.as_str(), source.as_str())),
+        )
+    }
+
+    /// Renders a template. `venv_dir` and `run_root` are `ROOT/current`, so a
+    /// configuration stays the same from one release to the next and the
+    /// programs reach whichever release is current when they start.
+    fn render(&self, source: &str, at: &Placement, env_file: &str) -> Result<String> {
+        let current = format!("{}/current", at.root);
+        let prefix = at
+            .root
+            .rsplit_once('/')
+            .map_or(at.root.as_str(), |(parent, _)| parent);
+        let vars = json!({
+            "run_root": current,
+            "venv_dir": current,
+            "root": at.root,
+            "prefix": prefix,
+            "shared_dir": format!("{}/shared", at.root),
+            "env_file": env_file,
+            "project": self.project,
+            "port": self.port.clone().unwrap_or_default(),
+            "process_count": self.process_count,
+            "profile": self.profile,
+            "virtualenv_name": self.venv.name,
+            "username": "es",
+            "password": at.secret,
+            "version": self.version,
+            "host": at.host,
+        });
+        template_env()
+            .render_str(source, vars)
+            .context("rendering the template")
+    }
+
+    /// The release's environment: ES_* values, deploy.env and the secrets.
+    fn env_file(&self, at: &Placement) -> String {
+        let shared = format!("{}/shared", at.root);
+        let fixed = [
+            ("ES_PROJECT", self.project.as_str()),
+            ("ES_VERSION", self.version.as_str()),
+            ("ES_VENV", self.venv.name.as_str()),
+            ("ES_PROFILE", self.profile.as_str()),
+            ("ES_HOST", at.host.as_str()),
+            ("ES_SHARED_DIR", shared.as_str()),
+        ];
+        crate::remote::env_file(
+            fixed
+                .into_iter()
+                .chain(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+        )
+    }
+
+    /// Everything that goes into the release for one host, and its id.
+    pub fn render_for(&self, at: &Placement) -> Result<Rendered> {
+        let env_path = format!("{}/current/es.env", at.root);
+        let (name, source) = (&self.supervisor_template.0, &self.supervisor_template.1);
+        let supervisord_conf = self
+            .render(source, at, &env_path)
+            .with_context(|| name.clone())?;
+        let env_file = self.env_file(at);
+        let mut extras = Vec::new();
+        for (name, source, path) in &self.extra_templates {
+            let text = self.render(source, at, &env_path).with_context(|| name.clone())?;
+            extras.push((path.clone(), text));
+        }
+        let mut hash = Sha256::new();
+        for part in [supervisord_conf.as_str(), env_file.as_str()]
+            .into_iter()
+            .chain(extras.iter().flat_map(|(p, t)| [p.as_str(), t.as_str()]))
+            .chain(self.shared_dirs.iter().map(String::as_str))
+            .chain(self.sub_dirs.iter().map(String::as_str))
+        {
+            hash.update(part.as_bytes());
+            hash.update([0]);
+        }
+        let digest = hash.finalize();
+        let short: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
+        Ok(Rendered {
+            id: format!("{}-{short}", self.version),
+            supervisord_conf,
+            env_file,
+            extras,
+        })
+    }
+
+    /// The ports of the project's processes: the prefix followed by N.
+    pub fn ports(&self) -> Vec<String> {
+        match &self.port {
+            Some(prefix) => (0..self.process_count).map(|n| format!("{prefix}{n}")).collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// The deploy lock's owner line.
+    pub fn owner_line(&self) -> String {
+        let mut owner = self.deployer.clone();
+        owner["version"] = json!(self.version);
+        owner["since"] = json!(now_utc());
+        owner.to_string()
+    }
+
+    pub fn deploy_id(&self) -> &str {
+        self.deployer["deploy_id"].as_str().unwrap_or("")
+    }
+}
+
+/// The time now, as UTC RFC 3339 (seconds).
+pub fn now_utc() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profiles_that_would_change_supervisord_config_are_refused() {
+        assert!(check_profile("prod").is_ok());
+        assert!(check_profile("$(touch x) `y` 'z' & |").is_ok());
+        for bad in ["", "a\nb", "a\"b", "100%", "a\\b", "a ;b", "a#b"] {
+            assert!(check_profile(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn essay_templates_render_unchanged_syntax() {
+        let essay = "[program:{{ project }}]\ncommand={{ venv_dir}}/bin/{{ project }} --profile={{ profile }}\nprocess_name=%(program_name)s_%(process_num)d\nnumprocs={{ process_count }}\n";
+        let out = template_env()
+            .render_str(
+                essay,
+                json!({"project": "p", "venv_dir": "/v/current", "profile": "test", "process_count": 2}),
+            )
+            .unwrap();
+        assert_eq!(
+            out,
+            "[program:p]\ncommand=/v/current/bin/p --profile=test\nprocess_name=%(program_name)s_%(process_num)d\nnumprocs=2\n"
+        );
+    }
+
+    #[test]
+    fn relative_paths_stay_inside_the_release() {
+        assert!(check_relative("k", "var/app-instance").is_ok());
+        for bad in ["", "/etc", "../x", "a/../../b", "./a", "a\nb"] {
+            assert!(check_relative("k", bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn utc_time_is_rfc3339() {
+        let now = now_utc();
+        assert_eq!(now.len(), 20, "{now}");
+        assert!(now.starts_with("20") && now.ends_with('Z'));
+    }
+}

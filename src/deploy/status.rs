@@ -1,0 +1,209 @@
+//! `es status` and `es releases`: what runs where, read from the hosts'
+//! releases, ledgers and processes; nothing is changed.
+
+use anyhow::Result;
+use serde_json::{json, Value};
+
+use super::host::{self, Facts, LockMode};
+use crate::app::App;
+use crate::bad_input;
+use crate::cli::VenvArg;
+use crate::fleet::HostCtx;
+use crate::ui::Mode;
+use crate::venv::Venv;
+
+/// The venv named on the command line or by default, and the health spec.
+fn venv_and_spec(app: &App, args: &VenvArg) -> Result<(Venv, Value)> {
+    let loaded = app.require_config()?;
+    let config = &loaded.config;
+    let venv_name = match args.venv.clone().or_else(|| config.deploy.default_venv.clone()) {
+        Some(v) => v,
+        None => bad_input!("which venv? give VENV, or set deploy.default_venv"),
+    };
+    let venv = Venv::new(&config.deploy.virtualenv_prefix, &venv_name)?;
+    let ports: Vec<String> = match config.deploy.venv_ports.get(&venv_name) {
+        Some(prefix) => (0..config.deploy.process_count)
+            .map(|n| format!("{prefix}{n}"))
+            .collect(),
+        None => Vec::new(),
+    };
+    let project = config.project.name.clone().unwrap_or_default();
+    Ok((venv, host::supervisor_spec("", &project, &ports, &config.deploy.health)))
+}
+
+/// One host's row of `es status`.
+fn status_row(ctx: &mut HostCtx<'_>, venv: &Venv, spec: &Value) -> Result<Value> {
+    ctx.step("status");
+    let facts = host::read_facts(ctx, &venv.dir, LockMode::Read, "")?;
+    let current = facts.current_release().cloned();
+    let processes = match (&facts.root, facts.tools) {
+        (Some(root), true) => {
+            let mut spec = spec.clone();
+            spec["root"] = json!(root);
+            host::check(ctx, &spec)?["processes"].clone()
+        }
+        _ => json!([]),
+    };
+    let list = processes.as_array().cloned().unwrap_or_default();
+    let running = list.iter().filter(|p| p["state"] == "RUNNING").count();
+    let healthy = !list.is_empty() && list.iter().all(|p| p["healthy"] == true);
+    let staged_by = current
+        .as_ref()
+        .map(|r| format!("{}@{}", text(&r.meta["staged_by"]["user"]), text(&r.meta["staged_by"]["machine"])));
+    Ok(json!({
+        "venv": venv.name,
+        "version": current.as_ref().map(|r| r.version().to_string()),
+        "release": facts.current,
+        "healthy": healthy,
+        "running": running,
+        "programs": list.len(),
+        "processes": list,
+        "deployed_at": current.as_ref().and_then(|r| r.activated.clone()),
+        "deployed_by": staged_by,
+        "commit": current.as_ref().and_then(|r| r.build["commit"].as_str().map(str::to_string)),
+        "branch": current.as_ref().and_then(|r| r.build["branch"].as_str().map(str::to_string)),
+        "lock": facts.lock_owner.as_ref().map(|_| facts.lock_holder()),
+    }))
+}
+
+fn text(v: &Value) -> String {
+    v.as_str().map(str::to_string).unwrap_or_else(|| "?".into())
+}
+
+/// `es status [VENV]`.
+pub fn status(app: &App, args: &VenvArg) -> Result<bool> {
+    let (venv, spec) = venv_and_spec(app, args)?;
+    let fleet = app.fleet(false)?;
+    let report = fleet.run(|ctx| status_row(ctx, &venv, &spec));
+    let mut rows = Vec::new();
+    let mut problems = Vec::new();
+    let mut versions = std::collections::BTreeSet::new();
+    for outcome in &report.outcomes {
+        match &outcome.result {
+            Ok(row) => {
+                let mut row = row.clone();
+                row["host"] = json!(outcome.host);
+                versions.insert(row["version"].as_str().unwrap_or("none").to_string());
+                if row["healthy"] != true {
+                    problems.push(format!("{} is not healthy", outcome.host));
+                }
+                if let Some(lock) = row["lock"].as_str() {
+                    problems.push(format!("{} is locked by {lock}", outcome.host));
+                }
+                rows.push(row);
+            }
+            Err(failure) => {
+                problems.push(format!("{}: {}", outcome.host, failure.error));
+                rows.push(json!({"host": outcome.host, "error": failure.error}));
+            }
+        }
+    }
+    if versions.len() > 1 {
+        problems.push(format!(
+            "hosts run different versions: {}",
+            versions.into_iter().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    if app.ui.mode == Mode::Json {
+        for row in &rows {
+            app.ui.json(json!({"event": "status", "row": row}));
+        }
+        app.ui.json(json!({"event": "summary", "command": "status", "ok": problems.is_empty(), "problems": problems}));
+        return Ok(problems.is_empty());
+    }
+    let header = ["HOST", "VENV", "VERSION", "HEALTH", "PROGRAMS", "DEPLOYED", "BY", "COMMIT", "LOCK"];
+    let mut table: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
+    for row in &rows {
+        let get = |k: &str| row[k].as_str().map(str::to_string).unwrap_or_else(|| "-".into());
+        if let Some(error) = row["error"].as_str() {
+            table.push(vec![get("host"), venv.name.clone(), "?".into(), format!("unreachable: {error}")]);
+            continue;
+        }
+        let commit = get("commit");
+        table.push(vec![
+            get("host"),
+            get("venv"),
+            get("version"),
+            if row["healthy"] == true { "healthy".into() } else { "UNHEALTHY".into() },
+            format!("{}/{}", row["running"], row["programs"]),
+            get("deployed_at"),
+            get("deployed_by"),
+            commit.chars().take(12).collect(),
+            get("lock"),
+        ]);
+    }
+    print_table(app, &table);
+    for problem in &problems {
+        app.ui.note(&format!("es: {problem}"));
+    }
+    Ok(problems.is_empty())
+}
+
+/// `es releases [VENV]`.
+pub fn releases(app: &App, args: &VenvArg) -> Result<bool> {
+    let (venv, _) = venv_and_spec(app, args)?;
+    let fleet = app.fleet(false)?;
+    let report = fleet.run(|ctx| {
+        ctx.step("releases");
+        host::read_facts(ctx, &venv.dir, LockMode::Read, "")
+    });
+    let mut table: Vec<Vec<String>> = vec![["HOST", "RELEASE", "VERSION", "STATE", "LAST CURRENT", "COMMIT", "LAST OUTCOME"]
+        .iter()
+        .map(|h| h.to_string())
+        .collect()];
+    for outcome in &report.outcomes {
+        let Ok(facts) = &outcome.result else { continue };
+        for release in &facts.releases {
+            let state = if facts.current.as_deref() == Some(release.id.as_str()) {
+                "current"
+            } else if facts.previous().map(|p| p.id.as_str()) == Some(release.id.as_str()) {
+                "previous"
+            } else {
+                "kept"
+            };
+            let ledger = last_ledger(facts, &release.id);
+            app.ui.json(json!({
+                "event": "release", "host": outcome.host, "id": release.id, "version": release.version(),
+                "state": state, "activated": release.activated, "meta": release.meta, "build": release.build,
+                "ledger": ledger,
+            }));
+            table.push(vec![
+                outcome.host.clone(),
+                release.id.clone(),
+                release.version().to_string(),
+                state.to_string(),
+                release.activated.clone().unwrap_or_else(|| "-".into()),
+                release.build["commit"].as_str().unwrap_or("-").chars().take(12).collect(),
+                ledger
+                    .map(|l| format!("{} {} ({})", text(&l["action"]), text(&l["outcome"]), text(&l["time"])))
+                    .unwrap_or_else(|| "-".into()),
+            ]);
+        }
+    }
+    if app.ui.mode != Mode::Json {
+        print_table(app, &table);
+    }
+    report.print_summary(&app.ui, "releases");
+    Ok(report.all_ok())
+}
+
+/// The newest ledger entry about a release.
+fn last_ledger<'a>(facts: &'a Facts, id: &str) -> Option<&'a Value> {
+    facts.ledger.iter().rev().find(|l| l["release"].as_str() == Some(id))
+}
+
+fn print_table(app: &App, rows: &[Vec<String>]) {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|i| rows.iter().filter_map(|r| r.get(i)).map(|c| c.chars().count()).max().unwrap_or(0))
+        .collect();
+    let text: String = rows
+        .iter()
+        .map(|r| {
+            let cells: Vec<String> = r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+            format!("{}\n", cells.join("  ").trim_end())
+        })
+        .collect();
+    app.ui.clear();
+    print!("{}", app.ui.mask(&text));
+}

@@ -1,0 +1,165 @@
+//! The scripts es runs on hosts, kept in files of their own beside this one,
+//! and the one way their command lines are built: the script as code es
+//! wrote, every argument quoted. Secrets never go on a command line: they are
+//! uploaded in files readable only by the deploy user.
+
+use crate::quote::{quote, quote_path};
+
+/// A script run on a host.
+pub struct Script {
+    source: &'static str,
+}
+
+/// Reads a venv's releases, lock, supervisord and ledger; takes the deploy lock.
+pub const FACTS: Script = Script {
+    source: include_str!("facts.sh"),
+};
+
+/// Stages a release beside the running one.
+pub const STAGE: Script = Script {
+    source: include_str!("stage.sh"),
+};
+
+/// Prunes old releases, appends to the ledger and releases the lock.
+pub const FINISH: Script = Script {
+    source: include_str!("finish.sh"),
+};
+
+/// Switches releases, starts and stops supervisord, checks health (Python).
+pub const SUPERVISORD: Script = Script {
+    source: include_str!("supervisord.py"),
+};
+
+/// One argument of a remote command.
+pub enum Arg<'a> {
+    /// A value, quoted.
+    Value(&'a str),
+    /// A path, quoted, a leading `~/` left to the remote shell.
+    Path(&'a str),
+}
+
+impl Script {
+    /// `sh -c SCRIPT es ARGS...`
+    pub fn shell(&self, args: &[Arg<'_>]) -> String {
+        format!("sh -c {} es{}", quote(self.source), render(args))
+    }
+
+    /// `PYTHON -c SCRIPT ARGS...`
+    pub fn python(&self, python: &str, args: &[Arg<'_>]) -> String {
+        format!(
+            "{} -c {}{}",
+            quote_path(python),
+            quote(self.source),
+            render(args)
+        )
+    }
+}
+
+fn render(args: &[Arg<'_>]) -> String {
+    args.iter()
+        .map(|arg| match arg {
+            Arg::Value(v) => format!(" {}", quote(v)),
+            Arg::Path(p) => format!(" {}", quote_path(p)),
+        })
+        .collect()
+}
+
+/// `KEY='value'` lines a POSIX shell can source (`set -a; . FILE`).
+pub fn env_file<'a>(vars: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    vars.into_iter()
+        .map(|(k, v)| format!("{k}={}\n", quote(v)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    fn sh(line: &str) -> (String, String, i32) {
+        let out = Command::new("sh").arg("-c").arg(line).output().unwrap();
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+            out.status.code().unwrap_or(-1),
+        )
+    }
+
+    fn facts(root: &std::path::Path, mode: &str, owner: &str) -> String {
+        let root = root.to_str().unwrap();
+        let line = FACTS.shell(&[Arg::Value(root), Arg::Value(mode), Arg::Value(owner)]);
+        let (stdout, stderr, code) = sh(&line);
+        assert_eq!(code, 0, "{stderr}");
+        stdout
+    }
+
+    #[test]
+    fn facts_takes_the_lock_once_and_reports_its_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("it's a $(venv)");
+        let out = facts(&root, "read", "");
+        assert_eq!(out, "missing=yes\n");
+        assert!(!root.exists(), "reading creates nothing");
+        let out = facts(&root, "lock", r#"{"user":"me"}"#);
+        assert!(out.contains("lock=taken"), "{out}");
+        let out = facts(&root, "lock", r#"{"user":"other"}"#);
+        assert!(out.contains("lock=busy"), "{out}");
+        assert!(out.contains(r#"lock_owner={"user":"me"}"#), "{out}");
+        let out = facts(&root, "break", r#"{"user":"other"}"#);
+        assert!(out.contains("lock=taken") && out.contains(r#"lock_broken={"user":"me"}"#));
+    }
+
+    #[test]
+    fn facts_refuses_to_write_through_a_planted_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        let root = dir.path().join("v");
+        std::fs::create_dir(&root).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, root.join(".es")).unwrap();
+        let out = facts(&root, "lock", "{}");
+        assert!(out.contains("lock=error"), "{out}");
+        assert!(std::fs::read_dir(&elsewhere).unwrap().next().is_none());
+    }
+
+    #[test]
+    fn facts_lists_complete_releases_and_ignores_a_stale_pidfile() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for (id, complete) in [("1.0-aa", true), ("1.1-bb", true), ("1.2-cc", false)] {
+            let rel = root.join("releases").join(id);
+            std::fs::create_dir_all(&rel).unwrap();
+            if complete {
+                std::fs::write(rel.join("release.json"), format!("{{\"id\":\"{id}\"}}\n"))
+                    .unwrap();
+            }
+        }
+        std::fs::write(root.join("releases/1.1-bb/activated"), "2026-01-01T00:00:00Z").unwrap();
+        std::os::unix::fs::symlink("releases/1.1-bb", root.join("current")).unwrap();
+        // A pidfile naming a live process that is not this venv's supervisord.
+        std::fs::create_dir(root.join("tmp")).unwrap();
+        std::fs::write(root.join("tmp/supervisord.pid"), std::process::id().to_string()).unwrap();
+        let out = facts(root, "read", "");
+        assert!(out.contains("current=1.1-bb\n"), "{out}");
+        assert!(out.contains("release=1.0-aa\t-\t{\"id\":\"1.0-aa\"}\t{}\n"), "{out}");
+        assert!(out.contains("release=1.1-bb\t2026-01-01T00:00:00Z\t"), "{out}");
+        assert!(!out.contains("1.2-cc"), "{out}");
+        assert!(!out.contains("supervisord="), "{out}");
+    }
+
+    #[test]
+    fn env_files_source_back_to_the_same_values() {
+        let nasty = "it's $(touch /tmp/es-env-pwned) `x` \"q\"\nline2";
+        let text = env_file([("A", "plain"), ("B", nasty)]);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("es.env");
+        std::fs::write(&file, text).unwrap();
+        let (out, _, code) = sh(&format!(
+            "set -a; . {}; set +a; printf '%s|%s' \"$A\" \"$B\"",
+            quote(file.to_str().unwrap())
+        ));
+        assert_eq!(code, 0);
+        assert_eq!(out, format!("plain|{nasty}"));
+        assert!(!std::path::Path::new("/tmp/es-env-pwned").exists());
+    }
+}

@@ -1,0 +1,139 @@
+# Stages a release of a venv beside the running one, touching nothing the
+# running processes use.
+#
+#   sh -c "$(cat stage.sh)" es ROOT ID REQUIREMENT INSTALLER VENV_COMMAND [LINK...]
+#
+# ROOT          the venv's absolute directory (PREFIX/VENV), locked by the caller
+# ID            the release's directory name under ROOT/releases
+# REQUIREMENT   PROJECT==VERSION
+# INSTALLER     uv | pip | auto
+# VENV_COMMAND  command creating a venv (the path is appended), or empty for the default
+# LINK          shared:PATH  PATH inside the release links to ROOT/shared/PATH (deploy.shared_dirs)
+#               dir:NAME     NAME inside the release links to ROOT/NAME (virtualenv_sub_dirs)
+#               (logs and tmp always link to ROOT/logs and ROOT/tmp; etc/ is the release's own)
+#
+# The caller has uploaded ROOT/.es/staging/ID/ with supervisord.conf, es.env,
+# release.json, extra/ (deploy.extra_templates, 0600) and index.env (ES_INDEX_URL, ES_TRUSTED_HOST; 0600, so that no
+# password is on a command line). A release is complete only once its
+# release.json is in place; an incomplete one is removed, here or next time.
+set -eu
+root=$1 id=$2 requirement=$3 installer=$4 venv_command=$5
+shift 5
+cd "$root"
+staging=.es/staging/$id
+rel=releases/$id
+tools=.es/tools
+
+fail() {
+    echo "$*" >&2
+    exit 1
+}
+
+# The index URL (with its credentials, if any) is read from a file, never
+# passed on a command line.
+set -a
+. "$staging/index.env"
+set +a
+export PIP_INDEX_URL="$ES_INDEX_URL" UV_INDEX_URL="$ES_INDEX_URL" UV_DEFAULT_INDEX="$ES_INDEX_URL"
+[ -n "${ES_TRUSTED_HOST:-}" ] && export PIP_TRUSTED_HOST="$ES_TRUSTED_HOST"
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 UV_NO_PROGRESS=1
+
+mkdir -p logs tmp etc shared releases .es/staging
+
+# The tools venv (supervisor, and uv unless pip is asked for), made once.
+# Its `complete` marker is written last: a venv cut short (a full disk, an
+# interrupt) is made again from nothing.
+if [ ! -f "$tools/complete" ]; then
+    rm -rf "$tools"
+    python3 -m venv "$tools" >&2 || { rm -rf "$tools"; fail "cannot create the tools venv in $root/$tools"; }
+    packages=supervisor
+    [ "$installer" != pip ] && packages="supervisor uv"
+    # shellcheck disable=SC2086
+    if ! "$tools/bin/pip" install -q $packages >&2; then
+        if [ "$installer" = auto ] && "$tools/bin/pip" install -q supervisor >&2; then
+            echo "uv is not installable from the index; installing with pip" >&2
+        else
+            rm -rf "$tools"
+            fail "cannot install supervisor into the tools venv"
+        fi
+    fi
+    date -u +%Y-%m-%dT%H:%M:%SZ > "$tools/complete" || { rm -rf "$tools"; fail "cannot finish the tools venv"; }
+fi
+uv=
+if [ "$installer" != pip ] && [ -x "$tools/bin/uv" ]; then
+    uv=$tools/bin/uv
+fi
+[ "$installer" = uv ] && [ -z "$uv" ] && fail "installer = \"uv\", but uv is not available in $root/$tools"
+
+# Incomplete releases left by an earlier failure are garbage.
+for d in releases/*/; do
+    [ -d "$d" ] && [ ! -f "${d}release.json" ] && rm -rf "$d"
+done
+
+cleanup() {
+    status=$?
+    if [ $status -ne 0 ]; then
+        rm -rf "$rel"
+    fi
+    rm -rf "$staging"
+    exit $status
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM HUP
+
+if [ -n "$venv_command" ]; then
+    sh -c "$venv_command \"\$1\"" es "$root/$rel" >&2
+elif [ -n "$uv" ]; then
+    "$uv" venv -q --python python3 "$root/$rel" >&2
+else
+    python3 -m venv "$root/$rel" >&2
+fi
+if [ -n "$uv" ]; then
+    "$uv" pip install -q --python "$rel/bin/python" "$requirement" >&2
+else
+    "$rel/bin/python" -m pip install -q "$requirement" >&2
+fi
+
+# The release's own files: its configuration, its environment (0600), the
+# wrapper that loads it, and links to what lives beside the releases.
+cp "$staging/supervisord.conf" "$rel/supervisord.conf"
+(umask 077 && cp "$staging/es.env" "$rel/es.env")
+cat > "$rel/bin/es-env" <<'EOF'
+#!/bin/sh
+# Written by es: runs a command with its release's environment
+# (deploy.env, deploy.secrets and ES_*), from es.env beside bin/.
+set -a
+. "$(dirname "$0")/../es.env"
+set +a
+exec "$@"
+EOF
+chmod 755 "$rel/bin/es-env"
+for d in logs tmp; do
+    rm -rf "${rel:?}/$d"
+    ln -s "$root/$d" "$rel/$d"
+done
+for link in "$@"; do
+    case "$link" in
+        shared:*) d=${link#shared:} target=shared/${link#shared:} ;;
+        dir:*) d=${link#dir:} target=${link#dir:} ;;
+        *) fail "bad link argument: $link" ;;
+    esac
+    mkdir -p "$target"
+    rm -rf "${rel:?}/$d"
+    mkdir -p "$(dirname "$rel/$d")"
+    ln -s "$root/$target" "$rel/$d"
+done
+# deploy.extra_templates, after the links: a path through a shared directory
+# is shared on purpose.
+if [ -d "$staging/extra" ]; then
+    (umask 077 && cp -R "$staging/extra/." "$rel/")
+fi
+# What es build recorded about the version (commit, branch), when it built it.
+project=$(printf '%s' "${requirement%%==*}" | tr 'A-Z.-' 'a-z__')
+for f in "$rel"/lib/python*/site-packages/*.dist-info/es-build.json; do
+    [ -f "$f" ] || continue
+    dist=$(basename "$(dirname "$f")" | tr 'A-Z.-' 'a-z__')
+    case "$dist" in "${project}"_[0-9]*) cp "$f" "$rel/es-build.json" ;; esac
+done
+mv "$staging/release.json" "$rel/release.json"
+echo "staged=$id"
