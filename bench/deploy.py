@@ -22,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import resource
 import urllib.request
@@ -67,15 +68,84 @@ def wait_serving(hosts, ports, project, version, start, limit=30.0):
     return time.perf_counter() - start
 
 
-def timed(cmd, env, cwd, hosts, ports, project, version, what):
+NGINX_DIR = "/tmp/es-bench-nginx"  # inside each host (its own /tmp)
+LB_PORTS = {ES_VENV: 8190, FAB_VENV: 8191}
+
+
+def start_balancers(host_numbers, repo):
+    """nginx on every host (as root, inside the host), balancing over each tool's
+    two process ports, as a site would run it: one port per tool. max_fails=0, so a
+    process being restarted is retried, never shunned."""
+    upstreams = "".join(
+        f" upstream {venv} {{ server 127.0.0.1:{port}0 max_fails=0; server 127.0.0.1:{port}1 max_fails=0; }}\n"
+        f" server {{ listen {LB_PORTS[venv]}; location / {{ proxy_pass http://{venv}; }} }}\n"
+        for venv, port in ((ES_VENV, ES_PORT), (FAB_VENV, FAB_PORT)))
+    d = NGINX_DIR
+    conf = (f"worker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n"
+            f"events {{ worker_connections 512; }}\nhttp {{\n access_log off;\n"
+            f" client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n fastcgi_temp_path {d}/fastcgi;\n"
+            f" uwsgi_temp_path {d}/uwsgi;\n scgi_temp_path {d}/scgi;\n{upstreams}}}\n")
+    script = (f"kill $(cat {d}/nginx.pid 2>/dev/null) 2>/dev/null; sleep 0.3; rm -rf {d}; mkdir -p {d}; "
+              f"cat > {d}/nginx.conf <<'EOF'\n{conf}EOF\n/usr/sbin/nginx -c {d}/nginx.conf")
+    for n in host_numbers:
+        subprocess.run(["bash", os.path.join(repo, "testbed", "testbed.sh"), "exec", n, "sh", "-c", script],
+                       check=True, stdout=subprocess.DEVNULL)
+
+
+def stop_balancers(host_numbers, repo):
+    for n in host_numbers:
+        subprocess.run(["bash", os.path.join(repo, "testbed", "testbed.sh"), "exec", n, "sh", "-c",
+                        f"kill $(cat {NGINX_DIR}/nginx.pid) 2>/dev/null; true"], stdout=subprocess.DEVNULL)
+
+
+class Load:
+    """Requests through every host's balancer while a deploy runs (bounded: it
+    stops when told or after 120 s): how many were made, and how many failed."""
+
+    def __init__(self, hosts, port):
+        self.hosts, self.port = hosts, port
+        self.ok = self.failed = 0
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self.loop, daemon=True)
+
+    def loop(self):
+        deadline = time.perf_counter() + 120
+        i = 0
+        while not self.done.is_set() and time.perf_counter() < deadline:
+            host = self.hosts[i % len(self.hosts)]
+            i += 1
+            try:
+                with urllib.request.urlopen(f"http://{host}:{self.port}/", timeout=5) as r:
+                    r.read()
+                    self.ok += 1
+            except Exception:
+                self.failed += 1
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.done.set()
+        self.thread.join()
+
+
+def timed(cmd, env, cwd, hosts, ports, project, version, what, lb_port=None):
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    load = Load(hosts, lb_port) if lb_port else None
+    if load:
+        load.__enter__()
     start = time.perf_counter()
     run(cmd, env, cwd, what)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     serving = wait_serving(hosts, ports, project, version, start)
-    return wall, serving, cpu
+    failed = requests = 0
+    if load:
+        load.__exit__()
+        failed, requests = load.failed, load.ok + load.failed
+    return wall, serving, cpu, failed, requests
 
 
 def profile_es(es_cmd, env, cwd, version):
@@ -162,7 +232,7 @@ def main():
                 f'venv_ports = {{ {ES_VENV} = "{ES_PORT}", {FAB_VENV} = "{FAB_PORT}" }}\n'
                 f'installer = "auto"\ndefault_role = "bench"\n')
     run(["git", "commit", "-qam", "bench: test index and hosts"], env, cwd=proj, what="git commit")
-    versions = [f"1.0.{k}" for k in range(args.runs + 2 + (1 if args.profile else 0))]
+    versions = [f"1.0.{k}" for k in range(2 * args.runs + 2 + (1 if args.profile else 0))]
     build_env = dict(env, TWINE_USERNAME=tb["ES_TB_INDEX_USER"],
                      TWINE_PASSWORD=tb["ES_TB_INDEX_PASSWORD"])
     t0 = time.perf_counter()
@@ -184,11 +254,15 @@ def main():
     es_ports = [ES_PORT + "0", ES_PORT + "1"]
     fab_ports = [FAB_PORT + "0", FAB_PORT + "1"]
 
-    def es_deploy(v):
-        return timed(es_cmd(v), env, proj, hosts, es_ports, project, v, f"es deploy {v}")
+    def es_deploy(v, lb=None):
+        return timed(es_cmd(v), env, proj, hosts, es_ports, project, v, f"es deploy {v}", lb)
 
-    def fab_deploy(v):
-        return timed(fab_cmd(v), env, proj, hosts, fab_ports, project, v, f"fabric deploy {v}")
+    def fab_deploy(v, lb=None):
+        return timed(fab_cmd(v), env, proj, hosts, fab_ports, project, v, f"fabric deploy {v}", lb)
+
+    def es_rolling(v):
+        cmd = es_cmd(v) + ["--batch", "1"]
+        return timed(cmd, env, proj, hosts, es_ports, project, v, f"es deploy --batch 1 {v}", LB_PORTS[ES_VENV])
 
     # First deploys (new venvs), then one uncounted upgrade each: both venvs warm.
     for v in versions[:2]:
@@ -200,6 +274,21 @@ def main():
         es_runs.append(es_deploy(v))
         fab_runs.append(fab_deploy(v))
         print(f"run {v}: es {es_runs[-1][0]:.2f}s, fabric {fab_runs[-1][0]:.2f}s", file=sys.stderr)
+
+    # Failed requests during upgrades, through each host's nginx: es's rolling
+    # switch (--batch 1) against essay's sequence; alternating, one version each.
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    numbers = args.hosts.split(",")
+    start_balancers(numbers, repo)
+    es_load, fab_load = [], []
+    try:
+        for v in versions[2 + args.runs:2 + 2 * args.runs]:
+            es_load.append(es_rolling(v))
+            fab_load.append(fab_deploy(v, LB_PORTS[FAB_VENV]))
+            print(f"load {v}: es {es_load[-1][3]}/{es_load[-1][4]} failed, "
+                  f"fabric {fab_load[-1][3]}/{fab_load[-1][4]} failed", file=sys.stderr)
+    finally:
+        stop_balancers(numbers, repo)
 
     def med(rs, i):
         return statistics.median(r[i] for r in rs)
@@ -214,6 +303,12 @@ def main():
     print(f"  ratio fabric/es: wall {med(fab_runs, 0) / med(es_runs, 0):.2f}x, "
           f"serving {med(fab_runs, 1) / med(es_runs, 1):.2f}x, "
           f"cpu {med(fab_runs, 2) / med(es_runs, 2):.2f}x   (goal: wall >= 3)")
+
+    print(f"failed requests through nginx during an upgrade on {len(hosts)} hosts "
+          f"({args.runs} alternating runs each; es with --batch 1):")
+    for name, rs in (("es", es_load), ("fabric", fab_load)):
+        print(f"  {name:7} failed {sum(r[3] for r in rs)} of {sum(r[4] for r in rs)} requests; per run: "
+              + " ".join(f"{r[3]}/{r[4]}" for r in rs) + "   (goal for es: 0)")
 
     if args.profile:
         profile_es(es_cmd, env, proj, versions[-1])

@@ -95,7 +95,9 @@ pub enum Command {
     ///
     /// Uses only the releases kept on the hosts (deploy.keep_releases): no index is
     /// needed, and nothing is installed. The outcome goes into the ledger.
-    #[command(after_help = "Examples:\n  es rollback -R prod a\n  es rollback -R prod a --to 2026.11.20.3")]
+    #[command(
+        after_help = "Examples:\n  es rollback -R prod a\n  es rollback -R prod a --to 2026.11.20.3"
+    )]
     Rollback(RollbackArgs),
 
     /// One table for the fleet: version, health, programs, deployed when and by whom, build commit, lock

@@ -10,7 +10,6 @@ use crate::fleet::HostCtx;
 use crate::quote::quote;
 use crate::venv::Venv;
 
-
 /// `VENV/.es/tools/bin/supervisorctl -c VENV/etc/supervisord.conf ARGS...`
 /// (supervisor lives in the venv's tools venv, beside the releases).
 pub fn supervisorctl(venv: &Venv, args: &[&str]) -> String {

@@ -219,8 +219,16 @@ fn first_deploy_upgrade_redeploy_and_status() {
     let pids: Vec<Vec<u32>> = HOSTS.iter().map(|n| supervisords(*n, "up/a")).collect();
     let out = deploy(&sb, &["2.0.0", "a", "test"]);
     let (_, stderr) = expect_code(&out, 0);
-    assert_eq!(stderr.matches("stage (already staged)").count(), 3, "{stderr}");
-    assert_eq!(stderr.matches("already current, healthy").count(), 3, "{stderr}");
+    assert_eq!(
+        stderr.matches("stage (already staged)").count(),
+        3,
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("already current, healthy").count(),
+        3,
+        "{stderr}"
+    );
     assert!(!stderr.contains(": stage\n"), "{stderr}");
     for (i, n) in HOSTS.iter().enumerate() {
         assert_eq!(supervisords(*n, "up/a"), pids[i]);
@@ -484,10 +492,16 @@ fn concurrent_deploys_to_one_venv_one_is_refused() {
     let first = first.wait_with_output().unwrap();
     expect_code(&first, 0);
     let (_, stderr) = expect_code(&second, 1);
-    assert!(stderr.contains("being deployed by another deploy"), "{stderr}");
+    assert!(
+        stderr.contains("being deployed by another deploy"),
+        "{stderr}"
+    );
     assert!(stderr.contains("nothing was switched"), "{stderr}");
     assert!(stderr.contains("3 locked"), "{stderr}");
-    assert!(stderr.contains("deploying 1.0.0"), "the holder is named: {stderr}");
+    assert!(
+        stderr.contains("deploying 1.0.0"),
+        "the holder is named: {stderr}"
+    );
 }
 
 #[test]
@@ -526,7 +540,10 @@ fn dry_run_shows_the_config_and_changes_nothing() {
     let out = deploy(&sb, &["2.0.0", "a", "canary", "--dry-run"]);
     let (stdout, _) = expect_code(&out, 0);
     assert!(stdout.contains("would stage release 2.0.0-"), "{stdout}");
-    assert!(stdout.contains("supervisord.conf unchanged: processes restart one by one"), "{stdout}");
+    assert!(
+        stdout.contains("supervisord.conf unchanged: processes restart one by one"),
+        "{stdout}"
+    );
     assert!(!stdout.contains(&before.lines().find(|l| l.starts_with("password=")).unwrap()[9..]));
     // A template that changes: the diff, the password masked.
     std::fs::create_dir_all(sb.work.path().join("conf")).unwrap();
@@ -535,7 +552,12 @@ fn dry_run_shows_the_config_and_changes_nothing() {
         format!("; canary {{{{ version }}}}\n{}", deploy_template()),
     )
     .unwrap();
-    sb.write_config(&config(&tb, "dry", &[("a", "887")], "supervisor_template = \"conf/supervisord.conf\"\n"));
+    sb.write_config(&config(
+        &tb,
+        "dry",
+        &[("a", "887")],
+        "supervisor_template = \"conf/supervisord.conf\"\n",
+    ));
     let out = deploy(&sb, &["2.0.0", "a", "canary", "--dry-run"]);
     let (stdout, _) = expect_code(&out, 0);
     assert!(stdout.contains("+; canary 2.0.0"), "{stdout}");
@@ -592,7 +614,10 @@ fn a_version_that_does_not_start_is_rolled_back() {
         let last: serde_json::Value = serde_json::from_str(ledger.lines().last().unwrap()).unwrap();
         assert_eq!(last["outcome"], "failed");
         assert_eq!(last["version"], "1.5.0");
-        assert!(host_file(&tb, n, "roll/a/.es/lock/owner").is_none(), "lock released");
+        assert!(
+            host_file(&tb, n, "roll/a/.es/lock/owner").is_none(),
+            "lock released"
+        );
     }
 }
 
@@ -612,7 +637,10 @@ fn a_dead_index_fails_every_host_before_anything_changes() {
     let out = deploy(&sb, &["2.0.0", "a", "prod"]);
     let (_, stderr) = expect_code(&out, 1);
     assert!(stderr.contains("on the index"), "{stderr}");
-    assert!(!stderr.contains(&format!("{}:", tb.addr(6))), "a host was contacted: {stderr}");
+    assert!(
+        !stderr.contains(&format!("{}:", tb.addr(6))),
+        "a host was contacted: {stderr}"
+    );
     for n in HOSTS {
         assert_serving(&tb, n, "8930", "1.0.0", "prod");
         assert_serving(&tb, n, "8931", "1.0.0", "prod");
@@ -656,7 +684,10 @@ fn an_index_password_in_the_url_is_never_shown() {
         if extra == ["-v"] {
             // The install reads the index URL from a file on the host: no
             // command line carries it, not even masked.
-            assert!(stderr.contains("stage.sh") || stderr.contains("Stages a release"), "{stderr}");
+            assert!(
+                stderr.contains("stage.sh") || stderr.contains("Stages a release"),
+                "{stderr}"
+            );
             assert!(!stderr.contains("****@"), "{stderr}");
         }
         for text in [&stdout, &stderr] {
@@ -669,7 +700,14 @@ fn an_index_password_in_the_url_is_never_shown() {
     assert_serving(&tb, 6, "8940", "2.0.0", "prod");
     // The file the password is in is readable by the deploy user only, and
     // gone once staged.
-    let staging = tb.exec(6, &["sh", "-c", &format!("ls -A /home/{}/secret/a/.es/staging", tb.user)]);
+    let staging = tb.exec(
+        6,
+        &[
+            "sh",
+            "-c",
+            &format!("ls -A /home/{}/secret/a/.es/staging", tb.user),
+        ],
+    );
     assert_eq!(String::from_utf8_lossy(&staging.stdout).trim(), "");
 }
 

@@ -59,8 +59,16 @@ fn built() -> &'static Built {
             format!("[project]\nname = \"{name}\"\n\n{}", tb.index_section()),
         )
         .unwrap();
-        std::fs::write(dir.join(&name).join("app.py"), APP.replace("__NAME__", &name)).unwrap();
-        std::fs::write(dir.join(&name).join("main.py"), MAIN.replace("__NAME__", &name)).unwrap();
+        std::fs::write(
+            dir.join(&name).join("app.py"),
+            APP.replace("__NAME__", &name),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join(&name).join("main.py"),
+            MAIN.replace("__NAME__", &name),
+        )
+        .unwrap();
         let pyproject = std::fs::read_to_string(dir.join("pyproject.toml")).unwrap();
         std::fs::write(
             dir.join("pyproject.toml"),
@@ -70,20 +78,33 @@ fn built() -> &'static Built {
         common::git(&sb, &dir, &["add", "-A"]);
         common::git(&sb, &dir, &["commit", "-qm", "a gunicorn app"]);
         for version in ["1.0.0", "2.0.0"] {
-            expect_code(&common::es_build(&sb, &tb, &dir, &["--version", version]), 0);
+            expect_code(
+                &common::es_build(&sb, &tb, &dir, &["--version", version]),
+                0,
+            );
         }
         let app = dir.join(&name).join("app.py");
         let code = std::fs::read_to_string(&app).unwrap();
-        std::fs::write(&app, format!("raise ImportError('this version cannot boot')\n{code}")).unwrap();
+        std::fs::write(
+            &app,
+            format!("raise ImportError('this version cannot boot')\n{code}"),
+        )
+        .unwrap();
         common::git(&sb, &dir, &["commit", "-qam", "workers cannot boot"]);
-        expect_code(&common::es_build(&sb, &tb, &dir, &["--version", "2.1.0"]), 0);
+        expect_code(
+            &common::es_build(&sb, &tb, &dir, &["--version", "2.1.0"]),
+            0,
+        );
         Built { name, _sandbox: sb }
     })
 }
 
 /// A deploy.toml for hosts `hosts`, deploying under `~/PREFIX` with ports PORT0, PORT1.
 fn config(tb: &Testbed, hosts: &[usize], prefix: &str, port: &str, extra: &str) -> String {
-    let entries: Vec<String> = hosts.iter().map(|n| format!("\"{}\"", tb.addr(*n))).collect();
+    let entries: Vec<String> = hosts
+        .iter()
+        .map(|n| format!("\"{}\"", tb.addr(*n)))
+        .collect();
     format!(
         "[project]\nname = \"{}\"\n\n{}\n[roles]\nweb = [{}]\n\n{}\n[deploy]\nvirtualenv_prefix = \"~/{prefix}\"\nvenv_ports = {{ a = \"{port}\" }}\ndefault_role = \"web\"\n\n{extra}\n\n[deploy.health]\ntimeout = 15\n",
         built().name,
@@ -167,16 +188,34 @@ fn a_version_that_cannot_serve_is_refused_and_every_host_keeps_the_old_one() {
     assert!(stderr.contains("0 ok, 3 failed"), "{stderr}");
     for n in hosts {
         let line = summary_line(&stderr, &tb, n);
-        assert!(line.contains("FAILED") && line.contains("at switch"), "{line}");
+        assert!(
+            line.contains("FAILED") && line.contains("at switch"),
+            "{line}"
+        );
         assert_serving(&tb, n, "870", "1.0.0");
     }
-    assert!(stderr.contains("back on 1.0.0, which serves again"), "{stderr}");
-    assert!(stderr.contains("this version cannot boot"), "the app's log: {stderr}");
+    assert!(
+        stderr.contains("back on 1.0.0, which serves again"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("this version cannot boot"),
+        "the app's log: {stderr}"
+    );
 
     // A version that answers 500: FAILED, back on 1.0.0.
-    sb.write_config(&config(&tb, &hosts, "health", "870", "[deploy.env]\nFAIL_HOST = \"*\"\n"));
+    sb.write_config(&config(
+        &tb,
+        &hosts,
+        "health",
+        "870",
+        "[deploy.env]\nFAIL_HOST = \"*\"\n",
+    ));
     let (_, stderr) = expect_code(&es(&sb, &["deploy", "2.0.0", "a", "prod"]), 1);
-    assert!(stderr.contains("answered 500 (accepted 200-399)"), "{stderr}");
+    assert!(
+        stderr.contains("answered 500 (accepted 200-399)"),
+        "{stderr}"
+    );
     for n in hosts {
         assert_serving(&tb, n, "870", "1.0.0");
     }
@@ -186,7 +225,10 @@ fn a_version_that_cannot_serve_is_refused_and_every_host_keeps_the_old_one() {
     std::fs::create_dir_all(sb.work.path().join("conf")).unwrap();
     let template = std::fs::read_to_string(common::repo_root().join("templates/supervisord.conf"))
         .unwrap()
-        .replace("{{ venv_dir }}/bin/{{ project }} ", "{{ venv_dir }}/bin/no-such-program ");
+        .replace(
+            "{{ venv_dir }}/bin/{{ project }} ",
+            "{{ venv_dir }}/bin/no-such-program ",
+        );
     std::fs::write(sb.work.path().join("conf/supervisord.conf"), template).unwrap();
     sb.write_config(&config(
         &tb,
@@ -197,11 +239,21 @@ fn a_version_that_cannot_serve_is_refused_and_every_host_keeps_the_old_one() {
     ));
     let (_, stderr) = expect_code(&es(&sb, &["deploy", "1.0.0", "a", "prod"]), 1);
     assert!(stderr.contains("back on 1.0.0"), "{stderr}");
-    assert!(stderr.contains("no-such-program"), "supervisord's reason: {stderr}");
+    assert!(
+        stderr.contains("no-such-program"),
+        "supervisord's reason: {stderr}"
+    );
     for n in hosts {
         assert_serving(&tb, n, "870", "1.0.0");
-        let conf = host_sh(&tb, n, &format!("cat /home/{}/health/a/etc/supervisord.conf", tb.user));
-        assert!(!conf.contains("no-such-program"), "host {n} kept the bad config");
+        let conf = host_sh(
+            &tb,
+            n,
+            &format!("cat /home/{}/health/a/etc/supervisord.conf", tb.user),
+        );
+        assert!(
+            !conf.contains("no-such-program"),
+            "host {n} kept the bad config"
+        );
         let lock = host_sh(&tb, n, &format!("ls /home/{}/health/a/.es", tb.user));
         assert!(!lock.contains("lock"), "host {n} kept the lock: {lock}");
     }
@@ -215,32 +267,61 @@ fn a_version_that_cannot_serve_is_refused_and_every_host_keeps_the_old_one() {
         .unwrap();
     expect_code(&out, 0);
     let (stdout, stderr) = expect_code(&es(&sb, &["status", "a"]), 1);
-    assert!(stderr.contains("different versions: 1.0.0, 2.0.0"), "{stderr}");
-    assert!(stdout.contains("HOST") && stdout.contains("COMMIT"), "{stdout}");
+    assert!(
+        stderr.contains("different versions: 1.0.0, 2.0.0"),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains("HOST") && stdout.contains("COMMIT"),
+        "{stdout}"
+    );
     let row = stdout.lines().find(|l| l.starts_with(tb.addr(21))).unwrap();
-    assert!(row.contains("2.0.0") && row.contains("healthy") && row.contains("2/2"), "{row}");
+    assert!(
+        row.contains("2.0.0") && row.contains("healthy") && row.contains("2/2"),
+        "{row}"
+    );
 
     // es rollback needs no index: the config points at a dead one.
-    let dead = config(&tb, &hosts, "health", "870", "")
-        .replace(&tb.index_url, &format!("http://{}:9/simple/", tb.bridge_addr));
+    let dead = config(&tb, &hosts, "health", "870", "").replace(
+        &tb.index_url,
+        &format!("http://{}:9/simple/", tb.bridge_addr),
+    );
     sb.write_config(&dead);
     let (_, stderr) = expect_code(&es(&sb, &["rollback", "a", "-H", tb.addr(21)]), 0);
     assert!(stderr.contains("1 ok, 0 failed"), "{stderr}");
     assert_serving(&tb, 21, "870", "1.0.0");
     expect_code(&es(&sb, &["status", "a"]), 0);
     // --to names a release kept on the host.
-    expect_code(&es(&sb, &["rollback", "a", "--to", "2.0.0", "-H", tb.addr(21)]), 0);
+    expect_code(
+        &es(&sb, &["rollback", "a", "--to", "2.0.0", "-H", tb.addr(21)]),
+        0,
+    );
     assert_serving(&tb, 21, "870", "2.0.0");
-    let (_, stderr) = expect_code(&es(&sb, &["rollback", "a", "--to", "7.7.7", "-H", tb.addr(21)]), 1);
+    let (_, stderr) = expect_code(
+        &es(&sb, &["rollback", "a", "--to", "7.7.7", "-H", tb.addr(21)]),
+        1,
+    );
     assert!(stderr.contains("no 7.7.7 release is kept here"), "{stderr}");
     let (stdout, _) = expect_code(&es(&sb, &["releases", "a", "-H", tb.addr(21)]), 0);
-    assert!(stdout.contains("current") && stdout.contains("rollback switched"), "{stdout}");
-    let ledger = host_sh(&tb, 21, &format!("cat /home/{}/health/a/.es/releases.jsonl", tb.user));
+    assert!(
+        stdout.contains("current") && stdout.contains("rollback switched"),
+        "{stdout}"
+    );
+    let ledger = host_sh(
+        &tb,
+        21,
+        &format!("cat /home/{}/health/a/.es/releases.jsonl", tb.user),
+    );
     let outcomes: Vec<String> = ledger
         .lines()
         .map(|l| {
             let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            format!("{} {} {}", v["action"].as_str().unwrap(), v["version"].as_str().unwrap_or("-"), v["outcome"].as_str().unwrap())
+            format!(
+                "{} {} {}",
+                v["action"].as_str().unwrap(),
+                v["version"].as_str().unwrap_or("-"),
+                v["outcome"].as_str().unwrap()
+            )
         })
         .collect();
     assert_eq!(
@@ -282,27 +363,61 @@ fn a_full_disk_leaves_the_host_serving_and_the_next_deploy_works() {
     // A small tmpfs over host 24's venv prefix, inside its mount namespace:
     // the running processes keep their files, es sees an empty, tiny disk.
     let prefix = format!("/home/{}/full", tb.user);
-    let mount = tb.exec(24, &["mount", "-t", "tmpfs", "-o", "size=2m,mode=0777", "tmpfs", &prefix]);
+    let mount = tb.exec(
+        24,
+        &[
+            "mount",
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=2m,mode=0777",
+            "tmpfs",
+            &prefix,
+        ],
+    );
     assert!(mount.status.success(), "{mount:?}");
     let _unmount = Unmount(24, prefix.clone());
 
     // Full at the lock step.
-    host_sh(&tb, 24, &format!("dd if=/dev/zero of={prefix}/fill bs=64k 2>/dev/null; true"));
-    let (_, stderr) = expect_code(&es(&sb, &["deploy", "2.0.0", "a", "prod", "--max-fail", "1"]), 1);
+    host_sh(
+        &tb,
+        24,
+        &format!("dd if=/dev/zero of={prefix}/fill bs=64k 2>/dev/null; true"),
+    );
+    let (_, stderr) = expect_code(
+        &es(&sb, &["deploy", "2.0.0", "a", "prod", "--max-fail", "1"]),
+        1,
+    );
     let line = summary_line(&stderr, &tb, 24);
-    assert!(line.contains("FAILED") && line.contains("No space left on device"), "{stderr}");
-    assert!(summary_line(&stderr, &tb, 25).contains("switched"), "{stderr}");
+    assert!(
+        line.contains("FAILED") && line.contains("No space left on device"),
+        "{stderr}"
+    );
+    assert!(
+        summary_line(&stderr, &tb, 25).contains("switched"),
+        "{stderr}"
+    );
     assert_serving(&tb, 24, "872", "1.0.0");
     assert_serving(&tb, 25, "872", "2.0.0");
 
     // Room for the lock, not for a venv: fails at staging, lock released.
     host_sh(&tb, 24, &format!("rm -f {prefix}/fill"));
-    let (_, stderr) = expect_code(&es(&sb, &["deploy", "2.0.0", "a", "prod", "--max-fail", "1"]), 1);
+    let (_, stderr) = expect_code(
+        &es(&sb, &["deploy", "2.0.0", "a", "prod", "--max-fail", "1"]),
+        1,
+    );
     let line = summary_line(&stderr, &tb, 24);
     assert!(line.contains("at stage"), "{stderr}");
-    assert!(stderr.contains("No space left on device"), "the cause is kept: {stderr}");
+    assert!(
+        stderr.contains("No space left on device"),
+        "the cause is kept: {stderr}"
+    );
     assert_serving(&tb, 24, "872", "1.0.0");
-    let left = host_sh(&tb, 24, &format!("ls -A {prefix}/a/.es {prefix}/a/releases 2>&1"));
+    let left = host_sh(
+        &tb,
+        24,
+        &format!("ls -A {prefix}/a/.es {prefix}/a/releases 2>&1"),
+    );
     assert!(!left.contains("lock"), "the lock was left: {left}");
 
     // Space again: the next deploy works, without --force.
@@ -340,10 +455,17 @@ fn release_hooks_run_once_before_the_switch_and_shared_dirs_survive() {
         hosts
             .iter()
             .flat_map(|n| {
-                host_sh(&tb, *n, &format!("cat /home/{}/hooks/a/shared/var/data/hooks.log 2>/dev/null", tb.user))
-                    .lines()
-                    .map(str::to_string)
-                    .collect::<Vec<_>>()
+                host_sh(
+                    &tb,
+                    *n,
+                    &format!(
+                        "cat /home/{}/hooks/a/shared/var/data/hooks.log 2>/dev/null",
+                        tb.user
+                    ),
+                )
+                .lines()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
             })
             .collect()
     };
@@ -356,15 +478,31 @@ fn release_hooks_run_once_before_the_switch_and_shared_dirs_survive() {
     let (_, stderr) = expect_code(&deploy(&["2.0.0", "a", "prod"]), 0);
     let lines = logs();
     assert_eq!(lines.len(), 2, "{lines:?} {stderr}");
-    assert!(lines.iter().any(|l| l.contains(" 2.0.0 releases/1.0.0-")), "ran before the switch: {lines:?}");
+    assert!(
+        lines.iter().any(|l| l.contains(" 2.0.0 releases/1.0.0-")),
+        "ran before the switch: {lines:?}"
+    );
     // The secret is in the release's es.env, readable by the deploy user only.
-    let mode = host_sh(&tb, 21, &format!("stat -c %a /home/{}/hooks/a/current/es.env", tb.user));
+    let mode = host_sh(
+        &tb,
+        21,
+        &format!("stat -c %a /home/{}/hooks/a/current/es.env", tb.user),
+    );
     assert_eq!(mode.trim(), "600");
 
     // A failing release hook switches nothing anywhere.
-    sb.write_config(&config(&tb, &hosts, "hooks", "874", &extra("one", "\"exit 3\"")));
+    sb.write_config(&config(
+        &tb,
+        &hosts,
+        "hooks",
+        "874",
+        &extra("one", "\"exit 3\""),
+    ));
     let (_, stderr) = expect_code(&deploy(&["1.0.0", "a", "prod"]), 1);
-    assert!(stderr.contains("a release hook failed: nothing was switched anywhere"), "{stderr}");
+    assert!(
+        stderr.contains("a release hook failed: nothing was switched anywhere"),
+        "{stderr}"
+    );
     for n in hosts {
         assert_serving(&tb, n, "874", "2.0.0");
     }
@@ -393,11 +531,24 @@ fn a_rollout_that_fails_midway_reverts_the_switched_hosts() {
     let env = format!("[deploy.env]\nFAIL_HOST = \"{}\"\n", tb.addr(23));
     sb.write_config(&config(&tb, &hosts, "batch", "876", &env));
     let (stdout, stderr) = expect_code(
-        &es(&sb, &["deploy", "2.0.0", "a", "prod", "--batch", "2", "--max-fail", "0", "--json"]),
+        &es(
+            &sb,
+            &[
+                "deploy",
+                "2.0.0",
+                "a",
+                "prod",
+                "--batch",
+                "2",
+                "--max-fail",
+                "0",
+                "--json",
+            ],
+        ),
         1,
     );
-    let summary: serde_json::Value =
-        serde_json::from_str(stdout.lines().last().unwrap()).unwrap_or_else(|e| panic!("{e}: {stdout}{stderr}"));
+    let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap())
+        .unwrap_or_else(|e| panic!("{e}: {stdout}{stderr}"));
     let outcome = |n: usize| {
         summary["hosts"]
             .as_array()
@@ -407,9 +558,15 @@ fn a_rollout_that_fails_midway_reverts_the_switched_hosts() {
             .map(|h| h["outcome"].as_str().unwrap().to_string())
             .unwrap()
     };
+    // Batches of two switch in parallel: [21, 22] switched; [23, 24] switched
+    // together, 23 failed its check; so both batches go back and 25 is never touched.
     assert_eq!(
         hosts.map(outcome),
-        ["reverted", "reverted", "failed", "not switched", "not switched"],
+        ["reverted", "reverted", "failed", "reverted", "not switched"],
+        "{summary}"
+    );
+    assert!(
+        summary["stopped"].as_str().unwrap().contains("went back"),
         "{summary}"
     );
     for n in hosts {
@@ -418,9 +575,137 @@ fn a_rollout_that_fails_midway_reverts_the_switched_hosts() {
 
     // Re-running the deploy (the fault fixed) finishes the job.
     sb.write_config(&config(&tb, &hosts, "batch", "876", ""));
-    let (_, stderr) = expect_code(&es(&sb, &["deploy", "2.0.0", "a", "prod", "--batch", "2"]), 0);
+    let (_, stderr) = expect_code(
+        &es(&sb, &["deploy", "2.0.0", "a", "prod", "--batch", "2"]),
+        0,
+    );
     assert!(stderr.contains("5 ok, 0 failed"), "{stderr}");
     for n in hosts {
         assert_serving(&tb, n, "876", "2.0.0");
     }
+}
+
+/// Stops the test's nginx on host `n`, even when the test fails.
+struct StopNginx(usize, String);
+
+impl Drop for StopNginx {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(common::repo_root().join("testbed/testbed.sh"))
+            .args(["exec", &self.0.to_string(), "sh", "-c"])
+            .arg(format!(
+                "kill $(cat {}/nginx.pid) 2>/dev/null; true",
+                self.1
+            ))
+            .output();
+    }
+}
+
+/// One request through nginx: the body when it answered 200.
+fn get(addr: &str, port: u16) -> Result<String, String> {
+    use std::io::{Read, Write};
+    use std::time::Duration;
+    let mut stream = std::net::TcpStream::connect_timeout(
+        &format!("{addr}:{port}")
+            .parse()
+            .map_err(|e| format!("{e}"))?,
+        Duration::from_secs(5),
+    )
+    .map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    stream
+        .write_all(b"GET / HTTP/1.0\r\nHost: test\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    stream
+        .read_to_string(&mut answer)
+        .map_err(|e| e.to_string())?;
+    match answer.split_once("\r\n\r\n") {
+        Some((head, body)) if head.starts_with("HTTP/1.1 200") => Ok(body.to_string()),
+        _ => Err(answer.lines().next().unwrap_or("no answer").to_string()),
+    }
+}
+
+#[test]
+fn a_rolling_switch_behind_nginx_fails_no_request() {
+    let tb = Testbed::get();
+    let sb = Sandbox::new();
+    let n = 25;
+    fresh(&tb, &[n], "zero");
+    sb.write_config(&config(&tb, &[n], "zero", "878", ""));
+    expect_code(&es(&sb, &["deploy", "1.0.0", "a", "prod"]), 0);
+
+    // nginx (as root inside the host) balancing over the venv's two ports;
+    // max_fails=0: a process that is restarting is retried, never shunned.
+    let dir = "/tmp/es-zero-nginx";
+    let conf = format!(
+        "worker_processes 1;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log;\nevents {{ worker_connections 256; }}\n\
+         http {{\n access_log off;\n client_body_temp_path {dir}/body;\n proxy_temp_path {dir}/proxy;\n\
+         fastcgi_temp_path {dir}/fastcgi;\n uwsgi_temp_path {dir}/uwsgi;\n scgi_temp_path {dir}/scgi;\n\
+         upstream app {{ server 127.0.0.1:8780 max_fails=0; server 127.0.0.1:8781 max_fails=0; }}\n\
+         server {{ listen 8190; location / {{ proxy_pass http://app; }} }}\n}}\n"
+    );
+    let script = format!(
+        "kill $(cat {dir}/nginx.pid 2>/dev/null) 2>/dev/null; sleep 0.3; rm -rf {dir} && mkdir -p {dir} && cat > {dir}/nginx.conf <<'EOF'\n{conf}EOF\n/usr/sbin/nginx -c {dir}/nginx.conf"
+    );
+    let started = tb.exec(n, &["sh", "-c", &script]);
+    assert!(started.status.success(), "{started:?}");
+    let _stop = StopNginx(n, dir.to_string());
+    let addr = tb.addr(n).to_string();
+    let mut ready = false;
+    for _ in 0..50 {
+        if get(&addr, 8190).is_ok() {
+            ready = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(ready, "nginx did not come up");
+
+    // A load loop (bounded in time) during a rolling upgrade, one process at a time.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let done = done.clone();
+        let addr = addr.clone();
+        std::thread::spawn(move || {
+            let (mut ok, mut failed, mut versions) =
+                (0, Vec::new(), std::collections::BTreeSet::new());
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+            while !done.load(std::sync::atomic::Ordering::Relaxed)
+                && std::time::Instant::now() < deadline
+            {
+                match get(&addr, 8190) {
+                    Ok(body) => {
+                        ok += 1;
+                        versions.insert(body.split_whitespace().nth(1).unwrap_or("").to_string());
+                    }
+                    Err(e) => failed.push(e),
+                }
+            }
+            (ok, failed, versions)
+        })
+    };
+    let (_, stderr) = expect_code(
+        &es(&sb, &["deploy", "2.0.0", "a", "prod", "--batch", "1"]),
+        0,
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed, versions) = load.join().unwrap();
+    assert!(
+        failed.is_empty(),
+        "{} failed requests of {}: {:?}\n{stderr}",
+        failed.len(),
+        ok + failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(ok >= 20, "only {ok} requests were made");
+    assert!(
+        versions.contains("1.0.0") && versions.contains("2.0.0"),
+        "{versions:?}"
+    );
+    assert_serving(&tb, n, "878", "2.0.0");
+    eprintln!("rolling switch behind nginx: {ok} requests, 0 failed");
 }

@@ -125,8 +125,16 @@ impl Facts {
             .as_deref()
             .and_then(|o| serde_json::from_str(o).ok())
             .unwrap_or(Value::Null);
-        let field = |k: &str| owner[k].as_str().map(str::to_string).unwrap_or_else(|| owner[k].to_string());
-        let age = self.lock_age.map(|a| format!(", {}", age_words(a))).unwrap_or_default();
+        let field = |k: &str| {
+            owner[k]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| owner[k].to_string())
+        };
+        let age = self
+            .lock_age
+            .map(|a| format!(", {}", age_words(a)))
+            .unwrap_or_default();
         if owner.is_null() {
             return format!("an unknown deploy{age}");
         }
@@ -201,7 +209,11 @@ pub fn stage(ctx: &mut HostCtx<'_>, plan: &Plan, facts: &Facts, root: &str) -> R
         }
     }
     let mkdirs: Vec<String> = dirs.iter().map(|d| quote(d).into_owned()).collect();
-    let mut prepare = format!("set -e\nrm -rf {}\nmkdir -p {}\n", quote(&staging), mkdirs.join(" "));
+    let mut prepare = format!(
+        "set -e\nrm -rf {}\nmkdir -p {}\n",
+        quote(&staging),
+        mkdirs.join(" ")
+    );
     if plan.force {
         prepare.push_str(&format!(
             "rm -rf {}\n",
@@ -210,8 +222,11 @@ pub fn stage(ctx: &mut HostCtx<'_>, plan: &Plan, facts: &Facts, root: &str) -> R
     }
     ctx.check(&prepare)?;
     if facts.secret.is_none() {
-        ctx.conn
-            .upload(secret.as_bytes(), &format!("{root}/.es/supervisor-secret"), 0o600)?;
+        ctx.conn.upload(
+            secret.as_bytes(),
+            &format!("{root}/.es/supervisor-secret"),
+            0o600,
+        )?;
     }
     let release_json = json!({
         "id": rendered.id,
@@ -230,8 +245,11 @@ pub fn stage(ctx: &mut HostCtx<'_>, plan: &Plan, facts: &Facts, root: &str) -> R
         &format!("{staging}/supervisord.conf"),
         0o600,
     )?;
-    ctx.conn
-        .upload(rendered.env_file.as_bytes(), &format!("{staging}/es.env"), 0o600)?;
+    ctx.conn.upload(
+        rendered.env_file.as_bytes(),
+        &format!("{staging}/es.env"),
+        0o600,
+    )?;
     ctx.conn
         .upload(index.as_bytes(), &format!("{staging}/index.env"), 0o600)?;
     for (path, text) in &rendered.extras {
@@ -301,7 +319,8 @@ pub fn run_hooks(ctx: &mut HostCtx<'_>, kind: &str, dir: &str, hooks: &[String])
         );
         let out = ctx.check(&script)?;
         if !ctx.ui().quiet {
-            ctx.ui().host_text(ctx.host(), &format!("{}{}", out.stdout, out.stderr));
+            ctx.ui()
+                .host_text(ctx.host(), &format!("{}{}", out.stdout, out.stderr));
         }
     }
     Ok(())
@@ -324,7 +343,11 @@ pub fn run_pre_hooks(ctx: &mut HostCtx<'_>, plan: &Plan, root: &str, facts: &Fac
     .iter()
     .map(|(k, v)| format!("export {k}={}\n", quote(v)))
     .collect();
-    let hooks: Vec<String> = plan.pre_hooks.iter().map(|h| format!("{exports}{h}")).collect();
+    let hooks: Vec<String> = plan
+        .pre_hooks
+        .iter()
+        .map(|h| format!("{exports}{h}"))
+        .collect();
     run_hooks(ctx, "pre hook", &dir, &hooks)
 }
 
@@ -364,7 +387,8 @@ pub fn run_supervisord(ctx: &mut HostCtx<'_>, action: &str, spec: &Value) -> Res
 /// One look at the venv's processes (state and health), changing nothing.
 pub fn check(ctx: &mut HostCtx<'_>, spec: &Value) -> Result<Value> {
     let out = run_supervisord(ctx, "check", spec)?;
-    serde_json::from_str(out.trim()).map_err(|e| anyhow!("bad answer from supervisord.py check: {e}"))
+    serde_json::from_str(out.trim())
+        .map_err(|e| anyhow!("bad answer from supervisord.py check: {e}"))
 }
 
 /// Prunes old releases (keeping `protect`), appends `ledger` and releases the

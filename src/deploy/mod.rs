@@ -103,7 +103,12 @@ struct Runs {
 impl Runs {
     fn new(targets: &[Target]) -> Runs {
         Runs {
-            hosts: Mutex::new(targets.iter().map(|t| (t.label.clone(), HostRun::new(&t.label))).collect()),
+            hosts: Mutex::new(
+                targets
+                    .iter()
+                    .map(|t| (t.label.clone(), HostRun::new(&t.label)))
+                    .collect(),
+            ),
             order: targets.iter().map(|t| t.label.clone()).collect(),
         }
     }
@@ -117,7 +122,10 @@ impl Runs {
 
     fn get(&self, label: &str) -> HostRun {
         let hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
-        hosts.get(label).cloned().unwrap_or_else(|| HostRun::new(label))
+        hosts
+            .get(label)
+            .cloned()
+            .unwrap_or_else(|| HostRun::new(label))
     }
 
     fn all(&self) -> Vec<HostRun> {
@@ -125,7 +133,11 @@ impl Runs {
     }
 
     fn labels_where(&self, keep: impl Fn(&HostRun) -> bool) -> Vec<String> {
-        self.all().into_iter().filter(|r| keep(r)).map(|r| r.label).collect()
+        self.all()
+            .into_iter()
+            .filter(|r| keep(r))
+            .map(|r| r.label)
+            .collect()
     }
 
     /// Records each host's failure from a phase's report.
@@ -190,7 +202,10 @@ pub fn command(app: &App, args: &DeployArgs) -> Result<bool> {
     let fleet = app.fleet(true)?;
     if args.dry_run {
         let report = fleet.run(|ctx| dry_run_host(ctx, &plan));
-        report.print_summary(&app.ui, &format!("dry run: deploy {} {}", plan.project, plan.version));
+        report.print_summary(
+            &app.ui,
+            &format!("dry run: deploy {} {}", plan.project, plan.version),
+        );
         return Ok(report.all_ok());
     }
     Ok(rollout(app, &fleet, &plan))
@@ -263,7 +278,12 @@ fn rollout(app: &App, fleet: &Fleet<'_>, plan: &Plan) -> bool {
             let (Some(root), Some(id)) = (&run.root, &run.release) else {
                 return Ok(());
             };
-            host::run_hooks(ctx, "release hook", &format!("{root}/releases/{id}"), &plan.release_hooks)
+            host::run_hooks(
+                ctx,
+                "release hook",
+                &format!("{root}/releases/{id}"),
+                &plan.release_hooks,
+            )
         });
         runs.record(&report);
         if !report.all_ok() {
@@ -274,7 +294,8 @@ fn rollout(app: &App, fleet: &Fleet<'_>, plan: &Plan) -> bool {
     // 3. Switch, batch by batch.
     let spec = host::supervisor_spec("", &plan.project, &plan.ports(), &plan.health);
     if stopped.is_none() {
-        let ready = runs.labels_where(|r| matches!(r.outcome, Outcome::Staged | Outcome::Unchanged));
+        let ready =
+            runs.labels_where(|r| matches!(r.outcome, Outcome::Staged | Outcome::Unchanged));
         let batch = plan.batch.of(ready.len()).max(1);
         for (i, labels) in ready.chunks(batch).enumerate() {
             if i > 0 && plan.pause > 0 {
@@ -335,7 +356,10 @@ fn prepare_host(ctx: &mut HostCtx<'_>, plan: &Plan, runs: &Runs) -> Result<()> {
         }
         _ => anyhow::bail!(
             "{}",
-            facts.lock_error.clone().unwrap_or_else(|| "the host did not report the lock".into())
+            facts
+                .lock_error
+                .clone()
+                .unwrap_or_else(|| "the host did not report the lock".into())
         ),
     }
     let root = facts
@@ -404,15 +428,27 @@ fn switch_host(ctx: &mut HostCtx<'_>, plan: &Plan, spec: &Value, runs: &Runs) ->
         return Err(go_back(ctx, &spec, &run, failure));
     }
     runs.update(ctx.host(), |r| r.outcome = Outcome::Switched);
-    host::run_hooks(ctx, "post hook", &format!("{root}/current"), &plan.post_hooks)
-        .map_err(|e| e.context("the new release is serving; a post hook failed"))
+    host::run_hooks(
+        ctx,
+        "post hook",
+        &format!("{root}/current"),
+        &plan.post_hooks,
+    )
+    .map_err(|e| e.context("the new release is serving; a post hook failed"))
 }
 
 /// After a failed switch: the previous release again, healthy. Returns the
 /// failure, saying what serves now.
-fn go_back(ctx: &mut HostCtx<'_>, spec: &Value, run: &HostRun, failure: anyhow::Error) -> anyhow::Error {
+fn go_back(
+    ctx: &mut HostCtx<'_>,
+    spec: &Value,
+    run: &HostRun,
+    failure: anyhow::Error,
+) -> anyhow::Error {
     let Some(previous) = run.previous.clone() else {
-        return failure.context("the new release is not healthy, and there is no previous release to go back to");
+        return failure.context(
+            "the new release is not healthy, and there is no previous release to go back to",
+        );
     };
     let step = ctx.current_step();
     ctx.step("switch back");
@@ -420,7 +456,9 @@ fn go_back(ctx: &mut HostCtx<'_>, spec: &Value, run: &HostRun, failure: anyhow::
     ctx.step(&step);
     let version = run.version_of(Some(&previous));
     match back {
-        Ok(()) => failure.context(format!("not healthy; back on {version}, which serves again")),
+        Ok(()) => failure.context(format!(
+            "not healthy; back on {version}, which serves again"
+        )),
         Err(err) => failure.context(format!(
             "not healthy, and going back to {version} failed too: {}",
             crate::fleet::describe(&err)
@@ -468,7 +506,14 @@ fn finish_host(ctx: &mut HostCtx<'_>, plan: &Plan, runs: &Runs) -> Result<()> {
         .into_iter()
         .flatten()
         .collect();
-    host::finish(ctx, &root, plan.keep_releases, plan.deploy_id(), Some(&entry), &protect)
+    host::finish(
+        ctx,
+        &root,
+        plan.keep_releases,
+        plan.deploy_id(),
+        Some(&entry),
+        &protect,
+    )
 }
 
 /// The outcome as the summary and the ledger say it, and its error.
@@ -483,11 +528,21 @@ fn outcome_words(outcome: &Outcome) -> (&'static str, Option<String>) {
     }
 }
 
-fn print_rollout_summary(app: &App, title: &str, runs: &Runs, stopped: Option<&str>, elapsed: Duration) {
+fn print_rollout_summary(
+    app: &App,
+    title: &str,
+    runs: &Runs,
+    stopped: Option<&str>,
+    elapsed: Duration,
+) {
     let ui = &app.ui;
     ui.clear();
     let all = runs.all();
-    let count = |word: &str| all.iter().filter(|r| outcome_words(&r.outcome).0 == word).count();
+    let count = |word: &str| {
+        all.iter()
+            .filter(|r| outcome_words(&r.outcome).0 == word)
+            .count()
+    };
     let ok = count("switched") + count("unchanged");
     if ui.mode == Mode::Json {
         let hosts: Vec<Value> = all
@@ -543,7 +598,11 @@ fn print_rollout_summary(app: &App, title: &str, runs: &Runs, stopped: Option<&s
                 s
             }
         };
-        let shown = if matches!(r.outcome, Outcome::Failed { .. }) { "FAILED" } else { word };
+        let shown = if matches!(r.outcome, Outcome::Failed { .. }) {
+            "FAILED"
+        } else {
+            word
+        };
         if !ui.quiet || shown != "switched" {
             text.push_str(&format!(
                 "  {:<width$}  {shown:<12}  {:>6.2}s  {detail}\n",
@@ -562,7 +621,11 @@ fn print_rollout_summary(app: &App, title: &str, runs: &Runs, stopped: Option<&s
             counts.push(format!("{n} {word}"));
         }
     }
-    text.push_str(&format!("{}, in {:.2}s", counts.join(", "), elapsed.as_secs_f64()));
+    text.push_str(&format!(
+        "{}, in {:.2}s",
+        counts.join(", "),
+        elapsed.as_secs_f64()
+    ));
     eprintln!("{}", ui.mask(&text));
 }
 
@@ -576,16 +639,23 @@ fn dry_run_host(ctx: &mut HostCtx<'_>, plan: &Plan) -> Result<()> {
         .root
         .clone()
         .unwrap_or_else(|| format!("{} (to be created)", plan.venv.dir));
-    let secret = facts.secret.clone().unwrap_or_else(|| "(new secret)".into());
+    let secret = facts
+        .secret
+        .clone()
+        .unwrap_or_else(|| "(new secret)".into());
     let rendered = plan.render_for(&plan::Placement {
         host: host.clone(),
         root: root.clone(),
         secret: secret.clone(),
     })?;
     let current_conf = match &facts.root {
-        Some(r) => ctx
-            .exec(&format!("cat {} 2>/dev/null", crate::quote::quote(&format!("{r}/etc/supervisord.conf"))))?
-            .stdout,
+        Some(r) => {
+            ctx.exec(&format!(
+                "cat {} 2>/dev/null",
+                crate::quote::quote(&format!("{r}/etc/supervisord.conf"))
+            ))?
+            .stdout
+        }
         None => String::new(),
     };
     let mask = |text: &str| text.replace(&secret, "********");
@@ -594,13 +664,19 @@ fn dry_run_host(ctx: &mut HostCtx<'_>, plan: &Plan) -> Result<()> {
         plan.project, plan.version, plan.profile
     );
     if facts.lock.is_some() || facts.lock_owner.is_some() {
-        report.push_str(&format!("the venv is locked by {}: the deploy would be refused\n", facts.lock_holder()));
+        report.push_str(&format!(
+            "the venv is locked by {}: the deploy would be refused\n",
+            facts.lock_holder()
+        ));
     }
     for hook in &plan.pre_hooks {
         report.push_str(&format!("would run pre hook: {hook}\n"));
     }
     if facts.release(&rendered.id).is_some() {
-        report.push_str(&format!("release {} is already staged: reused\n", rendered.id));
+        report.push_str(&format!(
+            "release {} is already staged: reused\n",
+            rendered.id
+        ));
     } else {
         report.push_str(&format!(
             "would stage release {} (a new venv) and install {}=={} from {}\n",
@@ -617,7 +693,10 @@ fn dry_run_host(ctx: &mut HostCtx<'_>, plan: &Plan) -> Result<()> {
         report.push_str(&format!("would write {path} into the release (0600)\n"));
     }
     for hook in &plan.release_hooks {
-        report.push_str(&format!("would run release hook ({:?}): {hook}\n", plan.release_hooks_on));
+        report.push_str(&format!(
+            "would run release hook ({:?}): {hook}\n",
+            plan.release_hooks_on
+        ));
     }
     if facts.current.as_deref() == Some(rendered.id.as_str()) {
         report.push_str("the release is already current: only its health would be checked\n");
@@ -650,7 +729,10 @@ fn dry_run_host(ctx: &mut HostCtx<'_>, plan: &Plan) -> Result<()> {
     for hook in &plan.post_hooks {
         report.push_str(&format!("would run post hook: {hook}\n"));
     }
-    report.push_str(&format!("would keep the newest {} releases\n", plan.keep_releases));
+    report.push_str(&format!(
+        "would keep the newest {} releases\n",
+        plan.keep_releases
+    ));
     ctx.ui().host_text(&host, &report);
     Ok(())
 }
@@ -663,7 +745,11 @@ pub fn rollback(app: &App, args: &RollbackArgs) -> Result<bool> {
     let Some(project) = config.project.name.clone() else {
         bad_input!("{}: `project.name` is not set", loaded.path.display());
     };
-    let venv_name = match args.venv.clone().or_else(|| config.deploy.default_venv.clone()) {
+    let venv_name = match args
+        .venv
+        .clone()
+        .or_else(|| config.deploy.default_venv.clone())
+    {
         Some(v) => v,
         None => bad_input!("which venv? give VENV, or set deploy.default_venv"),
     };
@@ -674,7 +760,9 @@ pub fn rollback(app: &App, args: &RollbackArgs) -> Result<bool> {
         }
     }
     let ports = match config.deploy.venv_ports.get(&venv_name) {
-        Some(prefix) => (0..config.deploy.process_count).map(|n| format!("{prefix}{n}")).collect(),
+        Some(prefix) => (0..config.deploy.process_count)
+            .map(|n| format!("{prefix}{n}"))
+            .collect(),
         None => Vec::new(),
     };
     let spec = host::supervisor_spec("", &project, &ports, &config.deploy.health);
@@ -694,14 +782,20 @@ pub fn rollback(app: &App, args: &RollbackArgs) -> Result<bool> {
         match facts.lock.as_deref() {
             Some("taken") => {}
             Some("busy") => anyhow::bail!("locked by {}", facts.lock_holder()),
-            _ => anyhow::bail!("{}", facts.lock_error.clone().unwrap_or_else(|| "no lock".into())),
+            _ => anyhow::bail!(
+                "{}",
+                facts.lock_error.clone().unwrap_or_else(|| "no lock".into())
+            ),
         }
         let root = facts.root.clone().unwrap_or_default();
         let target = match &args.to {
             Some(to) => facts
                 .releases
                 .iter()
-                .find(|r| crate::version::parse_version(r.version()).ok() == crate::version::parse_version(to).ok())
+                .find(|r| {
+                    crate::version::parse_version(r.version()).ok()
+                        == crate::version::parse_version(to).ok()
+                })
                 .cloned(),
             None => facts.previous().cloned(),
         };
@@ -709,7 +803,12 @@ pub fn rollback(app: &App, args: &RollbackArgs) -> Result<bool> {
             None => Err(anyhow::anyhow!(
                 "no {} release is kept here (releases: {})",
                 args.to.as_deref().unwrap_or("previous"),
-                facts.releases.iter().map(|r| r.id.as_str()).collect::<Vec<_>>().join(", ")
+                facts
+                    .releases
+                    .iter()
+                    .map(|r| r.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )),
             Some(target) => {
                 let mut spec = spec.clone();

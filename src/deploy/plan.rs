@@ -73,7 +73,11 @@ pub fn plan(app: &App, request: &Request<'_>) -> Result<Plan> {
     let Some(project) = config.project.name.clone() else {
         bad_input!("{}: `project.name` is not set", loaded.path.display());
     };
-    let venv_name = match request.venv.map(str::to_string).or_else(|| config.deploy.default_venv.clone()) {
+    let venv_name = match request
+        .venv
+        .map(str::to_string)
+        .or_else(|| config.deploy.default_venv.clone())
+    {
         Some(v) => v,
         None => bad_input!("which venv? give VERSION VENV PROFILE, or set deploy.default_venv"),
     };
@@ -88,7 +92,10 @@ pub fn plan(app: &App, request: &Request<'_>) -> Result<Plan> {
     let version = resolve_version(&index_url, &project, request.version)?;
 
     let supervisor_template = match &config.deploy.supervisor_template {
-        Some(path) => (path.clone(), read_template(app, "deploy.supervisor_template", path)?),
+        Some(path) => (
+            path.clone(),
+            read_template(app, "deploy.supervisor_template", path)?,
+        ),
         None => (
             "built-in supervisord.conf".to_string(),
             DEFAULT_SUPERVISOR_TEMPLATE.to_string(),
@@ -100,7 +107,12 @@ pub fn plan(app: &App, request: &Request<'_>) -> Result<Plan> {
         check_relative("deploy.extra_templates", remote)?;
         extra_templates.push((local.clone(), source, remote.clone()));
     }
-    for dir in config.deploy.shared_dirs.iter().chain(&config.deploy.virtualenv_sub_dirs) {
+    for dir in config
+        .deploy
+        .shared_dirs
+        .iter()
+        .chain(&config.deploy.virtualenv_sub_dirs)
+    {
         check_relative("deploy.shared_dirs", dir)?;
     }
     let parse_count = |flag: &str, value: Option<&str>, default: CountOrPercent| match value {
@@ -199,7 +211,11 @@ fn resolve_version(index_url: &str, project: &str, wanted: &str) -> Result<Strin
         bail!(
             "{project} {version} is not on the index {} (newest there: {}): nothing was deployed",
             crate::index::redact_url(index_url),
-            if newest.is_empty() { "none".to_string() } else { newest.join(", ") }
+            if newest.is_empty() {
+                "none".to_string()
+            } else {
+                newest.join(", ")
+            }
         );
     }
     Ok(version.to_string())
@@ -423,7 +439,9 @@ impl Plan {
         let env_file = self.env_file(at);
         let mut extras = Vec::new();
         for (name, source, path) in &self.extra_templates {
-            let text = self.render(source, at, &env_path).with_context(|| name.clone())?;
+            let text = self
+                .render(source, at, &env_path)
+                .with_context(|| name.clone())?;
             extras.push((path.clone(), text));
         }
         let mut hash = Sha256::new();
@@ -449,7 +467,9 @@ impl Plan {
     /// The ports of the project's processes: the prefix followed by N.
     pub fn ports(&self) -> Vec<String> {
         match &self.port {
-            Some(prefix) => (0..self.process_count).map(|n| format!("{prefix}{n}")).collect(),
+            Some(prefix) => (0..self.process_count)
+                .map(|n| format!("{prefix}{n}"))
+                .collect(),
             None => Vec::new(),
         }
     }

@@ -16,7 +16,11 @@ use crate::venv::Venv;
 fn venv_and_spec(app: &App, args: &VenvArg) -> Result<(Venv, Value)> {
     let loaded = app.require_config()?;
     let config = &loaded.config;
-    let venv_name = match args.venv.clone().or_else(|| config.deploy.default_venv.clone()) {
+    let venv_name = match args
+        .venv
+        .clone()
+        .or_else(|| config.deploy.default_venv.clone())
+    {
         Some(v) => v,
         None => bad_input!("which venv? give VENV, or set deploy.default_venv"),
     };
@@ -28,7 +32,10 @@ fn venv_and_spec(app: &App, args: &VenvArg) -> Result<(Venv, Value)> {
         None => Vec::new(),
     };
     let project = config.project.name.clone().unwrap_or_default();
-    Ok((venv, host::supervisor_spec("", &project, &ports, &config.deploy.health)))
+    Ok((
+        venv,
+        host::supervisor_spec("", &project, &ports, &config.deploy.health),
+    ))
 }
 
 /// One host's row of `es status`.
@@ -47,9 +54,13 @@ fn status_row(ctx: &mut HostCtx<'_>, venv: &Venv, spec: &Value) -> Result<Value>
     let list = processes.as_array().cloned().unwrap_or_default();
     let running = list.iter().filter(|p| p["state"] == "RUNNING").count();
     let healthy = !list.is_empty() && list.iter().all(|p| p["healthy"] == true);
-    let staged_by = current
-        .as_ref()
-        .map(|r| format!("{}@{}", text(&r.meta["staged_by"]["user"]), text(&r.meta["staged_by"]["machine"])));
+    let staged_by = current.as_ref().map(|r| {
+        format!(
+            "{}@{}",
+            text(&r.meta["staged_by"]["user"]),
+            text(&r.meta["staged_by"]["machine"])
+        )
+    });
     Ok(json!({
         "venv": venv.name,
         "version": current.as_ref().map(|r| r.version().to_string()),
@@ -111,12 +122,24 @@ pub fn status(app: &App, args: &VenvArg) -> Result<bool> {
         app.ui.json(json!({"event": "summary", "command": "status", "ok": problems.is_empty(), "problems": problems}));
         return Ok(problems.is_empty());
     }
-    let header = ["HOST", "VENV", "VERSION", "HEALTH", "PROGRAMS", "DEPLOYED", "BY", "COMMIT", "LOCK"];
+    let header = [
+        "HOST", "VENV", "VERSION", "HEALTH", "PROGRAMS", "DEPLOYED", "BY", "COMMIT", "LOCK",
+    ];
     let mut table: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
     for row in &rows {
-        let get = |k: &str| row[k].as_str().map(str::to_string).unwrap_or_else(|| "-".into());
+        let get = |k: &str| {
+            row[k]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| "-".into())
+        };
         if let Some(error) = row["error"].as_str() {
-            table.push(vec![get("host"), venv.name.clone(), "?".into(), format!("unreachable: {error}")]);
+            table.push(vec![
+                get("host"),
+                venv.name.clone(),
+                "?".into(),
+                format!("unreachable: {error}"),
+            ]);
             continue;
         }
         let commit = get("commit");
@@ -124,7 +147,11 @@ pub fn status(app: &App, args: &VenvArg) -> Result<bool> {
             get("host"),
             get("venv"),
             get("version"),
-            if row["healthy"] == true { "healthy".into() } else { "UNHEALTHY".into() },
+            if row["healthy"] == true {
+                "healthy".into()
+            } else {
+                "UNHEALTHY".into()
+            },
             format!("{}/{}", row["running"], row["programs"]),
             get("deployed_at"),
             get("deployed_by"),
@@ -147,10 +174,18 @@ pub fn releases(app: &App, args: &VenvArg) -> Result<bool> {
         ctx.step("releases");
         host::read_facts(ctx, &venv.dir, LockMode::Read, "")
     });
-    let mut table: Vec<Vec<String>> = vec![["HOST", "RELEASE", "VERSION", "STATE", "LAST CURRENT", "COMMIT", "LAST OUTCOME"]
-        .iter()
-        .map(|h| h.to_string())
-        .collect()];
+    let mut table: Vec<Vec<String>> = vec![[
+        "HOST",
+        "RELEASE",
+        "VERSION",
+        "STATE",
+        "LAST CURRENT",
+        "COMMIT",
+        "LAST OUTCOME",
+    ]
+    .iter()
+    .map(|h| h.to_string())
+    .collect()];
     for outcome in &report.outcomes {
         let Ok(facts) = &outcome.result else { continue };
         for release in &facts.releases {
@@ -173,9 +208,21 @@ pub fn releases(app: &App, args: &VenvArg) -> Result<bool> {
                 release.version().to_string(),
                 state.to_string(),
                 release.activated.clone().unwrap_or_else(|| "-".into()),
-                release.build["commit"].as_str().unwrap_or("-").chars().take(12).collect(),
+                release.build["commit"]
+                    .as_str()
+                    .unwrap_or("-")
+                    .chars()
+                    .take(12)
+                    .collect(),
                 ledger
-                    .map(|l| format!("{} {} ({})", text(&l["action"]), text(&l["outcome"]), text(&l["time"])))
+                    .map(|l| {
+                        format!(
+                            "{} {} ({})",
+                            text(&l["action"]),
+                            text(&l["outcome"]),
+                            text(&l["time"])
+                        )
+                    })
                     .unwrap_or_else(|| "-".into()),
             ]);
         }
@@ -189,18 +236,32 @@ pub fn releases(app: &App, args: &VenvArg) -> Result<bool> {
 
 /// The newest ledger entry about a release.
 fn last_ledger<'a>(facts: &'a Facts, id: &str) -> Option<&'a Value> {
-    facts.ledger.iter().rev().find(|l| l["release"].as_str() == Some(id))
+    facts
+        .ledger
+        .iter()
+        .rev()
+        .find(|l| l["release"].as_str() == Some(id))
 }
 
 fn print_table(app: &App, rows: &[Vec<String>]) {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..columns)
-        .map(|i| rows.iter().filter_map(|r| r.get(i)).map(|c| c.chars().count()).max().unwrap_or(0))
+        .map(|i| {
+            rows.iter()
+                .filter_map(|r| r.get(i))
+                .map(|c| c.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let text: String = rows
         .iter()
         .map(|r| {
-            let cells: Vec<String> = r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+            let cells: Vec<String> = r
+                .iter()
+                .zip(&widths)
+                .map(|(c, w)| format!("{c:<w$}"))
+                .collect();
             format!("{}\n", cells.join("  ").trim_end())
         })
         .collect();

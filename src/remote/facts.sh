@@ -47,7 +47,8 @@ if [ "$mode" != read ]; then
         echo lock=error
         echo "lock_error=cannot create $root/.es: $err"
     elif err=$(mkdir .es/lock 2>&1); then
-        if err=$(printf '%s\n' "$owner" 2>&1 > .es/lock/owner); then
+        # cat, not the shell's printf: it names the cause (No space left on device).
+        if err=$(printf '%s\n' "$owner" | cat 2>&1 > .es/lock/owner); then
             echo lock=taken
         else
             rm -rf .es/lock
@@ -60,7 +61,7 @@ if [ "$mode" != read ]; then
     elif [ "$mode" = break ]; then
         echo "lock_broken=$(head -c 2000 .es/lock/owner 2>/dev/null | tr -d '\n')"
         rm -rf .es/lock
-        if mkdir .es/lock 2>/dev/null && printf '%s\n' "$owner" > .es/lock/owner 2>/dev/null; then
+        if mkdir .es/lock 2>/dev/null && printf '%s\n' "$owner" | cat > .es/lock/owner 2>/dev/null; then
             echo lock=taken
         else
             rm -rf .es/lock

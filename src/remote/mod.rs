@@ -130,19 +130,32 @@ mod tests {
             let rel = root.join("releases").join(id);
             std::fs::create_dir_all(&rel).unwrap();
             if complete {
-                std::fs::write(rel.join("release.json"), format!("{{\"id\":\"{id}\"}}\n"))
-                    .unwrap();
+                std::fs::write(rel.join("release.json"), format!("{{\"id\":\"{id}\"}}\n")).unwrap();
             }
         }
-        std::fs::write(root.join("releases/1.1-bb/activated"), "2026-01-01T00:00:00Z").unwrap();
+        std::fs::write(
+            root.join("releases/1.1-bb/activated"),
+            "2026-01-01T00:00:00Z",
+        )
+        .unwrap();
         std::os::unix::fs::symlink("releases/1.1-bb", root.join("current")).unwrap();
         // A pidfile naming a live process that is not this venv's supervisord.
         std::fs::create_dir(root.join("tmp")).unwrap();
-        std::fs::write(root.join("tmp/supervisord.pid"), std::process::id().to_string()).unwrap();
+        std::fs::write(
+            root.join("tmp/supervisord.pid"),
+            std::process::id().to_string(),
+        )
+        .unwrap();
         let out = facts(root, "read", "");
         assert!(out.contains("current=1.1-bb\n"), "{out}");
-        assert!(out.contains("release=1.0-aa\t-\t{\"id\":\"1.0-aa\"}\t{}\n"), "{out}");
-        assert!(out.contains("release=1.1-bb\t2026-01-01T00:00:00Z\t"), "{out}");
+        assert!(
+            out.contains("release=1.0-aa\t-\t{\"id\":\"1.0-aa\"}\t{}\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("release=1.1-bb\t2026-01-01T00:00:00Z\t"),
+            "{out}"
+        );
         assert!(!out.contains("1.2-cc"), "{out}");
         assert!(!out.contains("supervisord="), "{out}");
     }

@@ -24,8 +24,21 @@ staging=.es/staging/$id
 rel=releases/$id
 tools=.es/tools
 
+# Installers often hide the cause of a failure behind their own words: when
+# the disk is (nearly) full, say so.
+hinted=
+disk_hint() {
+    [ -z "$hinted" ] || return 0
+    hinted=1
+    avail=$(df -Pk "$root" 2>/dev/null | awk 'NR == 2 { print $4 }')
+    if [ -n "$avail" ] && [ "$avail" -lt 20480 ]; then
+        echo "No space left on device: $avail KiB free on $(df -P "$root" | awk 'NR == 2 { print $6 }')" >&2
+    fi
+}
+
 fail() {
     echo "$*" >&2
+    disk_hint
     exit 1
 }
 
@@ -74,6 +87,7 @@ cleanup() {
     status=$?
     if [ $status -ne 0 ]; then
         rm -rf "$rel"
+        disk_hint
     fi
     rm -rf "$staging"
     exit $status

@@ -152,11 +152,28 @@ def probe(port, health):
         conn.close()
 
 
+# Where each log file ended before es restarted anything: only what was written
+# since is shown, not an earlier run's lines.
+LOG_OFFSETS = {}
+
+
+def remember_logs(root):
+    logs = os.path.join(root, "logs")
+    for name in os.listdir(logs) if os.path.isdir(logs) else []:
+        path = os.path.join(logs, name)
+        try:
+            LOG_OFFSETS[os.path.realpath(path)] = os.path.getsize(path)
+        except OSError:
+            pass
+
+
 def log_tail(path, lines=12):
     try:
         with open(path, "rb") as f:
             f.seek(0, 2)
-            f.seek(max(0, f.tell() - 16384))
+            end = f.tell()
+            start = max(LOG_OFFSETS.get(os.path.realpath(path), 0), end - 16384)
+            f.seek(start)
             return f.read().decode(errors="replace").splitlines()[-lines:]
     except OSError:
         return []
@@ -205,12 +222,15 @@ def wait_healthy(proxy, spec, name, started_pid=None):
 
 
 def unhealthy(spec, info, reason):
+    """The failure: the log lines first, the reason last (a tail keeps it)."""
     name = "%s:%s" % (info["group"], info["name"])
-    lines = ["--- supervisord.log: " + line for line in supervisord_reasons(spec["root"], name)]
+    lines = ["supervisord.log: " + line for line in supervisord_reasons(spec["root"], name)]
     logfile = info.get("stdout_logfile")
     if logfile:
-        lines += ["--- %s: %s" % (os.path.basename(logfile), line) for line in log_tail(logfile)]
-    return Failure("%s %s\n%s" % (name, reason, "\n".join(lines)))
+        # The app's last words, without app servers' routine INFO lines.
+        tail = [line for line in log_tail(logfile, 60) if "[INFO]" not in line][-12:]
+        lines += ["%s: %s" % (os.path.basename(logfile), line) for line in tail]
+    return Failure("\n".join(lines + ["%s %s" % (name, reason)]))
 
 
 def restart(proxy, name):
@@ -262,6 +282,7 @@ def switch(spec):
     except FileNotFoundError:
         old_text = None
     pid = running_pid(conf)
+    remember_logs(root)
     activate(root, spec["release"])
 
     if pid is not None and old_text == new_text:
