@@ -489,7 +489,11 @@ fn concurrent_deploys_to_one_venv_one_is_refused() {
         .unwrap();
     std::thread::sleep(Duration::from_millis(2000));
     let second = deploy(&sb, &["1.0.0", "a", "prod"]);
+    // --force does not break the lock of a deploy that is still running.
+    let forced = deploy(&sb, &["1.0.0", "a", "prod", "--force"]);
     let first = first.wait_with_output().unwrap();
+    let (_, stderr) = expect_code(&forced, 1);
+    assert!(stderr.contains("which is still running"), "{stderr}");
     expect_code(&first, 0);
     let (_, stderr) = expect_code(&second, 1);
     assert!(

@@ -222,10 +222,18 @@ pub fn quickdeploy(app: &App, args: &QuickdeployArgs) -> Result<bool> {
         pause: None,
     };
     // Everything but the version is checked before the (slow) build.
-    let loaded = app.require_config()?;
-    if loaded.config.project.name.is_none() {
-        bad_input!("{}: `project.name` is not set", loaded.path.display());
-    }
+    plan::check(
+        app,
+        &Request {
+            version: "0",
+            venv: Some(&args.venv),
+            profile: &args.profile,
+            force: false,
+            batch: None,
+            max_fail: None,
+            pause: None,
+        },
+    )?;
     app.targets()?;
     let build_args = BuildArgs {
         branch: args.branch.clone(),
@@ -395,10 +403,9 @@ fn check_holder_is_gone(facts: &Facts) -> Result<()> {
     let machine = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
     let same_machine = owner["machine"].as_str() == Some(machine.trim());
     if let (true, Some(pid)) = (same_machine, owner["pid"].as_u64()) {
-        let alive = std::path::Path::new(&format!("/proc/{pid}")).exists()
-            && std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).contains("es"))
-                .unwrap_or(false);
+        let alive = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .map(|comm| comm.trim() == "es")
+            .unwrap_or(false);
         if alive && pid != u64::from(std::process::id()) {
             anyhow::bail!(
                 "the deploy lock is held by {}, which is still running (pid {pid} on this machine): --force breaks only the lock of a deploy that is gone",

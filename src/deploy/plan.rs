@@ -68,6 +68,15 @@ pub struct Request<'a> {
 /// Checks the request and the configuration, resolves `latest` and makes sure
 /// the version is on the index, before any host is contacted.
 pub fn plan(app: &App, request: &Request<'_>) -> Result<Plan> {
+    plan_with(app, request, true)
+}
+
+/// Everything `plan` checks but the version (for `es quickdeploy`, before the build).
+pub fn check(app: &App, request: &Request<'_>) -> Result<()> {
+    plan_with(app, request, false).map(|_| ())
+}
+
+fn plan_with(app: &App, request: &Request<'_>, resolve: bool) -> Result<Plan> {
     let loaded = app.require_config()?;
     let config = &loaded.config;
     let Some(project) = config.project.name.clone() else {
@@ -89,7 +98,11 @@ pub fn plan(app: &App, request: &Request<'_>) -> Result<Plan> {
             loaded.path.display()
         );
     };
-    let version = resolve_version(&index_url, &project, request.version)?;
+    let version = if resolve {
+        resolve_version(&index_url, &project, request.version)?
+    } else {
+        request.version.to_string()
+    };
 
     let supervisor_template = match &config.deploy.supervisor_template {
         Some(path) => (
