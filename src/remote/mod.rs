@@ -161,6 +161,54 @@ mod tests {
     }
 
     #[test]
+    fn finish_prunes_old_releases_writes_the_ledger_and_releases_only_its_own_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        // Five releases, staged one second apart (oldest first).
+        for (i, id) in ["r1", "r2", "r3", "r4", "r5"].iter().enumerate() {
+            let rel = root.join("releases").join(id);
+            std::fs::create_dir_all(&rel).unwrap();
+            std::fs::write(rel.join("release.json"), "{}").unwrap();
+            let (_, _, code) = sh(&format!(
+                "touch -d @{} {}",
+                1_700_000_000 + i,
+                quote(rel.join("release.json").to_str().unwrap())
+            ));
+            assert_eq!(code, 0);
+        }
+        std::os::unix::fs::symlink("releases/r1", root.join("current")).unwrap();
+        std::fs::create_dir_all(root.join(".es/lock")).unwrap();
+        std::fs::write(root.join(".es/lock/owner"), r#"{"deploy_id":"other"}"#).unwrap();
+        let finish = |id: &str| {
+            let line = FINISH.shell(&[
+                Arg::Value(root.to_str().unwrap()),
+                Arg::Value("2"),
+                Arg::Value(id),
+                Arg::Value(r#"{"outcome":"switched"}"#),
+                Arg::Value("r2"),
+            ]);
+            let (stdout, stderr, code) = sh(&line);
+            assert_eq!(code, 0, "{stderr}");
+            stdout
+        };
+        let out = finish("mine");
+        // Kept: the two newest (r5, r4), current (r1) and the protected r2.
+        assert_eq!(out, "pruned=r3\n");
+        assert!(
+            root.join(".es/lock").exists(),
+            "another deploy's lock was released"
+        );
+        std::fs::write(root.join(".es/lock/owner"), r#"{"deploy_id":"mine"}"#).unwrap();
+        finish("mine");
+        assert!(!root.join(".es/lock").exists());
+        let ledger = std::fs::read_to_string(root.join(".es/releases.jsonl")).unwrap();
+        assert_eq!(ledger.lines().count(), 2);
+        assert!(
+            ledger.starts_with("{\"time\":\"20") && ledger.contains(",\"outcome\":\"switched\"}")
+        );
+    }
+
+    #[test]
     fn env_files_source_back_to_the_same_values() {
         let nasty = "it's $(touch /tmp/es-env-pwned) `x` \"q\"\nline2";
         let text = env_file([("A", "plain"), ("B", nasty)]);
