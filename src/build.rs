@@ -289,6 +289,21 @@ pub fn build(app: &App, args: &BuildArgs) -> Result<Version> {
         verbose,
     )?;
     let artifacts = check_artifacts(&out_dir, &project, &version)?;
+    let branch = described.strip_prefix("branch ").map(str::to_string);
+    let provenance = json!({
+        "project": project,
+        "version": version.to_string(),
+        "commit": commit,
+        "branch": branch,
+        "built_at": crate::deploy::now_utc(),
+        "built_by": format!("{}@{}", crate::deploy::login(), crate::deploy::machine()),
+    });
+    for wheel in artifacts
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "whl"))
+    {
+        crate::provenance::add_to_wheel(wheel, &provenance)?;
+    }
 
     // Upload, copy.
     if let Some(target) = &target {

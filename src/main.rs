@@ -11,6 +11,7 @@ mod hosts;
 mod index;
 mod nginx;
 mod pip;
+mod provenance;
 mod quote;
 mod remote;
 mod run;

@@ -14,6 +14,8 @@ use common::{expect_code, Sandbox, Testbed};
 /// FAIL_HOST is `*` or names the host (ES_HOST), else 200.
 struct Built {
     name: String,
+    /// The commit 1.0.0 and 2.0.0 were built from.
+    commit: String,
     _sandbox: Sandbox,
 }
 
@@ -84,6 +86,9 @@ fn built() -> &'static Built {
             );
         }
         let app = dir.join(&name).join("app.py");
+        let commit = common::git(&sb, &dir, &["rev-parse", "HEAD"])
+            .trim()
+            .to_string();
         let code = std::fs::read_to_string(&app).unwrap();
         std::fs::write(
             &app,
@@ -95,7 +100,11 @@ fn built() -> &'static Built {
             &common::es_build(&sb, &tb, &dir, &["--version", "2.1.0"]),
             0,
         );
-        Built { name, _sandbox: sb }
+        Built {
+            name,
+            commit,
+            _sandbox: sb,
+        }
     })
 }
 
@@ -280,6 +289,17 @@ fn a_version_that_cannot_serve_is_refused_and_every_host_keeps_the_old_one() {
         row.contains("2.0.0") && row.contains("healthy") && row.contains("2/2"),
         "{row}"
     );
+    // The commit the version was built from (recorded by es build in the wheel),
+    // not what is checked out here.
+    assert!(row.contains(&built().commit[..12]), "{row}");
+    let ledger = host_sh(
+        &tb,
+        21,
+        &format!("tail -n 1 /home/{}/health/a/.es/releases.jsonl", tb.user),
+    );
+    let last: serde_json::Value = serde_json::from_str(&ledger).unwrap();
+    assert_eq!(last["commit"], built().commit.as_str());
+    assert_eq!(last["branch"], "main");
 
     // es rollback needs no index: the config points at a dead one.
     let dead = config(&tb, &hosts, "health", "870", "").replace(

@@ -182,9 +182,15 @@ fn tools_python(root: &str) -> String {
     format!("{root}/.es/tools/bin/python")
 }
 
-/// Stages the plan's release for this host. Returns the release's id;
-/// a complete release with the same id is reused (nothing is installed).
-pub fn stage(ctx: &mut HostCtx<'_>, plan: &Plan, facts: &Facts, root: &str) -> Result<String> {
+/// Stages the plan's release for this host. Returns the release's id and
+/// what `es build` recorded about its version (commit, branch; null when
+/// unknown); a complete release with the same id is reused (nothing is installed).
+pub fn stage(
+    ctx: &mut HostCtx<'_>,
+    plan: &Plan,
+    facts: &Facts,
+    root: &str,
+) -> Result<(String, Value)> {
     let host = ctx.host().to_string();
     let secret = match &facts.secret {
         Some(secret) => secret.clone(),
@@ -196,9 +202,9 @@ pub fn stage(ctx: &mut HostCtx<'_>, plan: &Plan, facts: &Facts, root: &str) -> R
         secret: secret.clone(),
     })?;
     ctx.ui().add_secret(&secret);
-    if facts.release(&rendered.id).is_some() && !plan.force {
+    if let (Some(release), false) = (facts.release(&rendered.id), plan.force) {
         ctx.step("stage (already staged)");
-        return Ok(rendered.id);
+        return Ok((rendered.id, release.build.clone()));
     }
     ctx.step("stage");
     let staging = format!("{root}/.es/staging/{}", rendered.id);
@@ -281,9 +287,16 @@ pub fn stage(ctx: &mut HostCtx<'_>, plan: &Plan, facts: &Facts, root: &str) -> R
         Arg::Value(plan.virtualenv_command.as_deref().unwrap_or("")),
     ];
     args.extend(links.iter().map(|l| Arg::Value(l)));
-    ctx.check(&STAGE.shell(&args))
+    let out = ctx
+        .check(&STAGE.shell(&args))
         .context("staging the release (the running release is untouched)")?;
-    Ok(rendered.id)
+    let build = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("build="))
+        .and_then(|j| serde_json::from_str(j).ok())
+        .unwrap_or(Value::Null);
+    Ok((rendered.id, build))
 }
 
 /// A fresh random supervisor password (hex), from the OS.

@@ -36,6 +36,7 @@ use crate::hosts::Target;
 use crate::ui::Mode;
 use host::{Facts, LockMode};
 pub use plan::DEFAULT_SUPERVISOR_TEMPLATE;
+pub use plan::{login, machine, now_utc};
 use plan::{Plan, Request};
 pub use status::{releases, status};
 
@@ -67,6 +68,8 @@ struct HostRun {
     release: Option<String>,
     /// The release that was current before (what a revert goes back to).
     previous: Option<String>,
+    /// What `es build` recorded about the new release's version.
+    build: Value,
     locked: bool,
     outcome: Outcome,
     elapsed: Duration,
@@ -80,6 +83,7 @@ impl HostRun {
             facts: Facts::default(),
             release: None,
             previous: None,
+            build: Value::Null,
             locked: false,
             outcome: Outcome::Staged,
             elapsed: Duration::ZERO,
@@ -381,10 +385,11 @@ fn prepare_host(ctx: &mut HostCtx<'_>, plan: &Plan, runs: &Runs) -> Result<()> {
         r.facts = facts.clone();
     });
     host::run_pre_hooks(ctx, plan, &root, &facts)?;
-    let id = host::stage(ctx, plan, &facts, &root)?;
+    let (id, build) = host::stage(ctx, plan, &facts, &root)?;
     let unchanged = facts.current.as_deref() == Some(id.as_str()) && !plan.force;
     runs.update(&label, |r| {
         r.release = Some(id.clone());
+        r.build = build;
         if unchanged {
             r.outcome = Outcome::Unchanged;
         }
@@ -400,8 +405,7 @@ fn check_holder_is_gone(facts: &Facts) -> Result<()> {
         .as_deref()
         .and_then(|o| serde_json::from_str(o).ok())
         .unwrap_or(Value::Null);
-    let machine = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
-    let same_machine = owner["machine"].as_str() == Some(machine.trim());
+    let same_machine = owner["machine"].as_str() == Some(machine().as_str());
     if let (true, Some(pid)) = (same_machine, owner["pid"].as_u64()) {
         let alive = std::fs::read_to_string(format!("/proc/{pid}/comm"))
             .map(|comm| comm.trim() == "es")
@@ -505,6 +509,8 @@ fn finish_host(ctx: &mut HostCtx<'_>, plan: &Plan, runs: &Runs) -> Result<()> {
     entry["previous"] = json!(run.previous);
     entry["serving"] = json!(serving);
     entry["profile"] = json!(plan.profile);
+    entry["commit"] = run.build["commit"].clone();
+    entry["branch"] = run.build["branch"].clone();
     entry["outcome"] = json!(outcome);
     if let Some(error) = error {
         entry["error"] = json!(error);
@@ -773,12 +779,7 @@ pub fn rollback(app: &App, args: &RollbackArgs) -> Result<bool> {
         None => Vec::new(),
     };
     let spec = host::supervisor_spec("", &project, &ports, &config.deploy.health);
-    let deployer = json!({
-        "user": std::env::var("USER").unwrap_or_else(|_| "unknown".into()),
-        "machine": std::fs::read_to_string("/etc/hostname").unwrap_or_default().trim(),
-        "pid": std::process::id(),
-        "deploy_id": format!("rollback-{}", std::process::id()),
-    });
+    let deployer = plan::deployer();
     let fleet = app.fleet(true)?;
     let title = format!("rollback {project} in venv {venv_name}");
     let report = fleet.run(|ctx| {
@@ -841,6 +842,7 @@ pub fn rollback(app: &App, args: &RollbackArgs) -> Result<bool> {
             Ok(target) => {
                 entry["release"] = json!(target.id);
                 entry["version"] = json!(target.version());
+                entry["commit"] = target.build["commit"].clone();
                 entry["outcome"] = json!("switched");
             }
             Err(err) => {

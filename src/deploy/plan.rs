@@ -308,23 +308,31 @@ fn check_profile(profile: &str) -> Result<()> {
 
 /// The local user, machine and pid, for the lock and the ledger; a deploy id
 /// that tells this deploy's lock from any other's.
-fn deployer() -> serde_json::Value {
-    let user = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| login_name().unwrap_or_else(|| "unknown".into()));
-    let machine = std::fs::read_to_string("/etc/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into());
+pub fn deployer() -> serde_json::Value {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     json!({
-        "user": user,
-        "machine": machine,
+        "user": login(),
+        "machine": machine(),
         "pid": std::process::id(),
         "deploy_id": format!("{:x}-{:x}", std::process::id(), nanos),
     })
+}
+
+/// Who runs es: $USER, $LOGNAME, else the password database.
+pub fn login() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| login_name().unwrap_or_else(|| "unknown".into()))
+}
+
+/// This machine's name.
+pub fn machine() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 /// The name of the user running es, from the password database.

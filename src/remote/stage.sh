@@ -151,3 +151,6 @@ for f in "$rel"/lib/python*/site-packages/*.dist-info/es-build.json; do
 done
 mv "$staging/release.json" "$rel/release.json"
 echo "staged=$id"
+if [ -f "$rel/es-build.json" ]; then
+    printf 'build=%s\n' "$(tr -d '\n' < "$rel/es-build.json")"
+fi
