@@ -158,6 +158,8 @@ impl App {
             known_hosts_files: files,
             record_file: user_file,
             accept_new_host_keys: self.global.accept_new_host_keys,
+            command_timeout: Duration::from_secs(config.ssh.command_timeout.max(1)),
+            keepalive: Duration::from_secs(config.ssh.keepalive.max(1)),
         }
     }
 
@@ -169,6 +171,7 @@ impl App {
             connect: self.connect_options(),
             ui: &self.ui,
             announce_steps,
+            despite_interrupt: false,
         })
     }
 }

@@ -9,7 +9,7 @@ use anyhow::Result;
 use serde_json::json;
 
 use crate::hosts::Target;
-use crate::ssh::{tail, CommandFailed, ConnectOptions, Connection, Output};
+use crate::ssh::{CommandFailed, ConnectOptions, Connection, Output};
 use crate::ui::{HostLine, Mode, Ui};
 
 /// The hosts of one run and how to reach them.
@@ -20,6 +20,8 @@ pub struct Fleet<'a> {
     pub ui: &'a Ui,
     /// Print each step as a plain line (deploys); otherwise steps show only on a terminal.
     pub announce_steps: bool,
+    /// Start hosts even after Ctrl-C (a deploy's finish: unlock, ledger).
+    pub despite_interrupt: bool,
 }
 
 /// A job's handle on its host: the open connection, and the step it is at.
@@ -164,7 +166,10 @@ impl<T> Report<T> {
                     Ok(_) => text.push_str(&format!("  {:<width$}  ok      {secs:>7}\n", o.host)),
                     Err(f) => text.push_str(&format!(
                         "  {:<width$}  FAILED  {secs:>7}  at {}: {}\n",
-                        o.host, f.step, f.error
+                        o.host,
+                        f.step,
+                        f.error
+                            .replace('\n', &format!("\n  {:width$}                     ", ""))
                     )),
                 }
             }
@@ -210,7 +215,19 @@ impl<'a> Fleet<'a> {
                     let (Some(target), Some(line)) = (self.targets.get(i), lines.get(i)) else {
                         break;
                     };
-                    let outcome = self.run_one(target, line, &job);
+                    let outcome = if crate::interrupt::requested() && !self.despite_interrupt {
+                        line.finish("not started (interrupted)");
+                        HostOutcome {
+                            host: target.label.clone(),
+                            elapsed: Duration::ZERO,
+                            result: Err(Failure {
+                                step: "start".into(),
+                                error: "interrupted before it started".into(),
+                            }),
+                        }
+                    } else {
+                        self.run_one(target, line, &job)
+                    };
                     *slots[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
                 });
             }
@@ -299,5 +316,16 @@ pub fn describe(err: &anyhow::Error) -> String {
             parts.push(text);
         }
     }
-    tail(&parts.join(": "), 8)
+    // Keep what happened (the first line) and the cause (the last lines).
+    let text = parts.join(": ");
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.len() <= 24 {
+        return lines.join("\n");
+    }
+    format!(
+        "{}\n… ({} lines left out)\n{}",
+        lines[0],
+        lines.len() - 21,
+        lines[lines.len() - 20..].join("\n")
+    )
 }

@@ -9,6 +9,7 @@ mod error;
 mod fleet;
 mod hosts;
 mod index;
+mod interrupt;
 mod nginx;
 mod pip;
 mod provenance;
@@ -30,15 +31,19 @@ use crate::cli::{Cli, Command};
 
 fn main() {
     let cli = Cli::parse();
-    let code = match dispatch(cli) {
+    interrupt::install();
+    let result = dispatch(cli);
+    let mut code = match &result {
         Ok(true) => 0,
         Ok(false) => 1,
         Err(err) => {
-            let code = error::exit_code(&err);
-            eprintln!("es: error: {}", fleet::describe(&err));
-            code
+            eprintln!("es: error: {}", fleet::describe(err));
+            error::exit_code(err)
         }
     };
+    if let Some(interrupted) = interrupt::exit_code() {
+        code = interrupted;
+    }
     std::process::exit(code);
 }
 

@@ -729,3 +729,110 @@ fn a_rolling_switch_behind_nginx_fails_no_request() {
     assert_serving(&tb, n, "878", "2.0.0");
     eprintln!("rolling switch behind nginx: {ok} requests, 0 failed");
 }
+
+/// Runs `es deploy ARGS`, sends SIGINT once a stderr line contains `when`, and
+/// returns the output.
+fn interrupted_deploy(sb: &Sandbox, args: &[&str], when: &str) -> Output {
+    use std::io::{BufRead, BufReader};
+    let mut child = sb
+        .es()
+        .arg("deploy")
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut seen = String::new();
+    let mut reader = BufReader::new(stderr);
+    let mut line = String::new();
+    while reader.read_line(&mut line).unwrap() > 0 {
+        seen.push_str(&line);
+        if line.contains(when) {
+            let kill = Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(kill.success());
+            break;
+        }
+        line.clear();
+    }
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut reader, &mut rest).unwrap();
+    let mut out = child.wait_with_output().unwrap();
+    out.stderr = format!("{seen}{rest}").into_bytes();
+    out
+}
+
+#[test]
+fn ctrl_c_leaves_no_lock_and_every_host_serving() {
+    let tb = Testbed::get();
+    let sb = Sandbox::new();
+    let hosts = [21, 22, 23];
+    fresh(&tb, &hosts, "intr");
+    sb.write_config(&config(
+        &tb,
+        &hosts,
+        "intr",
+        "880",
+        "post_hooks = [\"sleep 2\"]\n",
+    ));
+    expect_code(&es(&sb, &["deploy", "1.0.0", "a", "prod"]), 0);
+    let locks = |n: usize| host_sh(&tb, n, &format!("ls -A /home/{}/intr/a/.es", tb.user));
+
+    // During staging: the steps under way finish, nothing switches.
+    sb.write_config(&config(
+        &tb,
+        &hosts,
+        "intr",
+        "880",
+        "pre_hooks = [\"sleep 2\"]\n",
+    ));
+    let out = interrupted_deploy(&sb, &["2.0.0", "a", "prod"], ": pre hook 1");
+    let (_, stderr) = expect_code(&out, 130);
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    for n in hosts {
+        assert_serving(&tb, n, "880", "1.0.0");
+        assert!(
+            !locks(n).contains("lock"),
+            "host {n} kept its lock: {stderr}"
+        );
+    }
+
+    // During a rolling switch: the host being switched finishes (healthy),
+    // no other host starts; every host serves, no lock is left.
+    sb.write_config(&config(
+        &tb,
+        &hosts,
+        "intr",
+        "880",
+        "post_hooks = [\"sleep 2\"]\n",
+    ));
+    let out = interrupted_deploy(
+        &sb,
+        &["2.0.0", "a", "prod", "--batch", "1"],
+        ": post hook 1",
+    );
+    let (_, stderr) = expect_code(&out, 130);
+    assert!(
+        summary_line(&stderr, &tb, 21).contains("switched"),
+        "{stderr}"
+    );
+    for n in [22, 23] {
+        assert!(
+            summary_line(&stderr, &tb, n).contains("not switched"),
+            "{stderr}"
+        );
+        assert_serving(&tb, n, "880", "1.0.0");
+    }
+    assert_serving(&tb, 21, "880", "2.0.0");
+    for n in hosts {
+        assert!(
+            !locks(n).contains("lock"),
+            "host {n} kept its lock: {stderr}"
+        );
+    }
+    // The deploy run again finishes the job.
+    expect_code(&es(&sb, &["deploy", "2.0.0", "a", "prod"]), 0);
+}

@@ -168,8 +168,9 @@ impl Runs {
     }
 }
 
-/// A fleet over some of the chosen hosts.
-fn sub_fleet<'a>(fleet: &Fleet<'a>, labels: &[String]) -> Fleet<'a> {
+/// A fleet over some of the chosen hosts; `despite_interrupt` for the steps
+/// that must run after Ctrl-C too (going back, finishing).
+fn sub_fleet<'a>(fleet: &Fleet<'a>, labels: &[String], despite_interrupt: bool) -> Fleet<'a> {
     Fleet {
         targets: fleet
             .targets
@@ -181,6 +182,7 @@ fn sub_fleet<'a>(fleet: &Fleet<'a>, labels: &[String]) -> Fleet<'a> {
         connect: fleet.connect.clone(),
         ui: fleet.ui,
         announce_steps: fleet.announce_steps,
+        despite_interrupt,
     }
 }
 
@@ -265,7 +267,9 @@ fn rollout(app: &App, fleet: &Fleet<'_>, plan: &Plan) -> bool {
 
     let busy = runs.labels_where(|r| matches!(r.outcome, Outcome::Locked(_)));
     let mut stopped = None;
-    if !busy.is_empty() {
+    if crate::interrupt::requested() {
+        stopped = Some(INTERRUPTED.to_string());
+    } else if !busy.is_empty() {
         stopped = Some(format!(
             "venv {} is being deployed by another deploy (on {}): nothing was switched",
             plan.venv.name,
@@ -285,7 +289,7 @@ fn rollout(app: &App, fleet: &Fleet<'_>, plan: &Plan) -> bool {
             HooksOn::One => staged.into_iter().take(1).collect(),
             HooksOn::All => staged,
         };
-        let report = sub_fleet(fleet, &on).run(|ctx| {
+        let report = sub_fleet(fleet, &on, false).run(|ctx| {
             let run = runs.get(ctx.host());
             let (Some(root), Some(id)) = (&run.root, &run.release) else {
                 return Ok(());
@@ -298,7 +302,9 @@ fn rollout(app: &App, fleet: &Fleet<'_>, plan: &Plan) -> bool {
             )
         });
         runs.record(&report);
-        if !report.all_ok() {
+        if crate::interrupt::requested() {
+            stopped = Some(INTERRUPTED.to_string());
+        } else if !report.all_ok() {
             stopped = Some("a release hook failed: nothing was switched anywhere".to_string());
         }
     }
@@ -311,9 +317,14 @@ fn rollout(app: &App, fleet: &Fleet<'_>, plan: &Plan) -> bool {
         let batch = plan.batch.of(ready.len()).max(1);
         for (i, labels) in ready.chunks(batch).enumerate() {
             if i > 0 && plan.pause > 0 {
-                std::thread::sleep(Duration::from_secs(plan.pause));
+                pause(plan.pause);
             }
-            let report = sub_fleet(fleet, labels).run(|ctx| switch_host(ctx, plan, &spec, &runs));
+            if crate::interrupt::requested() {
+                stopped = Some(INTERRUPTED.to_string());
+                break;
+            }
+            let report =
+                sub_fleet(fleet, labels, true).run(|ctx| switch_host(ctx, plan, &spec, &runs));
             runs.record(&report);
             if runs.failed() > max_fail {
                 stopped = Some(format!(
@@ -321,7 +332,8 @@ fn rollout(app: &App, fleet: &Fleet<'_>, plan: &Plan) -> bool {
                     runs.failed()
                 ));
                 let switched = runs.labels_where(|r| r.outcome == Outcome::Switched);
-                let report = sub_fleet(fleet, &switched).run(|ctx| revert_host(ctx, &spec, &runs));
+                let report =
+                    sub_fleet(fleet, &switched, true).run(|ctx| revert_host(ctx, &spec, &runs));
                 runs.record(&report);
                 break;
             }
@@ -330,7 +342,7 @@ fn rollout(app: &App, fleet: &Fleet<'_>, plan: &Plan) -> bool {
 
     // 4. Finish wherever the lock is ours.
     let locked = runs.labels_where(|r| r.locked);
-    let report = sub_fleet(fleet, &locked).run(|ctx| finish_host(ctx, plan, &runs));
+    let report = sub_fleet(fleet, &locked, true).run(|ctx| finish_host(ctx, plan, &runs));
     for outcome in &report.outcomes {
         if let Err(failure) = &outcome.result {
             app.ui.note(&format!(
@@ -343,6 +355,18 @@ fn rollout(app: &App, fleet: &Fleet<'_>, plan: &Plan) -> bool {
     runs.all()
         .iter()
         .all(|r| matches!(r.outcome, Outcome::Switched | Outcome::Unchanged))
+}
+
+/// Why a rollout stopped after Ctrl-C.
+const INTERRUPTED: &str =
+    "interrupted: the steps under way were finished, nothing more was switched, the locks were released";
+
+/// Sleeps between batches, cut short by Ctrl-C.
+fn pause(secs: u64) {
+    let until = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < until && !crate::interrupt::requested() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Phase 1 on one host: facts and lock, pre hooks, staging.
@@ -385,6 +409,9 @@ fn prepare_host(ctx: &mut HostCtx<'_>, plan: &Plan, runs: &Runs) -> Result<()> {
         r.facts = facts.clone();
     });
     host::run_pre_hooks(ctx, plan, &root, &facts)?;
+    if crate::interrupt::requested() {
+        anyhow::bail!("interrupted before staging");
+    }
     let (id, build) = host::stage(ctx, plan, &facts, &root)?;
     let unchanged = facts.current.as_deref() == Some(id.as_str()) && !plan.force;
     runs.update(&label, |r| {

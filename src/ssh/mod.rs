@@ -22,6 +22,11 @@ pub struct ConnectOptions {
     /// Where a newly accepted host key is recorded.
     pub record_file: PathBuf,
     pub accept_new_host_keys: bool,
+    /// How long one remote command or transfer may take.
+    pub command_timeout: Duration,
+    /// Seconds between keepalives; a peer that acknowledges nothing for three
+    /// of them is dropped.
+    pub keepalive: Duration,
 }
 
 /// What a command printed and how it ended.
@@ -125,10 +130,10 @@ impl std::fmt::Display for CommandFailed {
             } else {
                 &self.stderr
             },
-            5,
+            12,
         );
         if !tail.is_empty() {
-            write!(f, ": {tail}")?;
+            write!(f, ":\n{tail}")?;
         }
         Ok(())
     }
@@ -136,12 +141,12 @@ impl std::fmt::Display for CommandFailed {
 
 impl std::error::Error for CommandFailed {}
 
-/// The last `lines` non-empty lines of `text`, joined with " | ".
+/// The last `lines` non-empty lines of `text`, one a line.
 pub fn tail(text: &str, lines: usize) -> String {
     let kept: Vec<&str> = text
         .lines()
         .map(str::trim_end)
         .filter(|l| !l.trim().is_empty())
         .collect();
-    kept[kept.len().saturating_sub(lines)..].join(" | ")
+    kept[kept.len().saturating_sub(lines)..].join("\n")
 }

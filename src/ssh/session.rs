@@ -20,6 +20,8 @@ pub struct SshSession {
     session: Session,
     socket: TcpStream,
     sftp: Option<ssh2::Sftp>,
+    command_timeout: Duration,
+    keepalive: Duration,
 }
 
 /// Host key algorithms libssh2 offers for each known_hosts key type.
@@ -73,11 +75,21 @@ impl SshSession {
             .map_err(|e| anyhow!("SSH handshake failed: {}", e.message()))?;
         verify_host_key(&session, target, &known, options)?;
         authenticate(&session, target)?;
-        session.set_timeout(0);
+        // Blocking calls (SFTP) get the command timeout; a peer that vanishes
+        // without a reset is noticed by keepalives: sent every `keepalive`,
+        // and the kernel drops a connection whose data stays unacknowledged
+        // for three of them (TCP_USER_TIMEOUT), as OpenSSH's
+        // ServerAliveInterval / ServerAliveCountMax would.
+        session.set_timeout(options.command_timeout.as_millis().min(u32::MAX as u128) as u32);
+        let keepalive = options.keepalive.as_secs().clamp(1, u64::from(u32::MAX)) as u32;
+        session.set_keepalive(true, keepalive);
+        set_user_timeout(&socket, options.keepalive * 3);
         Ok(SshSession {
             session,
             socket,
             sftp: None,
+            command_timeout: options.command_timeout,
+            keepalive: options.keepalive,
         })
     }
 
@@ -90,11 +102,23 @@ impl SshSession {
         channel
             .exec(command)
             .map_err(|e| anyhow!("starting the command: {}", e.message()))?;
+        // Nothing is ever sent on stdin: a command that reads it gets EOF.
+        channel
+            .send_eof()
+            .map_err(|e| anyhow!("closing the command's stdin: {}", e.message()))?;
         let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        let deadline = std::time::Instant::now() + self.command_timeout;
         self.session.set_blocking(false);
         let result = (|| -> Result<()> {
             let mut buf = [0u8; 32 * 1024];
             loop {
+                if std::time::Instant::now() > deadline {
+                    bail!(
+                        "the command did not finish within {}s (ssh.command_timeout)",
+                        self.command_timeout.as_secs()
+                    );
+                }
+                let _ = self.session.keepalive_send();
                 let mut progressed = false;
                 for (stream_id, sink) in [(0, &mut stdout), (1, &mut stderr)] {
                     match channel.stream(stream_id).read(&mut buf) {
@@ -104,7 +128,7 @@ impl SshSession {
                             progressed = true;
                         }
                         Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                        Err(e) => return Err(e).context("reading command output"),
+                        Err(e) => return Err(self.lost(e)),
                     }
                 }
                 if !progressed {
@@ -128,6 +152,19 @@ impl SshSession {
             stderr: String::from_utf8_lossy(&stderr).into_owned(),
             status,
         })
+    }
+
+    /// The error for a broken connection: a dead peer, said as such.
+    fn lost(&self, err: std::io::Error) -> anyhow::Error {
+        let text = err.to_string();
+        if text.contains("timed out") || err.kind() == ErrorKind::TimedOut {
+            anyhow!(
+                "the host stopped answering: no reply to keepalives for {}s (connection lost)",
+                self.keepalive.as_secs() * 3
+            )
+        } else {
+            anyhow!("the connection broke while reading command output: {text}")
+        }
     }
 
     /// Waits until the socket is ready in the direction libssh2 is blocked on.
@@ -188,6 +225,22 @@ impl SshSession {
             bail!("moving the upload into {path}: {}", out.stderr.trim());
         }
         Ok(())
+    }
+}
+
+/// TCP_USER_TIMEOUT: how long sent data may stay unacknowledged before the
+/// kernel drops the connection (best effort: a failure keeps the default).
+fn set_user_timeout(socket: &TcpStream, timeout: Duration) {
+    let millis = timeout.as_millis().min(u32::MAX as u128) as libc::c_uint;
+    // SAFETY: a valid socket descriptor and a pointer to a c_uint of the given size.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_USER_TIMEOUT,
+            (&millis as *const libc::c_uint).cast(),
+            std::mem::size_of::<libc::c_uint>() as libc::socklen_t,
+        );
     }
 }
 
