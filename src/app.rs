@@ -134,15 +134,23 @@ impl App {
         settings.identity_file = settings
             .identity_file
             .map(|f| self.config_path(&f).display().to_string());
-        entries
-            .iter()
-            .map(
-                |entry| match hosts::resolve(entry, &settings, &ssh_config) {
-                    Ok(target) => Ok(target),
-                    Err(message) => bad_input!("{message}"),
-                },
-            )
-            .collect()
+        // The same host written several ways (an alias, user@addr, addr:22)
+        // is one target: two jobs on one venv at once would fight.
+        let mut targets: Vec<Target> = Vec::new();
+        for entry in &entries {
+            let target = match hosts::resolve(entry, &settings, &ssh_config) {
+                Ok(target) => target,
+                Err(message) => bad_input!("{message}"),
+            };
+            match targets.iter().find(|t| same_host(t, &target)) {
+                Some(first) => self.ui.note(&format!(
+                    "es: note: `{}` is the same host as `{}`; it is worked on once",
+                    target.label, first.label
+                )),
+                None => targets.push(target),
+            }
+        }
+        Ok(targets)
     }
 
     /// How to connect: timeouts and known_hosts from the configuration and flags.
@@ -173,5 +181,17 @@ impl App {
             announce_steps,
             despite_interrupt: false,
         })
+    }
+}
+
+/// Whether two targets reach the same account on the same host.
+fn same_host(a: &Target, b: &Target) -> bool {
+    use crate::hosts::TargetKind;
+    match (&a.kind, &b.kind) {
+        (TargetKind::Local, TargetKind::Local) => true,
+        (TargetKind::Ssh(x), TargetKind::Ssh(y)) => {
+            x.user == y.user && x.port == y.port && x.hostname.eq_ignore_ascii_case(&y.hostname)
+        }
+        _ => false,
     }
 }

@@ -314,7 +314,8 @@ pub struct InitArgs {
 #[derive(Args, Debug)]
 pub struct DeployArgs {
     /// VERSION [VENV] PROFILE. VERSION is a PEP 440 version or `latest` (the highest
-    /// on the index); VENV may be left out when deploy.default_venv is set.
+    /// built from the default branch); VENV, a key of deploy.venv_ports, may be left
+    /// out when deploy.default_venv is set.
     #[arg(required = true, num_args = 2..=3, value_names = ["VERSION", "VENV", "PROFILE"])]
     pub args: Vec<String>,
 
@@ -361,17 +362,10 @@ pub struct VenvArg {
 
 #[derive(Args, Debug)]
 pub struct QuickdeployArgs {
-    /// The venv to deploy into
-    #[arg(value_name = "VENV")]
-    pub venv: String,
-
-    /// The profile passed to the processes and hooks
-    #[arg(value_name = "PROFILE")]
-    pub profile: String,
-
-    /// Branch to build [default: project.default_branch]
-    #[arg(value_name = "BRANCH")]
-    pub branch: Option<String>,
+    /// [VENV] PROFILE [BRANCH]: VENV (a key of deploy.venv_ports) may be left out
+    /// when deploy.default_venv is set; BRANCH defaults to project.default_branch
+    #[arg(required = true, num_args = 1..=3, value_names = ["VENV", "PROFILE", "BRANCH"])]
+    pub args: Vec<String>,
 }
 
 #[derive(Args, Debug)]

@@ -158,20 +158,20 @@ impl<T> Report<T> {
             .unwrap_or(4)
             .max(4);
         let mut text = String::new();
-        if !ui.quiet || !self.all_ok() || self.outcomes.len() > 1 {
-            text.push_str(&format!("\n{title}: {} hosts\n", self.outcomes.len()));
-            for o in &self.outcomes {
-                let secs = format!("{:.2}s", o.elapsed.as_secs_f64());
-                match &o.result {
-                    Ok(_) => text.push_str(&format!("  {:<width$}  ok      {secs:>7}\n", o.host)),
-                    Err(f) => text.push_str(&format!(
-                        "  {:<width$}  FAILED  {secs:>7}  at {}: {}\n",
-                        o.host,
-                        f.step,
-                        f.error
-                            .replace('\n', &format!("\n  {:width$}                     ", ""))
-                    )),
-                }
+        // -q: only the failed hosts and the count.
+        text.push_str(&format!("\n{title}: {} hosts\n", self.outcomes.len()));
+        for o in &self.outcomes {
+            let secs = format!("{:.2}s", o.elapsed.as_secs_f64());
+            match &o.result {
+                Ok(_) if ui.quiet => {}
+                Ok(_) => text.push_str(&format!("  {:<width$}  ok      {secs:>7}\n", o.host)),
+                Err(f) => text.push_str(&format!(
+                    "  {:<width$}  FAILED  {secs:>7}  at {}: {}\n",
+                    o.host,
+                    f.step,
+                    f.error
+                        .replace('\n', &format!("\n  {:width$}                     ", ""))
+                )),
             }
         }
         text.push_str(&format!(

@@ -59,12 +59,15 @@ impl Ui {
         }
     }
 
-    /// `text` with every registered secret replaced by `****`.
+    /// `text` as es prints it: every registered secret replaced by `****`,
+    /// and control characters (terminal escape sequences from a host's
+    /// output, say) made visible instead of obeyed.
     pub fn mask(&self, text: &str) -> String {
         let secrets = self.secrets.lock().unwrap_or_else(|e| e.into_inner());
-        secrets.iter().fold(text.to_string(), |text, secret| {
+        let masked = secrets.iter().fold(text.to_string(), |text, secret| {
             text.replace(secret.as_str(), "****")
-        })
+        });
+        neutralize(&masked)
     }
 
     /// A progress line for one host (drawn only on a terminal).
@@ -96,9 +99,14 @@ impl Ui {
         }
     }
 
-    /// Prints text on stdout, every line prefixed with the host.
+    /// Prints text on stdout, every line prefixed with the host (with
+    /// `--json`, one `output` event instead).
     pub fn host_text(&self, host: &str, text: &str) {
         if text.is_empty() {
+            return;
+        }
+        if self.mode == Mode::Json {
+            self.event("output", host, json!({ "text": text }));
             return;
         }
         let block: String = self
@@ -139,6 +147,25 @@ impl Ui {
     }
 }
 
+/// Control characters other than newline and tab, shown escaped (`\u{1b}`).
+fn neutralize(text: &str) -> String {
+    if !text
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return text.to_string();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 fn print_stdout(text: &str) {
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes());
@@ -161,5 +188,17 @@ impl HostLine {
         if let Some(bar) = &self.bar {
             bar.finish_with_message(message.to_string());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_sequences_from_hosts_are_shown_not_obeyed() {
+        assert_eq!(neutralize("plain\ttext\n"), "plain\ttext\n");
+        assert_eq!(neutralize("\u{1b}[2Jgone\r"), "\\u{1b}[2Jgone\\u{d}");
+        assert_eq!(neutralize("bell\u{7}\u{9b}31m"), "bell\\u{7}\\u{9b}31m");
     }
 }

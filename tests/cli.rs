@@ -131,3 +131,47 @@ fn bad_usage_exits_2() {
         .unwrap();
     expect_code(&out, 2);
 }
+
+#[test]
+fn deploy_positionals_tell_a_forgotten_profile_from_a_venv() {
+    let sb = Sandbox::new();
+    // Hosts that do not exist: a refusal must come before any connection.
+    sb.write_config(
+        "[project]\nname = \"p\"\n[index]\nurl = \"http://127.0.0.1:9/simple/\"\n\
+         [roles]\nweb = [\"deploy@192.0.2.1\"]\n[deploy]\ndefault_role = \"web\"\n\
+         default_venv = \"a\"\nvenv_ports = { a = \"880\", b = \"881\" }\n\
+         [deploy.secrets]\nK = { env = \"ES_TEST_UNSET_SECRET\" }\n",
+    );
+    let deploy = |args: &[&str]| {
+        let out = sb
+            .es()
+            .arg("deploy")
+            .args(args)
+            .env_remove("ES_TEST_UNSET_SECRET")
+            .output()
+            .unwrap();
+        expect_code(&out, 2).1
+    };
+    let stderr = deploy(&["1.0.2", "b"]);
+    assert!(
+        stderr.contains("`b` is a venv") && stderr.contains("no profile was given"),
+        "{stderr}"
+    );
+    let stderr = deploy(&["1.0.2", "c", "prod"]);
+    assert!(stderr.contains("unknown venv `c`"), "{stderr}");
+    // A profile that would end a line of supervisord's config early.
+    let stderr = deploy(&["1.0.2", "a", "prod ;x"]);
+    assert!(stderr.contains("bad profile"), "{stderr}");
+    // A secret that cannot be read: named, before any host.
+    let stderr = deploy(&["1.0.2", "a", "prod", "--dry-run"]);
+    assert!(
+        stderr.contains("deploy.secrets.K") && stderr.contains("ES_TEST_UNSET_SECRET"),
+        "{stderr}"
+    );
+    let out = sb
+        .es()
+        .args(["quickdeploy", "a", "prod", "main", "extra"])
+        .output()
+        .unwrap();
+    expect_code(&out, 2);
+}

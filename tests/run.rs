@@ -299,6 +299,41 @@ fn quiet_keeps_only_the_summary_and_exit_status_follows_the_command() {
     assert!(!stdout.contains("noisy"), "{stdout}");
     assert!(stderr.contains("exit status 7"), "{stderr}");
     assert!(stderr.contains("0 ok, 2 failed"), "{stderr}");
+
+    // Success: no line per host at all, only the count.
+    let out = sb
+        .es()
+        .args(["-q", "run", "-R", "web", "--", "true"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = expect_code(&out, 0);
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(!stderr.contains(tb.addr(1)), "{stderr}");
+    assert!(stderr.contains("2 ok, 0 failed"), "{stderr}");
+}
+
+#[test]
+fn escape_sequences_from_a_host_are_shown_not_obeyed() {
+    let tb = Testbed::get();
+    let sb = Sandbox::new();
+    sb.write_config(&config(&tb, &[1]));
+    let out = es_run(
+        &sb,
+        &[
+            "--",
+            r"printf '[2Jcleared
+'; printf ']0;title' >&2; exit 3",
+        ],
+    );
+    let (stdout, stderr) = expect_code(&out, 1);
+    for text in [&stdout, &stderr] {
+        assert!(
+            !text.contains('\u{1b}') && !text.contains('\u{7}'),
+            "{text:?}"
+        );
+    }
+    assert!(stdout.contains(r"\u{1b}[2Jcleared"), "{stdout}");
+    assert!(stderr.contains(r"\u{1b}]0;title\u{7}"), "{stderr}");
 }
 
 #[test]
@@ -416,4 +451,22 @@ fn sudo_runs_the_command_as_root() {
     let (stdout, _) = expect_code(&out, 0);
     let a = tb.addr(3);
     assert_eq!(stdout, format!("{a} | root\n{a} | it's 0\n"));
+}
+
+#[test]
+fn the_same_host_written_three_ways_is_worked_on_once() {
+    let tb = Testbed::get();
+    let sb = Sandbox::new();
+    sb.write_config(&config(&tb, &[2]));
+    let a = tb.addr(2);
+    let hosts = format!("{}@{a},{a},{a}:22", tb.user);
+    let out = sb
+        .es()
+        .args(["run", "-H", &hosts, "--", "hostname"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = expect_code(&out, 0);
+    assert_eq!(stdout.matches("esh2").count(), 1, "{stdout}");
+    assert_eq!(stderr.matches("is the same host as").count(), 2, "{stderr}");
+    assert!(stderr.contains("1 ok, 0 failed"), "{stderr}");
 }

@@ -188,8 +188,22 @@ fn sub_fleet<'a>(fleet: &Fleet<'a>, labels: &[String], despite_interrupt: bool) 
 
 /// `es deploy`.
 pub fn command(app: &App, args: &DeployArgs) -> Result<bool> {
+    let venvs = app
+        .config()
+        .deploy
+        .venv_ports
+        .keys()
+        .cloned()
+        .collect::<Vec<_>>();
     let (version, venv, profile) = match args.args.as_slice() {
-        [version, venv, profile] => (version.as_str(), Some(venv.as_str()), profile.as_str()),
+        [version, venv, profile] => {
+            check_venv(&venvs, venv)?;
+            (version.as_str(), Some(venv.as_str()), profile.as_str())
+        }
+        [version, profile] if venvs.contains(profile) => bad_input!(
+            "`{profile}` is a venv (a key of deploy.venv_ports), and no profile was given: \
+             es deploy {version} {profile} PROFILE (to run profile `{profile}` in the default venv, name the venv too)"
+        ),
         [version, profile] => (version.as_str(), None, profile.as_str()),
         _ => bad_input!("usage: es deploy VERSION [VENV] PROFILE"),
     };
@@ -217,10 +231,54 @@ pub fn command(app: &App, args: &DeployArgs) -> Result<bool> {
     Ok(rollout(app, &fleet, &plan))
 }
 
+/// A venv named on the command line must be one the configuration knows,
+/// when it names any (deploy.venv_ports).
+fn check_venv(venvs: &[String], venv: &str) -> Result<()> {
+    if !venvs.is_empty() && !venvs.iter().any(|v| v == venv) {
+        bad_input!(
+            "unknown venv `{venv}`: deploy.venv_ports defines {}",
+            venvs.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// `[VENV] PROFILE [BRANCH]` of quickdeploy, VENV told by being a venv's name.
+fn quickdeploy_positionals<'a>(
+    venvs: &[String],
+    args: &'a [String],
+) -> Result<(Option<&'a str>, &'a str, Option<&'a str>)> {
+    Ok(match args {
+        [profile] => (None, profile.as_str(), None),
+        [first, second] if venvs.contains(first) => (Some(first.as_str()), second.as_str(), None),
+        [profile, branch] => (None, profile.as_str(), Some(branch.as_str())),
+        [venv, profile, branch] => {
+            check_venv(venvs, venv)?;
+            (Some(venv.as_str()), profile.as_str(), Some(branch.as_str()))
+        }
+        _ => bad_input!("usage: es quickdeploy [VENV] PROFILE [BRANCH]"),
+    })
+}
+
 /// `es quickdeploy`: build and upload, then deploy the version built.
 pub fn quickdeploy(app: &App, args: &QuickdeployArgs) -> Result<bool> {
+    let venvs = app
+        .config()
+        .deploy
+        .venv_ports
+        .keys()
+        .cloned()
+        .collect::<Vec<_>>();
+    let (venv, profile, branch) = quickdeploy_positionals(&venvs, &args.args)?;
+    let venv = match venv
+        .map(str::to_string)
+        .or_else(|| app.config().deploy.default_venv.clone())
+    {
+        Some(v) => v,
+        None => bad_input!("which venv? give VENV PROFILE, or set deploy.default_venv"),
+    };
     let deploy_args = |version: String| DeployArgs {
-        args: vec![version, args.venv.clone(), args.profile.clone()],
+        args: vec![version, venv.clone(), profile.to_string()],
         dry_run: false,
         force: false,
         batch: None,
@@ -232,8 +290,8 @@ pub fn quickdeploy(app: &App, args: &QuickdeployArgs) -> Result<bool> {
         app,
         &Request {
             version: "0",
-            venv: Some(&args.venv),
-            profile: &args.profile,
+            venv: Some(&venv),
+            profile,
             force: false,
             batch: None,
             max_fail: None,
@@ -242,7 +300,7 @@ pub fn quickdeploy(app: &App, args: &QuickdeployArgs) -> Result<bool> {
     )?;
     app.targets()?;
     let build_args = BuildArgs {
-        branch: args.branch.clone(),
+        branch: branch.map(str::to_string),
         ..BuildArgs::default()
     };
     let version = crate::build::build(app, &build_args)?;

@@ -98,11 +98,8 @@ fn plan_with(app: &App, request: &Request<'_>, resolve: bool) -> Result<Plan> {
             loaded.path.display()
         );
     };
-    let version = if resolve {
-        resolve_version(&index_url, &project, request.version)?
-    } else {
-        request.version.to_string()
-    };
+    // The index is asked last, once everything checked here is right.
+    let version = request.version.to_string();
 
     let supervisor_template = match &config.deploy.supervisor_template {
         Some(path) => (
@@ -193,6 +190,12 @@ fn plan_with(app: &App, request: &Request<'_>, resolve: bool) -> Result<Plan> {
         }
         plan.render(source, &Placement::example(), "check")
             .map_err(|e| BadInput(format!("{name}: {e:#}")))?;
+    }
+    let mut plan = plan;
+    if resolve {
+        plan.version = resolve_version(&plan.index_url, &plan.project, request.version)?;
+    } else if request.version != "latest" && crate::version::parse_version(request.version).is_err() {
+        bad_input!("bad version {:?}", request.version);
     }
     Ok(plan)
 }
