@@ -161,10 +161,11 @@ pub enum Command {
     /// For every host and every port of the venv (deploy.venv_ports[VENV] followed
     /// by N, for N in 0..deploy.process_count), es asks `http://127.0.0.1:PORT/PATH`
     /// from the host itself (with curl, else python3), so the ports need not be
-    /// reachable from here. Any HTTP status below 500 passes; no answer, a timeout or
-    /// a 5xx fails. The summary lists the failing ports of each host.
+    /// reachable from here. A status in deploy.health.status (default 200-399; no
+    /// redirect is followed) passes; anything else, no answer or a timeout fails.
+    /// The summary lists the failing ports of each host.
     #[command(
-        after_help = "Examples:\n  es validate -R web a\n  es validate -R web b --path /health --timeout 3\n  es validate            (with deploy.default_role and deploy.default_venv set)"
+        after_help = "Examples:\n  es validate -R web a\n  es validate -R web b --path /health --status 200-299 --header 'Host: shop.example' --timeout 3\n  es validate            (with deploy.default_role and deploy.default_venv set)"
     )]
     Validate(ValidateArgs),
 
@@ -434,9 +435,17 @@ pub struct ValidateArgs {
     #[arg(value_name = "VENV")]
     pub venv: Option<String>,
 
-    /// The path asked for on every port
-    #[arg(long, default_value = "/", value_name = "PATH")]
-    pub path: String,
+    /// The path asked for on every port [default: deploy.health.path, /]
+    #[arg(long, value_name = "PATH")]
+    pub path: Option<String>,
+
+    /// Accepted statuses, LOW-HIGH [default: deploy.health.status, 200-399]
+    #[arg(long, value_name = "LOW-HIGH")]
+    pub status: Option<String>,
+
+    /// A request header, `Name: value` (repeatable) [default: deploy.health.headers]
+    #[arg(long = "header", value_name = "HEADER")]
+    pub headers: Vec<String>,
 
     /// Seconds to wait for each answer
     #[arg(long, default_value_t = 5, value_name = "SECS")]

@@ -249,6 +249,9 @@ pub struct Health {
     /// Seconds every process has to answer after the switch.
     #[serde(default = "default_health_timeout")]
     pub timeout: u64,
+    /// Request headers (a `Host` for a virtual host, say).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
 }
 
 fn default_health_path() -> String {
@@ -269,6 +272,7 @@ impl Default for Health {
             path: default_health_path(),
             status: default_health_status(),
             timeout: default_health_timeout(),
+            headers: BTreeMap::new(),
         }
     }
 }
@@ -587,8 +591,22 @@ fn validate(loaded: &Loaded) -> Result<(), ConfigError> {
             ),
         ));
     }
-    if !health.path.starts_with('/') {
-        return Err(loaded.error("deploy.health.path", "must start with `/`"));
+    if !health.path.starts_with('/') || health.path.chars().any(char::is_whitespace) {
+        return Err(loaded.error(
+            "deploy.health.path",
+            "must start with `/` and hold no white space",
+        ));
+    }
+    for (name, value) in &health.headers {
+        if name.is_empty()
+            || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            || value.chars().any(|c| c.is_control())
+        {
+            return Err(loaded.error(
+                &format!("deploy.health.headers.{name}"),
+                "not a valid HTTP header",
+            ));
+        }
     }
     if config.deploy.keep_releases == 0 {
         return Err(loaded.error(

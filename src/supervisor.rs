@@ -110,7 +110,8 @@ pub fn command(app: &App, args: &SupervisorArgs) -> Result<bool> {
     let loaded = app.require_config()?;
     let config = &loaded.config;
     let project = config.project.name.clone().unwrap_or_default();
-    let (action, venv_arg) = parse_action(&args.action, &args.args, &project)?;
+    let venvs: Vec<String> = config.deploy.venv_ports.keys().cloned().collect();
+    let (action, venv_arg) = parse_action(&args.action, &args.args, &project, &venvs)?;
     let venv_name = match venv_arg.or_else(|| config.deploy.default_venv.clone()) {
         Some(v) => v,
         None => bad_input!("which venv? give VENV, or set deploy.default_venv"),
@@ -129,6 +130,7 @@ pub fn command(app: &App, args: &SupervisorArgs) -> Result<bool> {
             "path": config.deploy.health.path,
             "status": config.deploy.health.status,
             "timeout": config.deploy.health.timeout,
+            "headers": config.deploy.health.headers,
         },
         "wait": 60,
     });
@@ -162,7 +164,12 @@ pub fn command(app: &App, args: &SupervisorArgs) -> Result<bool> {
     Ok(report.all_ok() && not_running.is_empty())
 }
 
-fn parse_action(action: &str, args: &[String], project: &str) -> Result<(Action, Option<String>)> {
+fn parse_action(
+    action: &str,
+    args: &[String],
+    project: &str,
+    venvs: &[String],
+) -> Result<(Action, Option<String>)> {
     let daemon = |name: &'static str| -> Result<(Action, Option<String>)> {
         match args {
             [] => Ok((Action::Daemon(name), None)),
@@ -170,10 +177,24 @@ fn parse_action(action: &str, args: &[String], project: &str) -> Result<(Action,
             _ => bad_input!("es supervisor {name} takes at most one argument: [VENV]"),
         }
     };
+    // A program's name means all its processes (numprocs > 1 names them NAME:NAME_N).
+    let every_process = |program: &str| {
+        if program.contains(':') || program == "all" {
+            program.to_string()
+        } else {
+            format!("{program}:*")
+        }
+    };
     let program = |name: &'static str| -> Result<(Action, Option<String>)> {
         match args {
-            [program] => Ok((Action::Program(name, program.clone()), None)),
-            [program, venv] => Ok((Action::Program(name, program.clone()), Some(venv.clone()))),
+            [venv] if venvs.contains(venv) => bad_input!(
+                "`{venv}` is a venv; es supervisor {name} needs a PROGRAM: es supervisor {name} {project} {venv}"
+            ),
+            [program] => Ok((Action::Program(name, every_process(program)), None)),
+            [program, venv] => Ok((
+                Action::Program(name, every_process(program)),
+                Some(venv.clone()),
+            )),
             _ => bad_input!("es supervisor {name} takes PROGRAM [VENV]"),
         }
     };
@@ -183,7 +204,7 @@ fn parse_action(action: &str, args: &[String], project: &str) -> Result<(Action,
         "shutdown" => daemon("shutdown"),
         // `start VENV` starts supervisord; `start PROGRAM [VENV]` one program.
         "start" => match args {
-            [one] if !looks_like_program(one, project) => daemon("start"),
+            [one] if venvs.contains(one) || !looks_like_program(one, project) => daemon("start"),
             [] => daemon("start"),
             _ => program("start"),
         },
@@ -212,7 +233,12 @@ fn run_action(
     });
     let script = match action {
         Action::Daemon("status") => supervisorctl(venv, &["status"]),
-        Action::Daemon("reload") => supervisorctl(venv, &["reload"]),
+        // reload returns at once: wait until supervisord and its programs are back.
+        Action::Daemon("reload") => format!(
+            "{} && {}",
+            supervisorctl(venv, &["reload"]),
+            start_script(venv, spec)
+        ),
         Action::Daemon("start") => format!(
             "if {} >/dev/null 2>&1; then echo 'supervisord already running'; {}; else {}; fi",
             supervisorctl(venv, &["pid"]),
@@ -296,16 +322,29 @@ mod tests {
 
     #[test]
     fn start_with_one_argument_tells_venv_from_program() {
-        let (a, v) = parse_action("start", &["a".into()], "hello").unwrap();
+        let venvs = ["a".to_string(), "b".to_string()];
+        let parse = |action: &str, args: &[&str]| {
+            let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+            parse_action(action, &args, "hello", &venvs)
+        };
+        let (a, v) = parse("start", &["a"]).unwrap();
         assert_eq!((a, v), (Action::Daemon("start"), Some("a".into())));
-        let (a, v) = parse_action("start", &["hello:*".into()], "hello").unwrap();
+        let (a, v) = parse("start", &["hello:*"]).unwrap();
         assert_eq!((a, v), (Action::Program("start", "hello:*".into()), None));
-        let (a, v) = parse_action("restart", &["hello".into(), "b".into()], "hello").unwrap();
+        // A program's name means every one of its processes.
+        let (a, v) = parse("restart", &["hello", "b"]).unwrap();
         assert_eq!(
             (a, v),
-            (Action::Program("restart", "hello".into()), Some("b".into()))
+            (
+                Action::Program("restart", "hello:*".into()),
+                Some("b".into())
+            )
         );
-        assert!(parse_action("stop", &[], "hello").is_err());
-        assert!(parse_action("explode", &[], "hello").is_err());
+        let (a, _) = parse("stop", &["hello:hello_1"]).unwrap();
+        assert_eq!(a, Action::Program("stop", "hello:hello_1".into()));
+        // `restart b`: b is a venv, not a program.
+        assert!(parse("restart", &["b"]).is_err());
+        assert!(parse("stop", &[]).is_err());
+        assert!(parse("explode", &[]).is_err());
     }
 }

@@ -15,12 +15,13 @@ use crate::venv::Venv;
 /// Asks one URL with python3's urllib; prints `CODE` (0 when nothing answered) and a reason.
 const PYTHON_PROBE: &str = r#"import sys, urllib.request, urllib.error
 url, timeout = sys.argv[1], float(sys.argv[2])
+headers = dict(h.split(": ", 1) for h in sys.argv[3:])
 class NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args, **kwargs):
         return None
 opener = urllib.request.build_opener(NoRedirect)
 try:
-    with opener.open(url, timeout=timeout) as r:
+    with opener.open(urllib.request.Request(url, headers=headers), timeout=timeout) as r:
         print(r.status, "ok")
 except urllib.error.HTTPError as e:
     print(e.code, "ok")
@@ -38,8 +39,9 @@ pub struct PortCheck {
 }
 
 impl PortCheck {
-    pub fn ok(&self) -> bool {
-        self.status > 0 && self.status < 500
+    /// Whether the status is in the accepted range (inclusive).
+    pub fn ok(&self, accepted: [u16; 2]) -> bool {
+        self.status >= accepted[0] && self.status <= accepted[1]
     }
 
     fn describe(&self) -> String {
@@ -78,27 +80,61 @@ pub fn validate(app: &App, args: &ValidateArgs) -> Result<bool> {
     if config.deploy.process_count == 0 {
         bad_input!("deploy.process_count is 0: there is no port to check");
     }
-    if !args.path.starts_with('/') || args.path.chars().any(char::is_whitespace) {
-        bad_input!(
-            "--path must start with `/` and hold no spaces, got {:?}",
-            args.path
-        );
+    let health = &config.deploy.health;
+    let path = args.path.clone().unwrap_or_else(|| health.path.clone());
+    if !path.starts_with('/') || path.chars().any(char::is_whitespace) {
+        bad_input!("--path must start with `/` and hold no spaces, got {path:?}");
+    }
+    let accepted = match &args.status {
+        Some(text) => parse_status_range(text)?,
+        None => health.status,
+    };
+    let mut headers: Vec<String> = health
+        .headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect();
+    for header in &args.headers {
+        match header.split_once(':') {
+            Some((name, value))
+                if !name.trim().is_empty() && !header.chars().any(|c| c.is_control()) =>
+            {
+                headers.push(format!("{}: {}", name.trim(), value.trim()))
+            }
+            _ => bad_input!("--header {header:?}: give `Name: value`"),
+        }
     }
     let ports = venv_ports(prefix, config.deploy.process_count);
-    let script = probe_script(&ports, &args.path, args.timeout.max(1));
+    let script = probe_script(&ports, &path, args.timeout.max(1), &headers);
     let fleet = app.fleet(false)?;
-    let report = fleet.run(|ctx| check_host(ctx, &script, &ports));
+    let report = fleet.run(|ctx| check_host(ctx, &script, &ports, accepted));
     report.print_summary(&app.ui, &format!("validate {}", venv.name));
     Ok(report.all_ok())
 }
 
+/// `LOW-HIGH` (or one status) as an inclusive range.
+fn parse_status_range(text: &str) -> Result<[u16; 2]> {
+    let (low, high) = text.split_once('-').unwrap_or((text, text));
+    match (low.trim().parse::<u16>(), high.trim().parse::<u16>()) {
+        (Ok(low), Ok(high)) if (100..=599).contains(&low) && low <= high && high <= 599 => {
+            Ok([low, high])
+        }
+        _ => bad_input!("--status {text:?}: give LOW-HIGH, such as 200-299"),
+    }
+}
+
 /// Shell code printing `PORT STATUS REASON` for every port, asked from the host itself.
-pub fn probe_script(ports: &[String], path: &str, timeout: u32) -> String {
+pub fn probe_script(ports: &[String], path: &str, timeout: u32, headers: &[String]) -> String {
+    let curl_headers: String = headers
+        .iter()
+        .map(|h| format!(" -H {}", quote(h)))
+        .collect();
+    let python_headers: String = headers.iter().map(|h| format!(" {}", quote(h))).collect();
     let mut script = format!(
         r#"probe() {{
   url="http://127.0.0.1:$1"{path}
   if command -v curl >/dev/null 2>&1; then
-    code=$(curl -s -o /dev/null -m {timeout} -w '%{{http_code}}' "$url" 2>/dev/null)
+    code=$(curl -s -o /dev/null -m {timeout}{curl_headers} -w '%{{http_code}}' "$url" 2>/dev/null)
     rc=$?
     case $rc in
       0) echo "$1 $code ok" ;;
@@ -108,7 +144,7 @@ pub fn probe_script(ports: &[String], path: &str, timeout: u32) -> String {
       *) echo "$1 0 curl exit $rc" ;;
     esac
   elif command -v python3 >/dev/null 2>&1; then
-    echo "$1 $(python3 -c {python} "$url" {timeout} 2>&1 | tail -n 1)"
+    echo "$1 $(python3 -c {python} "$url" {timeout}{python_headers} 2>&1 | tail -n 1)"
   else
     echo "$1 0 neither curl nor python3 on this host"
   fi
@@ -140,7 +176,12 @@ pub fn parse_probe(text: &str) -> Vec<PortCheck> {
         .collect()
 }
 
-fn check_host(ctx: &mut HostCtx<'_>, script: &str, ports: &[String]) -> Result<Vec<PortCheck>> {
+fn check_host(
+    ctx: &mut HostCtx<'_>,
+    script: &str,
+    ports: &[String],
+    accepted: [u16; 2],
+) -> Result<Vec<PortCheck>> {
     ctx.step("checking ports");
     let out = ctx.check(script)?;
     let checks = parse_probe(&out.stdout);
@@ -150,13 +191,13 @@ fn check_host(ctx: &mut HostCtx<'_>, script: &str, ports: &[String]) -> Result<V
         ui.event(
             "port",
             &host,
-            json!({ "port": check.port, "status": check.status, "ok": check.ok(), "reason": check.reason }),
+            json!({ "port": check.port, "status": check.status, "ok": check.ok(accepted), "reason": check.reason }),
         );
         if ui.verbose {
             ui.note(&format!(
                 "{host}: {} {}",
                 check.port,
-                if check.ok() {
+                if check.ok(accepted) {
                     format!("HTTP {}", check.status)
                 } else {
                     check.describe()
@@ -173,7 +214,7 @@ fn check_host(ctx: &mut HostCtx<'_>, script: &str, ports: &[String]) -> Result<V
     }
     let failing: Vec<String> = checks
         .iter()
-        .filter(|c| !c.ok())
+        .filter(|c| !c.ok(accepted))
         .map(PortCheck::describe)
         .collect();
     if !failing.is_empty() {
@@ -201,10 +242,19 @@ mod tests {
     fn parses_probe_lines() {
         let checks = parse_probe("8800 200 ok\n8801 0 connection refused\n8802 503 ok\n");
         assert_eq!(checks.len(), 3);
-        assert!(checks[0].ok());
-        assert!(!checks[1].ok());
+        assert!(checks[0].ok([200, 399]));
+        assert!(!checks[1].ok([200, 399]));
         assert_eq!(checks[1].describe(), "8801: no answer (connection refused)");
-        assert!(!checks[2].ok());
+        assert!(!checks[2].ok([200, 399]));
+        assert!(!PortCheck {
+            port: "1".into(),
+            status: 301,
+            reason: String::new()
+        }
+        .ok([200, 299]));
+        assert_eq!(parse_status_range("200-299").unwrap(), [200, 299]);
+        assert_eq!(parse_status_range("204").unwrap(), [204, 204]);
+        assert!(parse_status_range("299-200").is_err());
         assert_eq!(checks[2].describe(), "8802: HTTP 503");
     }
 
@@ -214,7 +264,12 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port().to_string();
         drop(listener);
-        let script = probe_script(std::slice::from_ref(&port), "/health", 2);
+        let script = probe_script(
+            std::slice::from_ref(&port),
+            "/health",
+            2,
+            &["Host: x".into()],
+        );
         let out = std::process::Command::new("sh")
             .arg("-c")
             .arg(&script)
@@ -223,6 +278,6 @@ mod tests {
         let checks = parse_probe(&String::from_utf8_lossy(&out.stdout));
         assert_eq!(checks.len(), 1, "{}", String::from_utf8_lossy(&out.stderr));
         assert_eq!(checks[0].port, port);
-        assert!(!checks[0].ok());
+        assert!(!checks[0].ok([200, 399]));
     }
 }

@@ -348,7 +348,7 @@ fn validate_checks_every_port_from_the_host() {
             &tb,
             n,
             &format!(
-                "set -e\nmkdir -p {dir}\n{}\nmkdir -p {dir}/www\n{}\n{}",
+                "set -e\nmkdir -p {dir}\n{}\nmkdir -p {dir}/www/sub\n{}\n{}",
                 kill_pids(dir),
                 start_backend(&format!("{dir}/www"), 8930, &format!("{dir}/p0.pid")),
                 start_backend(&format!("{dir}/www"), 8931, &format!("{dir}/p1.pid")),
@@ -362,9 +362,37 @@ fn validate_checks_every_port_from_the_host() {
 
     let (_, stderr) = expect_code(&es(&sb, &["validate", "-R", "web", "v"]), 0);
     assert!(stderr.contains("3 ok, 0 failed"), "{stderr}");
-    // A 404 is an answer: it passes.
-    let (_, stderr) = expect_code(&es(&sb, &["validate", "-R", "web", "--path", "/health"]), 0);
+    // A 404 is outside the accepted 200-399 (deploy.health.status): it fails,
+    // unless the range says otherwise.
+    let (_, stderr) = expect_code(&es(&sb, &["validate", "-R", "web", "--path", "/health"]), 1);
+    assert!(stderr.contains("HTTP 404"), "{stderr}");
+    let (_, stderr) = expect_code(
+        &es(
+            &sb,
+            &[
+                "validate", "-R", "web", "--path", "/health", "--status", "200-499",
+            ],
+        ),
+        0,
+    );
     assert!(stderr.contains("3 ok, 0 failed"), "{stderr}");
+    // A redirect is not followed: 301 passes 200-399, not 200-299.
+    let args = [
+        "validate",
+        "-R",
+        "web",
+        "--path",
+        "/sub",
+        "--header",
+        "Host: shop.example",
+    ];
+    expect_code(&es(&sb, &args), 0);
+    let (_, stderr) = expect_code(&es(&sb, &[&args[..], &["--status", "200-299"]].concat()), 1);
+    assert!(stderr.contains("HTTP 301"), "{stderr}");
+    expect_code(
+        &es(&sb, &["validate", "-R", "web", "--header", "no colon"]),
+        2,
+    );
 
     // One dead process on host 13: exit 1, the host and the port named.
     root_sh(

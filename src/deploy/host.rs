@@ -370,7 +370,12 @@ pub fn supervisor_spec(root: &str, program: &str, ports: &[String], health: &Hea
         "root": root,
         "program": program,
         "ports": ports,
-        "health": { "path": health.path, "status": health.status, "timeout": health.timeout },
+        "health": {
+            "path": health.path,
+            "status": health.status,
+            "timeout": health.timeout,
+            "headers": health.headers,
+        },
         "wait": 60,
     })
 }

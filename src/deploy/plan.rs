@@ -194,7 +194,8 @@ fn plan_with(app: &App, request: &Request<'_>, resolve: bool) -> Result<Plan> {
     let mut plan = plan;
     if resolve {
         plan.version = resolve_version(&plan.index_url, &plan.project, request.version)?;
-    } else if request.version != "latest" && crate::version::parse_version(request.version).is_err() {
+    } else if request.version != "latest" && crate::version::parse_version(request.version).is_err()
+    {
         bad_input!("bad version {:?}", request.version);
     }
     Ok(plan)

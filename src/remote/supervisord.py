@@ -144,7 +144,9 @@ def probe(port, health):
     """One health request: the status, or the reason there is none."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
     try:
-        conn.request("GET", health["path"], headers={"User-Agent": "es-health-check"})
+        headers = {"User-Agent": "es-health-check"}
+        headers.update(health.get("headers") or {})
+        conn.request("GET", health["path"], headers=headers)
         return conn.getresponse().status, None
     except (OSError, http.client.HTTPException) as exc:
         return None, str(exc) or exc.__class__.__name__
@@ -313,6 +315,21 @@ def switch(spec):
         report(name, wait_healthy(proxy, spec, name))
 
 
+def wait_running(proxy, wait):
+    """Waits until supervisord is up and serving (not restarting after a reload)."""
+    deadline = time.time() + wait
+    while True:
+        try:
+            if proxy.supervisor.getState()["statename"] == "RUNNING":
+                return
+            last = "it is restarting"
+        except (xmlrpc.client.Fault, OSError) as exc:
+            last = str(exc)
+        if time.time() > deadline:
+            raise Failure("supervisord is not back after %gs: %s" % (wait, last))
+        time.sleep(TICK)
+
+
 def start(spec):
     root = spec["root"]
     conf = os.path.join(root, "etc", "supervisord.conf")
@@ -320,6 +337,7 @@ def start(spec):
         proxy = start_daemon(root, conf, spec["wait"])
     else:
         proxy = client(conf)
+    wait_running(proxy, spec["wait"])
     for name in all_names(proxy):
         report(name, wait_healthy(proxy, spec, name))
 
