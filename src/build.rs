@@ -232,6 +232,18 @@ pub fn build(app: &App, args: &BuildArgs) -> Result<Version> {
             next_version(app, &existing, args.bump)?
         }
     };
+    // A build of another branch than the default one is marked, so that
+    // `latest` (the default branch's newest) never picks it.
+    let other_branch = described
+        .strip_prefix("branch ")
+        .filter(|b| *b != config.project.default_branch);
+    if let (Some(branch), None) = (other_branch, &args.name) {
+        version = version::with_local(&version, &branch_label(branch))?;
+        say(&format!(
+            "es: note: {branch} is not the default branch ({}): the version is {version}, which `latest` skips",
+            config.project.default_branch
+        ));
+    }
     if let Some(name) = &args.name {
         version = version::with_local(&version, name)?;
         say("es: note: a build name makes a PEP 440 local version (+NAME); public indexes such as PyPI refuse local versions, private ones accept them");
@@ -333,6 +345,16 @@ pub fn build(app: &App, args: &BuildArgs) -> Result<Version> {
         println!("{version}");
     }
     Ok(version)
+}
+
+/// A branch name as a PEP 440 local label: `feature/Login-2` -> `feature.login.2`.
+fn branch_label(branch: &str) -> String {
+    branch
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|part| !part.is_empty())
+        .map(str::to_ascii_lowercase)
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 fn home_dir() -> Option<PathBuf> {
@@ -726,6 +748,12 @@ fn check_artifacts(out_dir: &Path, project: &str, version: &Version) -> Result<V
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn branch_labels_are_pep440_local_labels() {
+        assert_eq!(branch_label("feature/Login-2"), "feature.login.2");
+        assert_eq!(branch_label("__x__"), "x");
+    }
 
     #[test]
     fn stamps_a_static_version() {

@@ -31,6 +31,8 @@ pub struct IndexClient {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexFile {
     pub filename: String,
+    /// PEP 592: withdrawn by its publisher; never picked as `latest`.
+    pub yanked: bool,
 }
 
 /// A user name and password for uploads. `Debug` hides the password.
@@ -67,9 +69,26 @@ impl std::error::Error for AlreadyOnIndex {}
 
 /// Highest version of `project` on the index at `index_url`; `None` when the index
 /// does not have the project (or none of its files has a PEP 440 version).
+///
+/// `latest` means the highest release built from the default branch: files that
+/// are yanked (PEP 592) and versions with a local label (`+feature.x`: builds
+/// of other branches, or named builds) are skipped.
 pub fn latest_version(index_url: &str, project: &str) -> Result<Option<Version>> {
-    let versions = IndexClient::new(false).versions(index_url, project)?;
-    Ok(version::highest(&versions).cloned())
+    let files = IndexClient::new(false)
+        .project_files(index_url, project)?
+        .unwrap_or_default();
+    Ok(latest_of(project, &files))
+}
+
+/// The highest version among `files` that is neither yanked nor local.
+fn latest_of(project: &str, files: &[IndexFile]) -> Option<Version> {
+    let candidates: Vec<Version> = files
+        .iter()
+        .filter(|f| !f.yanked)
+        .filter_map(|f| version::version_for(project, &f.filename))
+        .filter(|v| !v.is_local())
+        .collect();
+    version::highest(&candidates).cloned()
 }
 
 impl IndexClient {
@@ -209,20 +228,39 @@ impl IndexClient {
             None => self.say(&format!("POST {shown} ({filename}, no credentials)")),
         }
         let response = self.with_retries(&shown, || {
-            let mut request = self.agent.post(upload_url).header(
-                "Content-Type",
-                format!("multipart/form-data; boundary={boundary}"),
-            );
+            // Never follow a redirect when publishing (as uv): a POST answered
+            // with 301/302 would be repeated as a GET, and look like success.
+            let mut request = self
+                .agent
+                .post(upload_url)
+                .config()
+                .max_redirects(0)
+                .build()
+                .header(
+                    "Content-Type",
+                    format!("multipart/form-data; boundary={boundary}"),
+                );
             if let Some(c) = credentials {
                 request = request.header("Authorization", basic_auth(c));
             }
             request.send(&body[..])
         })?;
         let status = response.status().as_u16();
+        let location = response
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .map(redact_url);
         let text = response.into_body().read_to_string().unwrap_or_default();
         let reason = first_line(&text);
         if (200..300).contains(&status) {
             return Ok(());
+        }
+        if (300..400).contains(&status) {
+            return Err(anyhow!(
+                "the index answered HTTP {status} redirecting to {}: nothing was uploaded for {filename}; uploads never follow redirects, set index.upload_url to the address that takes them",
+                location.as_deref().unwrap_or("(no Location)")
+            ));
         }
         let exists = status == 409
             || text.to_ascii_lowercase().contains("already exist")
@@ -313,9 +351,18 @@ fn parse_json_page(body: &str) -> Result<Vec<IndexFile>> {
         .ok_or_else(|| anyhow!("no `files` list"))?;
     Ok(files
         .iter()
-        .filter_map(|f| f.get("filename").and_then(|n| n.as_str()))
-        .map(|n| IndexFile {
-            filename: n.to_string(),
+        .filter_map(|f| {
+            let name = f.get("filename").and_then(|n| n.as_str())?;
+            // `yanked` is false, true, or a reason (a string).
+            let yanked = match f.get("yanked") {
+                Some(serde_json::Value::Bool(b)) => *b,
+                Some(serde_json::Value::String(_)) => true,
+                _ => false,
+            };
+            Some(IndexFile {
+                filename: name.to_string(),
+                yanked,
+            })
         })
         .collect())
 }
@@ -346,7 +393,11 @@ fn parse_html_page(body: &str) -> Vec<IndexFile> {
             text
         };
         if !name.is_empty() {
-            files.push(IndexFile { filename: name });
+            let yanked = lower[after..tag_end].contains("data-yanked");
+            files.push(IndexFile {
+                filename: name,
+                yanked,
+            });
         }
         pos = close;
     }
@@ -708,6 +759,25 @@ mod tests {
         assert_eq!(files.len(), 2);
         assert_eq!(files[1].filename, "acme_web-1.0-py3-none-any.whl");
         assert!(parse_json_page("{}").is_err());
+    }
+
+    #[test]
+    fn latest_skips_yanked_files_and_local_versions() {
+        let html = r#"<a href="/p/acme_web-1.0.tar.gz">acme_web-1.0.tar.gz</a>
+<a href="/p/acme_web-1.2.tar.gz" data-yanked="broke the login">acme_web-1.2.tar.gz</a>
+<a href="/p/acme_web-1.3+feature.x.tar.gz">acme_web-1.3+feature.x.tar.gz</a>
+<a href="/p/acme_web-1.1-py3-none-any.whl">acme_web-1.1-py3-none-any.whl</a>"#;
+        let files = parse_html_page(html);
+        assert_eq!(files.iter().filter(|f| f.yanked).count(), 1);
+        assert_eq!(latest_of("acme-web", &files).unwrap().to_string(), "1.1");
+        let json = r#"{"files":[
+            {"filename":"acme_web-2.0.tar.gz","yanked":"security"},
+            {"filename":"acme_web-1.9.tar.gz","yanked":false},
+            {"filename":"acme_web-1.8.tar.gz","yanked":true},
+            {"filename":"acme_web-2.1+hotfix.tar.gz"}]}"#;
+        let files = parse_json_page(json).unwrap();
+        assert_eq!(latest_of("acme-web", &files).unwrap().to_string(), "1.9");
+        assert_eq!(latest_of("acme-web", &[]), None);
     }
 
     #[test]

@@ -695,7 +695,7 @@ mod tests {
                 DEFAULT_SUPERVISOR_TEMPLATE,
                 context! { project => "p", venv_dir => "/v", port => "880", process_count => 2,
                 username => "u", password => "pw", profile => "prod", version => "1",
-                virtualenv_name => "a", host => "h", run_root => "/v", root => "/r" },
+                virtualenv_name => "a", host => "h", run_root => "/v" },
             )
             .unwrap();
         assert!(text.contains("command=/v/bin/es-env /v/bin/p 880%(process_num)d"));

@@ -404,3 +404,47 @@ fn bad_usage_exits_2() {
     let (_, stderr) = expect_code(&out, 2);
     assert!(stderr.contains(".pypirc"), "{stderr}");
 }
+
+/// A server on 127.0.0.1 that answers every request with a 301 to `location`,
+/// for `count` requests; returns its port.
+fn redirecting_server(location: String, count: usize) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(count) {
+            let Ok(mut stream) = stream else { continue };
+            let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+            let mut buf = [0u8; 65536];
+            let _ = stream.read(&mut buf);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 301 Moved Permanently\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+        }
+    });
+    port
+}
+
+#[test]
+fn an_upload_to_a_redirecting_url_fails_and_uploads_nothing() {
+    let tb = Testbed::get();
+    let sb = Sandbox::new();
+    let name = unique("redirect");
+    let port = redirecting_server(tb.upload_url.clone(), 8);
+    let upload = format!("http://127.0.0.1:{port}/");
+    sb.write_config(&config(&tb, &name, "").replace(
+        &format!("upload_url = \"{}\"", tb.upload_url),
+        &format!("upload_url = \"{upload}\""),
+    ));
+    write_pyproject_project(&sb, &name);
+    commit_all(&sb);
+    let out = es(&sb, &tb, &tb.index_password)
+        .args(["build", "--version", "1.0.0"])
+        .output()
+        .unwrap();
+    let (_, stderr) = expect_code(&out, 1);
+    assert!(stderr.contains("HTTP 301 redirecting to"), "{stderr}");
+    assert!(stderr.contains("nothing was uploaded"), "{stderr}");
+    assert_eq!(index_files(&tb, &name), Vec::<String>::new());
+}

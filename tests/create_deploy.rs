@@ -158,6 +158,17 @@ fn quickdeploy_builds_and_deploys_a_branch() {
         .trim()
         .to_string();
     assert_serving(&tb, "892", &name, &version, "staging");
+    // Not the default branch: the version carries the branch, and `latest`
+    // (the default branch's newest) never picks it.
+    assert!(version.ends_with("+feature"), "{version}");
+    let out = sb
+        .es()
+        .current_dir(&dir)
+        .args(["version", "latest"])
+        .output()
+        .unwrap();
+    let (stdout, _) = common::text(&out);
+    assert!(!stdout.contains(&version), "{stdout}");
 
     // A bad venv is refused before anything is built.
     let out = sb
