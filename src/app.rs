@@ -157,7 +157,13 @@ impl App {
     pub fn connect_options(&self) -> ConnectOptions {
         let config = self.config();
         let user_file = expand_tilde("~/.ssh/known_hosts");
-        let mut files = vec![user_file.clone(), expand_tilde("~/.ssh/known_hosts2")];
+        // OpenSSH's UserKnownHostsFile and GlobalKnownHostsFile defaults.
+        let mut files = vec![
+            user_file.clone(),
+            expand_tilde("~/.ssh/known_hosts2"),
+            PathBuf::from("/etc/ssh/ssh_known_hosts"),
+            PathBuf::from("/etc/ssh/ssh_known_hosts2"),
+        ];
         if let Some(extra) = &config.ssh.known_hosts {
             files.push(self.config_path(extra));
         }

@@ -102,7 +102,6 @@ pub struct Index {
 /// `[ssh]`
 #[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code)] // TEMP: wired up by the work on issues 8-10
 pub struct Ssh {
     /// User when a host entry names none (and `~/.ssh/config` gives none).
     pub user: Option<String>,
@@ -125,7 +124,8 @@ pub struct Ssh {
     #[serde(default = "default_keepalive")]
     pub keepalive: u64,
     /// A bastion every host is reached through, like OpenSSH's ProxyJump.
-    pub proxy_jump: Option<String>,
+    /// Not supported yet: setting it is an error, never silently ignored.
+    pub proxy_jump: Option<Spanned<String>>,
 }
 
 fn default_command_timeout() -> u64 {
@@ -163,7 +163,6 @@ impl Default for Ssh {
 /// `[deploy]`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code)] // TEMP: wired up by the work on issues 8-10
 pub struct Deploy {
     /// Venvs live in PREFIX/VENV on every host.
     #[serde(default = "default_virtualenv_prefix")]
@@ -227,7 +226,6 @@ fn default_keep_releases() -> u32 {
 /// `deploy.release_hooks_on`
 #[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
-#[allow(dead_code)] // TEMP: wired up by the work on issues 8-10
 pub enum HooksOn {
     /// One host of the rollout (a shared database is migrated once).
     #[default]
@@ -238,7 +236,6 @@ pub enum HooksOn {
 /// `[deploy.health]`: what every process must answer after a switch.
 #[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code)] // TEMP: wired up by the work on issues 8-10
 pub struct Health {
     /// Path requested on every process port.
     #[serde(default = "default_health_path")]
@@ -280,7 +277,6 @@ impl Default for Health {
 /// `[deploy.rollout]`: how the switch proceeds across the fleet.
 #[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code)] // TEMP: wired up by the work on issues 8-10
 pub struct Rollout {
     /// Hosts switched at once: a count or a percentage (`"25%"`).
     #[serde(default = "default_batch")]
@@ -320,7 +316,6 @@ impl Default for CountOrPercent {
     }
 }
 
-#[allow(dead_code)] // TEMP: wired up by the work on issues 8-10
 impl CountOrPercent {
     /// The number of hosts out of `total` (a percentage rounds up, so `1%` of 5 is 1).
     pub fn of(self, total: usize) -> usize {
@@ -369,7 +364,6 @@ impl<'de> Deserialize<'de> for CountOrPercent {
 /// Where a secret's value comes from, on the deploying machine.
 #[derive(Debug, Deserialize, Clone, PartialEq, Eq)]
 #[serde(deny_unknown_fields, rename_all = "lowercase")]
-#[allow(dead_code)] // TEMP: wired up by the work on issues 8-10
 pub enum SecretSource {
     /// An environment variable of es.
     Env(String),
@@ -580,6 +574,13 @@ fn validate(loaded: &Loaded) -> Result<(), ConfigError> {
     }
     if config.ssh.parallel == 0 {
         return Err(loaded.error("ssh.parallel", "must be at least 1"));
+    }
+    if let Some(jump) = &config.ssh.proxy_jump {
+        return Err(loaded.error_at(
+            jump.span(),
+            "ssh.proxy_jump",
+            "ProxyJump is not supported by this version of es yet: reach the hosts directly (or through a VPN) and remove this key",
+        ));
     }
     let health = &config.deploy.health;
     if health.status[0] > health.status[1] || health.status[0] < 100 || health.status[1] > 599 {

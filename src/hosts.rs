@@ -109,6 +109,11 @@ pub fn resolve(entry: &str, settings: &Ssh, ssh_config: &SshConfig) -> Result<Ta
         HostSpec::Local => TargetKind::Local,
         HostSpec::Remote { user, host, port } => {
             let found = ssh_config.lookup(&host);
+            if let Some(proxy) = &found.proxy {
+                return Err(format!(
+                    "~/.ssh/config routes `{host}` through a proxy ({proxy}), which this version of es does not support yet: it would connect directly instead"
+                ));
+            }
             let user = user
                 .or_else(|| settings.user.clone())
                 .or(found.user)

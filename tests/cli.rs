@@ -175,3 +175,25 @@ fn deploy_positionals_tell_a_forgotten_profile_from_a_venv() {
         .unwrap();
     expect_code(&out, 2);
 }
+
+#[test]
+fn proxy_jump_is_refused_not_ignored() {
+    let stderr = refused("[roles]\nweb = [\"local\"]\n\n[ssh]\nproxy_jump = \"bastion.example\"\n");
+    assert!(stderr.contains("deploy.toml:5:"), "{stderr}");
+    assert!(
+        stderr.contains("ssh.proxy_jump") && stderr.contains("not supported"),
+        "{stderr}"
+    );
+    // Nor one from ~/.ssh/config.
+    let sb = Sandbox::new();
+    std::fs::create_dir_all(sb.home.path().join(".ssh")).unwrap();
+    std::fs::write(
+        sb.home.path().join(".ssh/config"),
+        "Host inner\n  ProxyJump bastion.example\n",
+    )
+    .unwrap();
+    sb.write_config("[roles]\nweb = [\"inner\"]\n");
+    let out = sb.es().args(["run", "-R", "web", "--", "true"]).output().unwrap();
+    let (_, stderr) = expect_code(&out, 2);
+    assert!(stderr.contains("proxyjump bastion.example"), "{stderr}");
+}

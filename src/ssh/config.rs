@@ -5,6 +5,9 @@
 
 use std::path::Path;
 
+/// OpenSSH's limit on nested Include directives.
+const MAX_INCLUDE_DEPTH: usize = 16;
+
 /// A parsed ssh client configuration.
 #[derive(Debug, Default, Clone)]
 pub struct SshConfig {
@@ -23,6 +26,8 @@ struct Block {
 /// What the configuration says about one host.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct HostParams {
+    /// ProxyJump or ProxyCommand: es cannot honour them yet, and says so.
+    pub proxy: Option<String>,
     pub hostname: Option<String>,
     pub user: Option<String>,
     pub port: Option<u16>,
@@ -33,17 +38,26 @@ impl SshConfig {
     /// Reads `~/.ssh/config`; a missing or unreadable file is an empty configuration.
     pub fn load_user_default() -> SshConfig {
         let path = crate::hosts::expand_tilde("~/.ssh/config");
-        Self::load(&path)
+        Self::load(&path, 0)
     }
 
-    fn load(path: &Path) -> SshConfig {
+    fn load(path: &Path, depth: usize) -> SshConfig {
         std::fs::read_to_string(path)
-            .map(|text| SshConfig::parse(&text))
+            .map(|text| SshConfig::parse_at(&text, depth))
             .unwrap_or_default()
     }
 
     /// Parses configuration text.
+    #[cfg(test)]
     pub fn parse(text: &str) -> SshConfig {
+        SshConfig::parse_at(text, 0)
+    }
+
+    /// Parses text read `depth` Includes deep. Like OpenSSH, Includes nest at most
+    /// 16 deep (a file that includes itself stops there, it does not overflow the
+    /// stack), relative paths are in ~/.ssh, and globs (`config.d/*`) are expanded
+    /// in sorted order.
+    fn parse_at(text: &str, depth: usize) -> SshConfig {
         let mut blocks = vec![Block {
             patterns: None,
             applies_always: true,
@@ -67,19 +81,22 @@ impl SshConfig {
                     applies_always: false,
                     options: Vec::new(),
                 }),
+                "include" if depth >= MAX_INCLUDE_DEPTH => {}
                 "include" => {
-                    let included: Vec<Block> = value
-                        .split_whitespace()
-                        .flat_map(|p| {
-                            let path = if p.starts_with('/') || p.starts_with('~') {
-                                crate::hosts::expand_tilde(p)
-                            } else {
-                                crate::hosts::expand_tilde(&format!("~/.ssh/{p}"))
-                            };
-                            SshConfig::load(&path).blocks
-                        })
-                        .collect();
-                    blocks.extend(included);
+                    for pattern in value.split_whitespace() {
+                        let path = if pattern.starts_with('/') || pattern.starts_with('~') {
+                            crate::hosts::expand_tilde(pattern)
+                        } else {
+                            crate::hosts::expand_tilde(&format!("~/.ssh/{pattern}"))
+                        };
+                        let mut files: Vec<_> = glob::glob(&path.to_string_lossy())
+                            .map(|paths| paths.filter_map(Result::ok).collect())
+                            .unwrap_or_default();
+                        files.sort();
+                        for file in files {
+                            blocks.extend(SshConfig::load(&file, depth + 1).blocks);
+                        }
+                    }
                 }
                 _ => {
                     if let Some(block) = blocks.last_mut() {
@@ -111,6 +128,9 @@ impl SshConfig {
                     "user" if params.user.is_none() => params.user = Some(value.clone()),
                     "port" if params.port.is_none() => params.port = value.parse().ok(),
                     "identityfile" => params.identity_files.push(value.clone()),
+                    "proxyjump" | "proxycommand" if params.proxy.is_none() && value != "none" => {
+                        params.proxy = Some(format!("{keyword} {value}"))
+                    }
                     _ => {}
                 }
             }
@@ -180,6 +200,30 @@ pub(crate) fn wildcard_match(pattern: &str, text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn includes_expand_globs_and_stop_at_a_loop() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir(d.join("conf.d")).unwrap();
+        std::fs::write(d.join("conf.d/10-web"), "Host web\n  HostName 10.0.0.5\n").unwrap();
+        std::fs::write(d.join("conf.d/20-db"), "Host db\n  Port 2202\n").unwrap();
+        // A file that includes itself.
+        let looped = d.join("loop");
+        std::fs::write(
+            &looped,
+            format!("Include {}\nHost l\n  User ann\n", looped.display()),
+        )
+        .unwrap();
+        let config = SshConfig::parse(&format!(
+            "Include {}/conf.d/*\nInclude {}\n",
+            d.display(),
+            looped.display()
+        ));
+        assert_eq!(config.lookup("web").hostname.as_deref(), Some("10.0.0.5"));
+        assert_eq!(config.lookup("db").port, Some(2202));
+        assert_eq!(config.lookup("l").user.as_deref(), Some("ann"));
+    }
 
     #[test]
     fn first_value_wins_and_identity_files_accumulate() {
