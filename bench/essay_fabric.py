@@ -72,7 +72,10 @@ def main():
     args = p.parse_args()
     hosts = args.hosts.split(",")
     with open(args.template) as f:
-        template = jinja2.Template(f.read(), keep_trailing_newline=True,
+        # es's template starts programs through bin/es-env (the release's
+        # environment file, which es writes); essay's venvs have none.
+        text = f.read().replace("{{ venv_dir }}/bin/es-env ", "")
+        template = jinja2.Template(text, keep_trailing_newline=True,
                                    undefined=jinja2.StrictUndefined)
     venv_dir = f"{args.prefix}/{args.venv}"
     password = os.environ["ESSAY_SUPERVISOR_PASSWORD"]

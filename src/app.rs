@@ -186,6 +186,7 @@ impl App {
             ui: &self.ui,
             announce_steps,
             despite_interrupt: false,
+            pool: None,
         })
     }
 }

@@ -22,7 +22,13 @@ pub struct Fleet<'a> {
     pub announce_steps: bool,
     /// Start hosts even after Ctrl-C (a deploy's finish: unlock, ledger).
     pub despite_interrupt: bool,
+    /// Connections kept between runs over the same hosts (a deploy's phases),
+    /// so that each host is connected to once.
+    pub pool: Option<&'a ConnectionPool>,
 }
+
+/// Open connections by host label, reused by the next run on the host.
+pub type ConnectionPool = Mutex<std::collections::HashMap<String, Connection>>;
 
 /// A job's handle on its host: the open connection, and the step it is at.
 pub struct HostCtx<'a> {
@@ -248,7 +254,16 @@ impl<'a> Fleet<'a> {
     {
         let started = Instant::now();
         line.set("connecting");
-        let result = match Connection::open(target, &self.connect) {
+        let pooled = self.pool.and_then(|pool| {
+            pool.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&target.label)
+        });
+        let opened = match pooled {
+            Some(conn) => Ok(conn),
+            None => Connection::open(target, &self.connect),
+        };
+        let result = match opened {
             Err(err) => Err(Failure {
                 step: "connect".into(),
                 error: describe(&err),
@@ -262,10 +277,17 @@ impl<'a> Fleet<'a> {
                     fleet: self,
                     started,
                 };
-                job(&mut ctx).map_err(|err| Failure {
+                let result = job(&mut ctx).map_err(|err| Failure {
                     step: ctx.step.clone(),
                     error: describe(&err),
-                })
+                });
+                // A connection that served a job well serves the next one.
+                if let (Some(pool), Ok(_)) = (self.pool, &result) {
+                    pool.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(target.label.clone(), ctx.conn);
+                }
+                result
             }
         };
         let elapsed = started.elapsed();

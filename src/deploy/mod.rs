@@ -183,6 +183,7 @@ fn sub_fleet<'a>(fleet: &Fleet<'a>, labels: &[String], despite_interrupt: bool) 
         ui: fleet.ui,
         announce_steps: fleet.announce_steps,
         despite_interrupt,
+        pool: fleet.pool,
     }
 }
 
@@ -311,6 +312,12 @@ pub fn quickdeploy(app: &App, args: &QuickdeployArgs) -> Result<bool> {
 /// every host ends on the new release.
 fn rollout(app: &App, fleet: &Fleet<'_>, plan: &Plan) -> bool {
     let started = Instant::now();
+    // One connection per host for every phase.
+    let pool = crate::fleet::ConnectionPool::default();
+    let fleet = &Fleet {
+        pool: Some(&pool),
+        ..sub_fleet(fleet, &fleet.targets.iter().map(|t| t.label.clone()).collect::<Vec<_>>(), false)
+    };
     let runs = Runs::new(&fleet.targets);
     let title = format!(
         "deploy {} {} to venv {}",

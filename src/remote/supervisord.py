@@ -189,9 +189,9 @@ def supervisord_reasons(root, name):
 
 
 def wait_healthy(proxy, spec, name, started_pid=None):
-    """Waits until process `name` is RUNNING and answers its health check.
-    A process that exits (its pid changes, or supervisord gives up) fails at
-    once instead of at the deadline."""
+    """Waits until process `name` answers its health check (a program without
+    a port: until it is RUNNING). A process that exits (its pid changes, or
+    supervisord gives up) fails at once instead of at the deadline."""
     health = spec["health"]
     low, high = health["status"]
     began = time.time()
@@ -201,19 +201,24 @@ def wait_healthy(proxy, spec, name, started_pid=None):
     while True:
         info = proxy.supervisor.getProcessInfo(name)
         state = info["statename"]
-        if state == "RUNNING":
+        # A process that answers its health check is healthy as soon as it
+        # does: the verdict does not wait for startsecs (STARTING -> RUNNING).
+        if state in ("STARTING", "RUNNING") and info["pid"]:
             if pid is None:
                 pid = info["pid"]
             elif info["pid"] != pid:
                 raise unhealthy(spec, info, "exited and was restarted by supervisord (%s)" % last)
             port = process_port(info, spec)
-            if port is None:
+            if port is None and state == "RUNNING":
                 return "RUNNING (no port: state only)"
-            status, error = probe(port, health)
-            if status is not None and low <= status <= high:
-                return "RUNNING, port %d answered %d in %.2fs" % (port, status, time.time() - began)
-            last = ("port %d answered %d (accepted %d-%d)" % (port, status, low, high)
-                    if status is not None else "port %d: %s" % (port, error))
+            elif port is None:
+                last = state
+            else:
+                status, error = probe(port, health)
+                if status is not None and low <= status <= high:
+                    return "%s, port %d answered %d in %.2fs" % (state, port, status, time.time() - began)
+                last = ("port %d answered %d (accepted %d-%d)" % (port, status, low, high)
+                        if status is not None else "port %d: %s" % (port, error))
         elif state in FAILED_STATES and (pid is not None or state in ("FATAL", "EXITED", "STOPPED")):
             raise unhealthy(spec, info, "%s: %s" % (state, info.get("description", "")))
         else:
