@@ -77,6 +77,19 @@ impl App {
         }
     }
 
+    /// The venv named on the command line, else deploy.default_venv, placed
+    /// under deploy.virtualenv_prefix.
+    pub fn venv(&self, named: Option<&str>) -> Result<crate::venv::Venv> {
+        let deploy = &self.config().deploy;
+        match named
+            .map(str::to_string)
+            .or_else(|| deploy.default_venv.clone())
+        {
+            Some(name) => crate::venv::Venv::new(&deploy.virtualenv_prefix, &name),
+            None => bad_input!("which venv? give VENV, or set deploy.default_venv"),
+        }
+    }
+
     /// A path from the configuration: `~` expanded, relative paths taken from the project root.
     pub fn config_path(&self, value: &str) -> PathBuf {
         let path = expand_tilde(value);

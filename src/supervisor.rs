@@ -112,11 +112,8 @@ pub fn command(app: &App, args: &SupervisorArgs) -> Result<bool> {
     let project = config.project.name.clone().unwrap_or_default();
     let venvs: Vec<String> = config.deploy.venv_ports.keys().cloned().collect();
     let (action, venv_arg) = parse_action(&args.action, &args.args, &project, &venvs)?;
-    let venv_name = match venv_arg.or_else(|| config.deploy.default_venv.clone()) {
-        Some(v) => v,
-        None => bad_input!("which venv? give VENV, or set deploy.default_venv"),
-    };
-    let venv = Venv::new(&config.deploy.virtualenv_prefix, &venv_name)?;
+    let venv = app.venv(venv_arg.as_deref())?;
+    let venv_name = venv.name.clone();
     let ports: Vec<String> = config
         .deploy
         .venv_ports
@@ -287,22 +284,8 @@ fn print_status_table(app: &App, report: &crate::fleet::Report<String>) {
             }
         }
     }
-    let widths: Vec<usize> = (0..5)
-        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
-        .collect();
-    let table: String = rows
-        .iter()
-        .map(|r| {
-            let cells: Vec<String> = r
-                .iter()
-                .zip(&widths)
-                .map(|(c, w)| format!("{c:<w$}"))
-                .collect();
-            format!("{}\n", cells.join("  ").trim_end())
-        })
-        .collect();
-    app.ui.clear();
-    print!("{table}");
+    let rows: Vec<Vec<String>> = rows.into_iter().map(Vec::from).collect();
+    app.ui.table(&rows);
 }
 
 #[cfg(test)]

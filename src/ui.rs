@@ -139,6 +139,33 @@ impl Ui {
         self.json(fields);
     }
 
+    /// Prints rows as a table on stdout: columns padded to their widest cell.
+    pub fn table(&self, rows: &[Vec<String>]) {
+        let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+        let widths: Vec<usize> = (0..columns)
+            .map(|i| {
+                rows.iter()
+                    .filter_map(|r| r.get(i))
+                    .map(|c| c.chars().count())
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let text: String = rows
+            .iter()
+            .map(|r| {
+                let cells: Vec<String> = r
+                    .iter()
+                    .zip(&widths)
+                    .map(|(c, w)| format!("{c:<w$}"))
+                    .collect();
+                format!("{}\n", cells.join("  ").trim_end())
+            })
+            .collect();
+        self.clear();
+        print_stdout(&self.mask(&text));
+    }
+
     /// Removes the progress display before a summary is printed.
     pub fn clear(&self) {
         if let Some(multi) = &self.multi {

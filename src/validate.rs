@@ -10,7 +10,6 @@ use crate::bad_input;
 use crate::cli::ValidateArgs;
 use crate::fleet::HostCtx;
 use crate::quote::quote;
-use crate::venv::Venv;
 
 /// Asks one URL with python3's urllib; prints `CODE` (0 when nothing answered) and a reason.
 const PYTHON_PROBE: &str = r#"import sys, urllib.request, urllib.error
@@ -62,15 +61,7 @@ pub fn venv_ports(prefix: &str, process_count: u32) -> Vec<String> {
 pub fn validate(app: &App, args: &ValidateArgs) -> Result<bool> {
     let loaded = app.require_config()?;
     let config = &loaded.config;
-    let venv_name = match args
-        .venv
-        .clone()
-        .or_else(|| config.deploy.default_venv.clone())
-    {
-        Some(v) => v,
-        None => bad_input!("which venv? give VENV, or set deploy.default_venv"),
-    };
-    let venv = Venv::new(&config.deploy.virtualenv_prefix, &venv_name)?;
+    let venv = app.venv(args.venv.as_deref())?;
     let Some(prefix) = config.deploy.venv_ports.get(&venv.name) else {
         bad_input!(
             "deploy.venv_ports has no entry for venv `{}`: its ports are unknown",

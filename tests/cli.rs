@@ -193,7 +193,11 @@ fn proxy_jump_is_refused_not_ignored() {
     )
     .unwrap();
     sb.write_config("[roles]\nweb = [\"inner\"]\n");
-    let out = sb.es().args(["run", "-R", "web", "--", "true"]).output().unwrap();
+    let out = sb
+        .es()
+        .args(["run", "-R", "web", "--", "true"])
+        .output()
+        .unwrap();
     let (_, stderr) = expect_code(&out, 2);
     assert!(stderr.contains("proxyjump bastion.example"), "{stderr}");
 }

@@ -316,7 +316,15 @@ fn rollout(app: &App, fleet: &Fleet<'_>, plan: &Plan) -> bool {
     let pool = crate::fleet::ConnectionPool::default();
     let fleet = &Fleet {
         pool: Some(&pool),
-        ..sub_fleet(fleet, &fleet.targets.iter().map(|t| t.label.clone()).collect::<Vec<_>>(), false)
+        ..sub_fleet(
+            fleet,
+            &fleet
+                .targets
+                .iter()
+                .map(|t| t.label.clone())
+                .collect::<Vec<_>>(),
+            false,
+        )
     };
     let runs = Runs::new(&fleet.targets);
     let title = format!(
@@ -850,15 +858,8 @@ pub fn rollback(app: &App, args: &RollbackArgs) -> Result<bool> {
     let Some(project) = config.project.name.clone() else {
         bad_input!("{}: `project.name` is not set", loaded.path.display());
     };
-    let venv_name = match args
-        .venv
-        .clone()
-        .or_else(|| config.deploy.default_venv.clone())
-    {
-        Some(v) => v,
-        None => bad_input!("which venv? give VENV, or set deploy.default_venv"),
-    };
-    let venv = crate::venv::Venv::new(&config.deploy.virtualenv_prefix, &venv_name)?;
+    let venv = app.venv(args.venv.as_deref())?;
+    let venv_name = venv.name.clone();
     if let Some(to) = &args.to {
         if crate::version::parse_version(to).is_err() {
             bad_input!("bad version {to:?} for --to");

@@ -6,7 +6,6 @@ use serde_json::{json, Value};
 
 use super::host::{self, Facts, LockMode};
 use crate::app::App;
-use crate::bad_input;
 use crate::cli::VenvArg;
 use crate::fleet::HostCtx;
 use crate::ui::Mode;
@@ -16,15 +15,8 @@ use crate::venv::Venv;
 fn venv_and_spec(app: &App, args: &VenvArg) -> Result<(Venv, Value)> {
     let loaded = app.require_config()?;
     let config = &loaded.config;
-    let venv_name = match args
-        .venv
-        .clone()
-        .or_else(|| config.deploy.default_venv.clone())
-    {
-        Some(v) => v,
-        None => bad_input!("which venv? give VENV, or set deploy.default_venv"),
-    };
-    let venv = Venv::new(&config.deploy.virtualenv_prefix, &venv_name)?;
+    let venv = app.venv(args.venv.as_deref())?;
+    let venv_name = venv.name.clone();
     let ports: Vec<String> = match config.deploy.venv_ports.get(&venv_name) {
         Some(prefix) => (0..config.deploy.process_count)
             .map(|n| format!("{prefix}{n}"))
@@ -159,7 +151,7 @@ pub fn status(app: &App, args: &VenvArg) -> Result<bool> {
             get("lock"),
         ]);
     }
-    print_table(app, &table);
+    app.ui.table(&table);
     for problem in &problems {
         app.ui.note(&format!("es: {problem}"));
     }
@@ -228,7 +220,7 @@ pub fn releases(app: &App, args: &VenvArg) -> Result<bool> {
         }
     }
     if app.ui.mode != Mode::Json {
-        print_table(app, &table);
+        app.ui.table(&table);
     }
     report.print_summary(&app.ui, "releases");
     Ok(report.all_ok())
@@ -241,30 +233,4 @@ fn last_ledger<'a>(facts: &'a Facts, id: &str) -> Option<&'a Value> {
         .iter()
         .rev()
         .find(|l| l["release"].as_str() == Some(id))
-}
-
-fn print_table(app: &App, rows: &[Vec<String>]) {
-    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..columns)
-        .map(|i| {
-            rows.iter()
-                .filter_map(|r| r.get(i))
-                .map(|c| c.chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let text: String = rows
-        .iter()
-        .map(|r| {
-            let cells: Vec<String> = r
-                .iter()
-                .zip(&widths)
-                .map(|(c, w)| format!("{c:<w$}"))
-                .collect();
-            format!("{}\n", cells.join("  ").trim_end())
-        })
-        .collect();
-    app.ui.clear();
-    print!("{}", app.ui.mask(&text));
 }
