@@ -210,7 +210,11 @@ fn same_host(a: &Target, b: &Target) -> bool {
     match (&a.kind, &b.kind) {
         (TargetKind::Local, TargetKind::Local) => true,
         (TargetKind::Ssh(x), TargetKind::Ssh(y)) => {
-            x.user == y.user && x.port == y.port && x.hostname.eq_ignore_ascii_case(&y.hostname)
+            x.user == y.user
+                && x.port == y.port
+                && x.hostname.eq_ignore_ascii_case(&y.hostname)
+                && x.jump.as_ref().map(|j| (&j.hostname, j.port))
+                    == y.jump.as_ref().map(|j| (&j.hostname, j.port))
         }
         _ => false,
     }

@@ -26,17 +26,19 @@ pub fn version_command(app: &App, args: &VersionArgs) -> Result<bool> {
     let project = project_name(app, &root)?;
     let index_url = index_url(app)?;
     let client = IndexClient::new(app.ui.verbose);
-    let versions = client.versions(&index_url, &project)?;
     let version = match &args.which {
-        VersionWhich::Latest => match version::highest(&versions) {
-            Some(v) => v.clone(),
+        // The same `latest` a deploy takes: the default branch's newest, not yanked.
+        VersionWhich::Latest => match index::latest_version(&index_url, &project)? {
+            Some(v) => v,
             None => {
                 return Err(anyhow!(
-                    "{project} is not on the index {index_url} (no sdist or wheel of it with a PEP 440 version)"
+                    "{project} is not on the index {index_url} (no sdist or wheel of it with a PEP 440 version, built from the default branch and not yanked)"
                 ))
             }
         },
-        VersionWhich::Next { bump } => next_version(app, &versions, *bump)?,
+        VersionWhich::Next { bump } => {
+            next_version(app, &client.versions(&index_url, &project)?, *bump)?
+        }
     };
     if app.ui.mode == Mode::Json {
         let which = match args.which {

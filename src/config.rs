@@ -123,8 +123,8 @@ pub struct Ssh {
     /// Seconds between keepalives; a peer silent for a few of them is dropped.
     #[serde(default = "default_keepalive")]
     pub keepalive: u64,
-    /// A bastion every host is reached through, like OpenSSH's ProxyJump.
-    /// Not supported yet: setting it is an error, never silently ignored.
+    /// A bastion every host is reached through, like OpenSSH's ProxyJump
+    /// (`[user@]host[:port]`; `none` for no bastion).
     pub proxy_jump: Option<Spanned<String>>,
 }
 
@@ -576,11 +576,9 @@ fn validate(loaded: &Loaded) -> Result<(), ConfigError> {
         return Err(loaded.error("ssh.parallel", "must be at least 1"));
     }
     if let Some(jump) = &config.ssh.proxy_jump {
-        return Err(loaded.error_at(
-            jump.span(),
-            "ssh.proxy_jump",
-            "ProxyJump is not supported by this version of es yet: reach the hosts directly (or through a VPN) and remove this key",
-        ));
+        if let Err(message) = crate::hosts::HostSpec::parse(jump.get_ref()) {
+            return Err(loaded.error_at(jump.span(), "ssh.proxy_jump", message));
+        }
     }
     let health = &config.deploy.health;
     if health.status[0] > health.status[1] || health.status[0] < 100 || health.status[1] > 599 {

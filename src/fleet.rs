@@ -60,6 +60,11 @@ impl HostCtx<'_> {
         }
     }
 
+    /// How long one remote command may take (ssh.command_timeout).
+    pub fn command_timeout(&self) -> Duration {
+        self.fleet.connect.command_timeout
+    }
+
     /// The step the job is at.
     pub fn current_step(&self) -> String {
         self.step.clone()

@@ -94,6 +94,8 @@ pub struct SshTarget {
     pub port: u16,
     /// Private keys to try, in order, after ssh-agent.
     pub identity_files: Vec<PathBuf>,
+    /// The bastion this host is reached through (ProxyJump), if any.
+    pub jump: Option<Box<SshTarget>>,
 }
 
 impl fmt::Display for Target {
@@ -108,39 +110,82 @@ pub fn resolve(entry: &str, settings: &Ssh, ssh_config: &SshConfig) -> Result<Ta
     let kind = match HostSpec::parse(entry)? {
         HostSpec::Local => TargetKind::Local,
         HostSpec::Remote { user, host, port } => {
+            let mut target = resolve_ssh(user, host.clone(), port, settings, ssh_config)?;
+            // ProxyJump: deploy.toml's ssh.proxy_jump wins over ~/.ssh/config's.
             let found = ssh_config.lookup(&host);
-            if let Some(proxy) = &found.proxy {
-                return Err(format!(
-                    "~/.ssh/config routes `{host}` through a proxy ({proxy}), which this version of es does not support yet: it would connect directly instead"
-                ));
-            }
-            let user = user
-                .or_else(|| settings.user.clone())
-                .or(found.user)
-                .or_else(|| std::env::var("USER").ok())
-                .unwrap_or_else(|| "root".to_string());
-            let port = port.or(settings.port).or(found.port).unwrap_or(22);
-            let mut identity_files: Vec<PathBuf> = Vec::new();
-            if let Some(file) = &settings.identity_file {
-                identity_files.push(expand_tilde(file));
-            }
-            identity_files.extend(found.identity_files.iter().map(|f| expand_tilde(f)));
-            if identity_files.is_empty() {
-                for name in ["id_ed25519", "id_ecdsa", "id_rsa"] {
-                    identity_files.push(expand_tilde(&format!("~/.ssh/{name}")));
+            let jump = settings
+                .proxy_jump
+                .as_ref()
+                .map(|j| j.get_ref().clone())
+                .or(found.proxy_jump);
+            if let Some(jump) = jump.filter(|j| j != "none") {
+                if jump.contains(',') {
+                    return Err(format!(
+                        "ProxyJump {jump:?} for `{host}`: es goes through one bastion, not a chain"
+                    ));
                 }
+                let HostSpec::Remote { user, host, port } =
+                    HostSpec::parse(&jump).map_err(|e| format!("ProxyJump {jump:?}: {e}"))?
+                else {
+                    return Err(format!("ProxyJump {jump:?}: not a host"));
+                };
+                // The bastion: its own ssh config entry, never another jump.
+                let mut bastion_settings = settings.clone();
+                bastion_settings.proxy_jump = None;
+                bastion_settings.port = None;
+                target.jump = Some(Box::new(resolve_ssh(
+                    user,
+                    host,
+                    port,
+                    &bastion_settings,
+                    ssh_config,
+                )?));
             }
-            TargetKind::Ssh(SshTarget {
-                user,
-                hostname: found.hostname.unwrap_or(host),
-                port,
-                identity_files,
-            })
+            TargetKind::Ssh(target)
         }
     };
     Ok(Target {
         label: entry.trim().to_string(),
         kind,
+    })
+}
+
+/// `[user@]host[:port]` with the settings and ~/.ssh/config applied (no jump).
+fn resolve_ssh(
+    user: Option<String>,
+    host: String,
+    port: Option<u16>,
+    settings: &Ssh,
+    ssh_config: &SshConfig,
+) -> Result<SshTarget, String> {
+    let found = ssh_config.lookup(&host);
+    if let Some(command) = &found.proxy_command {
+        return Err(format!(
+            "~/.ssh/config routes `{host}` through ProxyCommand {command:?}, which es does not run: use ProxyJump"
+        ));
+    }
+    let user = user
+        .or_else(|| settings.user.clone())
+        .or(found.user)
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "root".to_string());
+    let port = port.or(settings.port).or(found.port).unwrap_or(22);
+    let mut identity_files: Vec<PathBuf> = Vec::new();
+    if let Some(file) = &settings.identity_file {
+        identity_files.push(expand_tilde(file));
+    }
+    identity_files.extend(found.identity_files.iter().map(|f| expand_tilde(f)));
+    if identity_files.is_empty() {
+        for name in ["id_ed25519", "id_ecdsa", "id_rsa"] {
+            identity_files.push(expand_tilde(&format!("~/.ssh/{name}")));
+        }
+    }
+    Ok(SshTarget {
+        user,
+        hostname: found.hostname.unwrap_or(host),
+        port,
+        identity_files,
+        jump: None,
     })
 }
 

@@ -14,6 +14,7 @@ NET=10.213.0
 BRIDGE_ADDR=$NET.1
 NS_PREFIX=es-h
 INDEX_PORT=8080
+JUMP_NET=10.214.0   # `jump`: a /30 between two hosts, unreachable from here
 VENV=$DIR/pypiserver-venv
 PKGS=$DIR/packages
 KEY=$DIR/id_ed25519
@@ -502,6 +503,7 @@ cmd_down() {
         ip link del "$l" 2>/dev/null || true
     done
     ip link del "$BRIDGE" 2>/dev/null || true
+    ip route del unreachable "$JUMP_NET.0/30" 2>/dev/null || true
     rm -f "$SUDOERS"
     case "$DIR" in
         /|"") die "refusing to remove state dir '$DIR'" ;;
@@ -544,6 +546,44 @@ cmd_exec() {
         env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "$@"
 }
 
+# `jump B T`: host T also answers SSH on an address only host B can reach,
+# for ProxyJump tests: a veth between B and T (10.214.0.1 in B, 10.214.0.2 in
+# T, a subnet nothing else routes to) and a second sshd of T listening there
+# only, with T's host key. Idempotent; host T's usual sshd is untouched, so
+# `status` stays healthy. Prints the address.
+cmd_jump() {
+    host_index_arg "${1:-}"
+    host_index_arg "${2:-}"
+    local b=$1 t=$2 hd pid cfg
+    hd=$(host_dir "$t")
+    cfg=$hd/etc/sshd_config.jump
+    if ! ip -n "$NS_PREFIX$t" addr show dev vjump 2>/dev/null | grep "inet $JUMP_NET.2/" >/dev/null; then
+        ip -n "$NS_PREFIX$b" link del vjump 2>/dev/null || true
+        ip -n "$NS_PREFIX$t" link del vjump 2>/dev/null || true
+        ip link del vjump-b 2>/dev/null || true
+        ip link add vjump-b type veth peer name vjump-t
+        ip link set vjump-b netns "$NS_PREFIX$b"
+        ip link set vjump-t netns "$NS_PREFIX$t"
+        ip -n "$NS_PREFIX$b" link set vjump-b name vjump
+        ip -n "$NS_PREFIX$t" link set vjump-t name vjump
+        ip -n "$NS_PREFIX$b" addr add "$JUMP_NET.1/30" dev vjump
+        ip -n "$NS_PREFIX$t" addr add "$JUMP_NET.2/30" dev vjump
+        ip -n "$NS_PREFIX$b" link set vjump up
+        ip -n "$NS_PREFIX$t" link set vjump up
+    fi
+    # From here, the subnet is unreachable at once, locally: nothing leaves the machine.
+    ip route replace unreachable "$JUMP_NET.0/30" 2>/dev/null || true
+    sed -e "s/^ListenAddress .*/ListenAddress $JUMP_NET.2/" \
+        -e "s|^PidFile .*|PidFile $hd/sshd-jump.pid|" "$hd/etc/sshd_config" > "$cfg"
+    pid=$(cat "$hd/sshd-jump.pid" 2>/dev/null || true)
+    if ! pid_alive "$pid"; then
+        pid=$(sshd_pid "$t") || die "sshd of host $t is not running"
+        nsenter -t "$pid" -n -m -u -- "$SSHD" -f "$cfg" -E "$hd/sshd-jump.log" ||
+            die "the jump sshd of host $t did not start; see $hd/sshd-jump.log"
+    fi
+    echo "$JUMP_NET.2"
+}
+
 cmd_reset_index() {
     [ -f "$BASELINE" ] || die "no baseline (is the test bed up?)"
     local f removed=0
@@ -566,6 +606,7 @@ usage: $0 COMMAND
   stop-sshd I     stop host I's sshd
   start-sshd I    (re)start host I's sshd
   exec I CMD...   run CMD as root in host I's net/mount/uts namespaces
+  jump B T        host T answers SSH on an address only host B reaches (ProxyJump tests)
   reset-index     remove every index file not in the preloaded baseline
   env             print the path of the env file
 EOF
@@ -582,6 +623,7 @@ main() {
         start-sshd) need_root; cmd_start_sshd "$@" ;;
         exec) need_root; cmd_exec "$@" ;;
         reset-index) cmd_reset_index ;;
+        jump) need_root; cmd_jump "$@" ;;
         env) echo "$ENV_FILE" ;;
         -h|--help|help) usage ;;
         *) usage >&2; exit 2 ;;

@@ -385,7 +385,7 @@ fn shell_metacharacters_in_values_never_run() {
     // A venv name with metacharacters is refused before any host is contacted.
     let out = deploy(&sb, &["1.0.0", "a;touch /tmp/es-pwned-4", "prod"]);
     let (_, stderr) = expect_code(&out, 2);
-    assert!(stderr.contains("bad venv name"), "{stderr}");
+    assert!(stderr.contains("unknown venv `a;touch"), "{stderr}");
     // So is a profile that would rewrite supervisord's configuration.
     let out = deploy(
         &sb,
@@ -718,4 +718,45 @@ fn an_index_password_in_the_url_is_never_shown() {
 /// The supervisord template built into es (as `es create` writes it).
 fn deploy_template() -> String {
     std::fs::read_to_string(common::repo_root().join("templates/supervisord.conf")).unwrap()
+}
+
+#[test]
+fn a_lock_from_another_machine_is_broken_only_once_stale() {
+    let tb = Testbed::get();
+    let sb = Sandbox::new();
+    fresh(&tb, "stale");
+    sb.write_config(&config(&tb, "stale", &[("a", "895")], ""));
+    expect_code(&deploy(&sb, &["1.0.0", "a", "prod"]), 0);
+    // A lock left by a deploy from another machine, refreshed a moment ago.
+    let plant = |age: &str| {
+        for n in HOSTS {
+            let script = format!(
+                "cd /home/{u}/stale/a && mkdir -p .es/lock && echo '{{\"user\":\"bob\",\"machine\":\"laptop-9\",\"pid\":4242,\"version\":\"9.9\",\"deploy_id\":\"x\"}}' > .es/lock/owner && touch -d '{age}' .es/lock && chown -R {u}: .es",
+                u = tb.user
+            );
+            let out = tb.exec(n, &["sh", "-c", &script]);
+            assert!(out.status.success(), "{out:?}");
+        }
+    };
+    plant("now");
+    let (_, stderr) = expect_code(&deploy(&sb, &["2.0.0", "a", "prod", "--force"]), 1);
+    assert!(
+        stderr.contains("bob@laptop-9") && stderr.contains("may still be running"),
+        "{stderr}"
+    );
+    assert_serving(&tb, 6, "8950", "1.0.0", "prod");
+    // Without --force: refused, the holder and its age named.
+    let (_, stderr) = expect_code(&deploy(&sb, &["2.0.0", "a", "prod"]), 1);
+    assert!(
+        stderr.contains("locked by bob@laptop-9 (pid 4242, deploying 9.9"),
+        "{stderr}"
+    );
+    // An hour old (past ssh.command_timeout): --force breaks it.
+    plant("1 hour ago");
+    let (_, stderr) = expect_code(&deploy(&sb, &["2.0.0", "a", "prod", "--force"]), 0);
+    assert!(
+        stderr.contains("breaking the deploy lock held by bob@laptop-9"),
+        "{stderr}"
+    );
+    assert_serving(&tb, 6, "8950", "2.0.0", "prod");
 }

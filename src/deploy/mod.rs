@@ -449,7 +449,7 @@ fn prepare_host(ctx: &mut HostCtx<'_>, plan: &Plan, runs: &Runs) -> Result<()> {
     let owner = plan.owner_line();
     let mut facts = host::read_facts(ctx, &plan.venv.dir, LockMode::Lock, &owner)?;
     if facts.lock.as_deref() == Some("busy") && plan.force {
-        check_holder_is_gone(&facts)?;
+        check_holder_is_gone(&facts, ctx.command_timeout())?;
         ctx.ui().note(&format!(
             "{label}: breaking the deploy lock held by {}",
             facts.lock_holder()
@@ -498,8 +498,10 @@ fn prepare_host(ctx: &mut HostCtx<'_>, plan: &Plan, runs: &Runs) -> Result<()> {
 }
 
 /// `--force` breaks a lock only when its holder is gone: a deploy from this
-/// machine whose process still runs keeps its lock.
-fn check_holder_is_gone(facts: &Facts) -> Result<()> {
+/// machine whose process still runs keeps its lock, and so does one from
+/// elsewhere whose lock was refreshed (every step refreshes it) within the
+/// longest a step may take (`ssh.command_timeout`).
+fn check_holder_is_gone(facts: &Facts, command_timeout: Duration) -> Result<()> {
     let owner: Value = facts
         .lock_owner
         .as_deref()
@@ -516,6 +518,15 @@ fn check_holder_is_gone(facts: &Facts) -> Result<()> {
                 facts.lock_holder()
             );
         }
+        return Ok(());
+    }
+    let age = facts.lock_age.unwrap_or(0);
+    if age < command_timeout.as_secs() {
+        anyhow::bail!(
+            "the deploy lock is held by {}, refreshed {age}s ago: that deploy may still be running on its machine; --force breaks a lock from another machine only once it is older than ssh.command_timeout ({}s)",
+            facts.lock_holder(),
+            command_timeout.as_secs()
+        );
     }
     Ok(())
 }

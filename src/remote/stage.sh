@@ -52,6 +52,8 @@ export PIP_INDEX_URL="$ES_INDEX_URL" UV_INDEX_URL="$ES_INDEX_URL" UV_DEFAULT_IND
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 UV_NO_PROGRESS=1
 
 mkdir -p logs tmp etc shared releases .es/staging
+# The lock's age tells a live deploy from a dead one: every step refreshes it.
+touch .es/lock 2>/dev/null || true
 
 # The tools venv (supervisor, and uv unless pip is asked for), made once.
 # Its `complete` marker is written last: a venv cut short (a full disk, an

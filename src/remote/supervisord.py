@@ -240,6 +240,29 @@ def unhealthy(spec, info, reason):
     return Failure("\n".join(lines + ["%s %s" % (name, reason)]))
 
 
+def wait_all_running(proxy, spec, names):
+    """Waits until every process has outlived supervisord's startsecs (RUNNING).
+    They already answer their health checks; this makes the verdict also mean
+    that none of them died right after answering."""
+    deadline = time.time() + spec["health"]["timeout"]
+    pending = list(names)
+    while pending:
+        infos = {"%s:%s" % (i["group"], i["name"]): i for i in proxy.supervisor.getAllProcessInfo()}
+        still = []
+        for name in pending:
+            info = infos.get(name)
+            if info is None or info["statename"] == "RUNNING":
+                continue
+            if info["statename"] != "STARTING":
+                raise unhealthy(spec, info, "%s after answering: %s" % (info["statename"], info.get("description", "")))
+            still.append(name)
+        pending = still
+        if pending and time.time() > deadline:
+            raise unhealthy(spec, infos[pending[0]], "still STARTING after %gs" % spec["health"]["timeout"])
+        if pending:
+            time.sleep(TICK)
+
+
 def restart(proxy, name):
     """Stops process `name` (unless it is not running) and starts it, not waiting."""
     try:
@@ -290,14 +313,20 @@ def switch(spec):
         old_text = None
     pid = running_pid(conf)
     remember_logs(root)
+    try:  # the lock's age tells a live deploy from a dead one: refresh it
+        os.utime(os.path.join(root, ".es", "lock"))
+    except OSError:
+        pass
     activate(root, spec["release"])
 
     if pid is not None and old_text == new_text:
         # Process by process: the others keep serving meanwhile.
         proxy = client(conf)
-        for name in all_names(proxy):
+        names = all_names(proxy)
+        for name in names:
             restart(proxy, name)
             report(name, wait_healthy(proxy, spec, name))
+        wait_all_running(proxy, spec, names)
         return
     if pid is not None and old_text is not None and daemon_sections(old_text) == daemon_sections(new_text):
         # Only programs changed: replace the changed groups, keep supervisord.
@@ -316,20 +345,25 @@ def switch(spec):
         stop(conf, spec["wait"])
         write_atomically(conf, new_text)
         proxy = start_daemon(root, conf, spec["wait"])
-    for name in all_names(proxy):
+    names = all_names(proxy)
+    for name in names:
         report(name, wait_healthy(proxy, spec, name))
+    wait_all_running(proxy, spec, names)
 
 
-def wait_running(proxy, wait):
-    """Waits until supervisord is up and serving (not restarting after a reload)."""
+def wait_running(conf, wait):
+    """Waits until supervisord is up and serving (not restarting after a
+    reload); returns a fresh client (a connection cut by the restart is not
+    reused)."""
     deadline = time.time() + wait
     while True:
         try:
+            proxy = client(conf)
             if proxy.supervisor.getState()["statename"] == "RUNNING":
-                return
+                return proxy
             last = "it is restarting"
-        except (xmlrpc.client.Fault, OSError) as exc:
-            last = str(exc)
+        except Exception as exc:  # refused, reset, or a half-done request: not up yet
+            last = str(exc) or exc.__class__.__name__
         if time.time() > deadline:
             raise Failure("supervisord is not back after %gs: %s" % (wait, last))
         time.sleep(TICK)
@@ -339,12 +373,12 @@ def start(spec):
     root = spec["root"]
     conf = os.path.join(root, "etc", "supervisord.conf")
     if running_pid(conf) is None:
-        proxy = start_daemon(root, conf, spec["wait"])
-    else:
-        proxy = client(conf)
-    wait_running(proxy, spec["wait"])
-    for name in all_names(proxy):
+        start_daemon(root, conf, spec["wait"])
+    proxy = wait_running(conf, spec["wait"])
+    names = all_names(proxy)
+    for name in names:
         report(name, wait_healthy(proxy, spec, name))
+    wait_all_running(proxy, spec, names)
 
 
 def check(spec):

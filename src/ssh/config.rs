@@ -26,8 +26,10 @@ struct Block {
 /// What the configuration says about one host.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct HostParams {
-    /// ProxyJump or ProxyCommand: es cannot honour them yet, and says so.
-    pub proxy: Option<String>,
+    /// ProxyJump: the bastion this host is reached through.
+    pub proxy_jump: Option<String>,
+    /// ProxyCommand: es does not run it, and says so.
+    pub proxy_command: Option<String>,
     pub hostname: Option<String>,
     pub user: Option<String>,
     pub port: Option<u16>,
@@ -128,8 +130,11 @@ impl SshConfig {
                     "user" if params.user.is_none() => params.user = Some(value.clone()),
                     "port" if params.port.is_none() => params.port = value.parse().ok(),
                     "identityfile" => params.identity_files.push(value.clone()),
-                    "proxyjump" | "proxycommand" if params.proxy.is_none() && value != "none" => {
-                        params.proxy = Some(format!("{keyword} {value}"))
+                    "proxyjump" if params.proxy_jump.is_none() => {
+                        params.proxy_jump = Some(value.clone())
+                    }
+                    "proxycommand" if params.proxy_command.is_none() && value != "none" => {
+                        params.proxy_command = Some(value.clone())
                     }
                     _ => {}
                 }

@@ -1,6 +1,7 @@
 //! The transport: a connection to one host, over SSH or (for `local`) this machine.
 
 pub mod config;
+mod jump;
 pub mod known_hosts;
 mod session;
 
@@ -69,9 +70,25 @@ impl Connection {
     pub fn open(target: &Target, options: &ConnectOptions) -> Result<Connection> {
         match &target.kind {
             TargetKind::Local => Ok(Connection::Local),
-            TargetKind::Ssh(ssh) => Ok(Connection::Ssh(Box::new(SshSession::connect(
-                ssh, options,
-            )?))),
+            TargetKind::Ssh(ssh) => match &ssh.jump {
+                None => Ok(Connection::Ssh(Box::new(SshSession::connect(
+                    ssh, options,
+                )?))),
+                Some(bastion) => {
+                    let tunnel = jump::Bastion::get(bastion, options)?.tunnel(
+                        &ssh.hostname,
+                        ssh.port,
+                        options.connect_timeout,
+                    )?;
+                    let socket = tunnel.try_clone().context("cloning the tunnel")?;
+                    Ok(Connection::Ssh(Box::new(SshSession::over(
+                        Box::new(socket),
+                        tunnel,
+                        ssh,
+                        options,
+                    )?)))
+                }
+            },
         }
     }
 

@@ -18,7 +18,8 @@ use crate::quote::{quote, quote_path};
 /// An authenticated SSH session, reused for every step of a job on its host.
 pub struct SshSession {
     session: Session,
-    socket: TcpStream,
+    /// The transport's descriptor, polled while commands run.
+    socket: Box<dyn AsRawFd + Send>,
     sftp: Option<ssh2::Sftp>,
     command_timeout: Duration,
     keepalive: Duration,
@@ -50,40 +51,24 @@ impl SshSession {
     /// Connects, checks the host key and authenticates, all within the connect timeout.
     pub fn connect(target: &SshTarget, options: &ConnectOptions) -> Result<SshSession> {
         let socket = tcp_connect(&target.hostname, target.port, options.connect_timeout)?;
-        let mut session = Session::new().context("creating an SSH session")?;
-        session.set_tcp_stream(socket.try_clone().context("cloning the socket")?);
-        session.set_timeout(options.connect_timeout.as_millis().min(u32::MAX as u128) as u32);
-
-        // Prefer host key types already known for this host, as OpenSSH does,
-        // so a host known by its ed25519 key is not refused for offering ECDSA first.
-        let known = KnownHosts::load(&options.known_hosts_files);
-        let mut preferred: Vec<&str> = known
-            .key_types_for(&target.hostname, target.port)
-            .iter()
-            .flat_map(|t| algorithms_for(t).iter().copied())
-            .collect();
-        for algorithm in ALL_HOST_KEY_ALGORITHMS {
-            if !preferred.contains(algorithm) {
-                preferred.push(algorithm);
-            }
-        }
-        // Unsupported names are ignored by libssh2; a failure here only loses the preference.
-        let _ = session.method_pref(MethodType::HostKey, &preferred.join(","));
-
-        session
-            .handshake()
-            .map_err(|e| anyhow!("SSH handshake failed: {}", e.message()))?;
-        verify_host_key(&session, target, &known, options)?;
-        authenticate(&session, target)?;
-        // Blocking calls (SFTP) get the command timeout; a peer that vanishes
-        // without a reset is noticed by keepalives: sent every `keepalive`,
-        // and the kernel drops a connection whose data stays unacknowledged
-        // for three of them (TCP_USER_TIMEOUT), as OpenSSH's
+        // A peer that vanishes without a reset is noticed by keepalives: sent
+        // every `keepalive`, and the kernel drops a connection whose data stays
+        // unacknowledged for three of them (TCP_USER_TIMEOUT), as OpenSSH's
         // ServerAliveInterval / ServerAliveCountMax would.
-        session.set_timeout(options.command_timeout.as_millis().min(u32::MAX as u128) as u32);
-        let keepalive = options.keepalive.as_secs().clamp(1, u64::from(u32::MAX)) as u32;
-        session.set_keepalive(true, keepalive);
         set_user_timeout(&socket, options.keepalive * 3);
+        let stream = socket.try_clone().context("cloning the socket")?;
+        SshSession::over(Box::new(socket), stream, target, options)
+    }
+
+    /// An SSH session over `stream` (a TCP connection, or a tunnel through a
+    /// bastion); `socket` is the same transport, kept for polling.
+    pub fn over<S: AsRawFd + 'static>(
+        socket: Box<dyn AsRawFd + Send>,
+        stream: S,
+        target: &SshTarget,
+        options: &ConnectOptions,
+    ) -> Result<SshSession> {
+        let session = handshake(stream, target, options)?;
         Ok(SshSession {
             session,
             socket,
@@ -228,9 +213,48 @@ impl SshSession {
     }
 }
 
+/// Handshake, host key check and authentication over `stream`, within the
+/// connect timeout; the session then gets the command timeout and keepalives.
+pub(super) fn handshake<S: AsRawFd + 'static>(
+    stream: S,
+    target: &SshTarget,
+    options: &ConnectOptions,
+) -> Result<Session> {
+    let mut session = Session::new().context("creating an SSH session")?;
+    session.set_tcp_stream(stream);
+    session.set_timeout(options.connect_timeout.as_millis().min(u32::MAX as u128) as u32);
+
+    // Prefer host key types already known for this host, as OpenSSH does,
+    // so a host known by its ed25519 key is not refused for offering ECDSA first.
+    let known = KnownHosts::load(&options.known_hosts_files);
+    let mut preferred: Vec<&str> = known
+        .key_types_for(&target.hostname, target.port)
+        .iter()
+        .flat_map(|t| algorithms_for(t).iter().copied())
+        .collect();
+    for algorithm in ALL_HOST_KEY_ALGORITHMS {
+        if !preferred.contains(algorithm) {
+            preferred.push(algorithm);
+        }
+    }
+    // Unsupported names are ignored by libssh2; a failure here only loses the preference.
+    let _ = session.method_pref(MethodType::HostKey, &preferred.join(","));
+
+    session
+        .handshake()
+        .map_err(|e| anyhow!("SSH handshake failed: {}", e.message()))?;
+    verify_host_key(&session, target, &known, options)?;
+    authenticate(&session, target)?;
+    // Blocking calls (SFTP) get the command timeout.
+    session.set_timeout(options.command_timeout.as_millis().min(u32::MAX as u128) as u32);
+    let keepalive = options.keepalive.as_secs().clamp(1, u64::from(u32::MAX)) as u32;
+    session.set_keepalive(true, keepalive);
+    Ok(session)
+}
+
 /// TCP_USER_TIMEOUT: how long sent data may stay unacknowledged before the
 /// kernel drops the connection (best effort: a failure keeps the default).
-fn set_user_timeout(socket: &TcpStream, timeout: Duration) {
+pub(super) fn set_user_timeout(socket: &TcpStream, timeout: Duration) {
     let millis = timeout.as_millis().min(u32::MAX as u128) as libc::c_uint;
     // SAFETY: a valid socket descriptor and a pointer to a c_uint of the given size.
     unsafe {
@@ -244,7 +268,7 @@ fn set_user_timeout(socket: &TcpStream, timeout: Duration) {
     }
 }
 
-fn tcp_connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream> {
+pub(super) fn tcp_connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream> {
     let addresses: Vec<_> = (host, port)
         .to_socket_addrs()
         .with_context(|| format!("resolving {host}"))?
