@@ -90,6 +90,11 @@ impl App {
         }
     }
 
+    /// How long one request to the index may take (index.timeout).
+    pub fn index_timeout(&self) -> Duration {
+        Duration::from_secs(self.config().index.timeout.max(1))
+    }
+
     /// A path from the configuration: `~` expanded, relative paths taken from the project root.
     pub fn config_path(&self, value: &str) -> PathBuf {
         let path = expand_tilde(value);

@@ -25,10 +25,10 @@ pub fn version_command(app: &App, args: &VersionArgs) -> Result<bool> {
     let root = project_root(app)?;
     let project = project_name(app, &root)?;
     let index_url = index_url(app)?;
-    let client = IndexClient::new(app.ui.verbose);
+    let client = IndexClient::new(app.ui.verbose, app.index_timeout());
     let version = match &args.which {
         // The same `latest` a deploy takes: the default branch's newest, not yanked.
-        VersionWhich::Latest => match index::latest_version(&index_url, &project)? {
+        VersionWhich::Latest => match index::latest_version(&index_url, &project, app.index_timeout())? {
             Some(v) => v,
             None => {
                 return Err(anyhow!(
@@ -217,7 +217,7 @@ pub fn build(app: &App, args: &BuildArgs) -> Result<Version> {
 
     // Version.
     let upload = !args.no_upload;
-    let client = IndexClient::new(verbose);
+    let client = IndexClient::new(verbose, app.index_timeout());
     let existing = match (&config.index.url, upload || args.version.is_none()) {
         (Some(url), true) => client.versions(url, &project)?,
         _ => Vec::new(),

@@ -88,7 +88,7 @@ pub enum VersionScheme {
 }
 
 /// `[index]`
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Index {
     /// Simple API URL: pip installs from it, es reads versions from it.
@@ -97,6 +97,24 @@ pub struct Index {
     pub upload_url: Option<String>,
     /// Optional `~/.pypirc` section holding the credentials.
     pub repository: Option<String>,
+    /// Seconds one request to the index may take (an upload: ten times as long).
+    #[serde(default = "default_index_timeout")]
+    pub timeout: u64,
+}
+
+fn default_index_timeout() -> u64 {
+    30
+}
+
+impl Default for Index {
+    fn default() -> Self {
+        Index {
+            url: None,
+            upload_url: None,
+            repository: None,
+            timeout: default_index_timeout(),
+        }
+    }
 }
 
 /// `[ssh]`

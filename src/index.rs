@@ -23,6 +23,8 @@ const ATTEMPTS: u32 = 4;
 /// An HTTP client for one index, with timeouts and retries.
 pub struct IndexClient {
     agent: ureq::Agent,
+    /// How long one request may take (uploads: ten times this).
+    timeout: Duration,
     /// Say each request (and each ignored file) on stderr.
     verbose: bool,
 }
@@ -73,8 +75,12 @@ impl std::error::Error for AlreadyOnIndex {}
 /// `latest` means the highest release built from the default branch: files that
 /// are yanked (PEP 592) and versions with a local label (`+feature.x`: builds
 /// of other branches, or named builds) are skipped.
-pub fn latest_version(index_url: &str, project: &str) -> Result<Option<Version>> {
-    let files = IndexClient::new(false)
+pub fn latest_version(
+    index_url: &str,
+    project: &str,
+    timeout: Duration,
+) -> Result<Option<Version>> {
+    let files = IndexClient::new(false, timeout)
         .project_files(index_url, project)?
         .unwrap_or_default();
     Ok(latest_of(project, &files))
@@ -92,17 +98,19 @@ fn latest_of(project: &str, files: &[IndexFile]) -> Option<Version> {
 }
 
 impl IndexClient {
-    /// A client with a 10 s connect and 120 s overall timeout; `verbose` for `-v`.
-    pub fn new(verbose: bool) -> IndexClient {
+    /// A client with a 10 s connect timeout and `timeout` for a whole request
+    /// (index.timeout; uploads get ten times as long); `verbose` for `-v`.
+    pub fn new(verbose: bool, timeout: Duration) -> IndexClient {
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_connect(Some(Duration::from_secs(10)))
-            .timeout_global(Some(Duration::from_secs(120)))
+            .timeout_connect(Some(Duration::from_secs(10).min(timeout)))
+            .timeout_global(Some(timeout))
             .user_agent(concat!("es/", env!("CARGO_PKG_VERSION")))
             .build();
         IndexClient {
             agent: config.into(),
             verbose,
+            timeout,
         }
     }
 
@@ -117,8 +125,14 @@ impl IndexClient {
         let url = project_url(index_url, project);
         let shown = redact_url(&url);
         self.say(&format!("GET {shown}"));
+        // Credentials in the URL go in a header (an index that needs them to read).
+        let (bare, credentials) = split_credentials(&url);
         let mut response = self.with_retries(&shown, || {
-            self.agent.get(&url).header("Accept", ACCEPT).call()
+            let request = self.agent.get(&bare).header("Accept", ACCEPT);
+            match &credentials {
+                Some(c) => request.header("Authorization", basic_auth(c)).call(),
+                None => request.call(),
+            }
         })?;
         let status = response.status().as_u16();
         match status {
@@ -126,7 +140,12 @@ impl IndexClient {
             404 => return Ok(None),
             401 | 403 => {
                 return Err(anyhow!(
-                    "the index refused to list {project} at {shown} (HTTP {status}): it needs credentials es does not send for reading; make the simple API readable"
+                    "the index refused to list {project} at {shown} (HTTP {status}): {}",
+                    if credentials.is_some() {
+                        "the credentials in index.url were refused"
+                    } else {
+                        "it needs credentials to read: put them in index.url (https://USER:PASSWORD@host/simple/); es never prints them and sends them to the hosts in a file, never on a command line"
+                    }
                 ))
             }
             _ => return Err(anyhow!("{shown}: HTTP {status}")),
@@ -195,6 +214,12 @@ impl IndexClient {
                         delay.as_secs_f32()
                     ));
                 }
+                Err(ureq::Error::Timeout(_)) => {
+                    return Err(anyhow!(
+                        "{url}: no answer within {}s (index.timeout)",
+                        self.timeout.as_secs()
+                    ))
+                }
                 Err(err) => return Err(anyhow!("{url}: {err}")),
             }
             std::thread::sleep(delay);
@@ -235,6 +260,7 @@ impl IndexClient {
                 .post(upload_url)
                 .config()
                 .max_redirects(0)
+                .timeout_global(Some(self.timeout * 10))
                 .build()
                 .header(
                     "Content-Type",
@@ -285,11 +311,10 @@ impl IndexClient {
     }
 }
 
+/// Errors worth another try. A timeout is not: an index that accepted the
+/// connection and did not answer within index.timeout will not do better.
 fn retryable(err: &ureq::Error) -> bool {
-    matches!(
-        err,
-        ureq::Error::ConnectionFailed | ureq::Error::Io(_) | ureq::Error::Timeout(_)
-    )
+    matches!(err, ureq::Error::ConnectionFailed | ureq::Error::Io(_))
 }
 
 fn first_line(text: &str) -> String {
@@ -322,6 +347,48 @@ pub fn url_password(url: &str) -> Option<&str> {
     let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
     let (userinfo, _) = authority.rsplit_once('@')?;
     userinfo.split_once(':').map(|(_, password)| password)
+}
+
+/// `url` without its `user:password@`, and those credentials (percent-decoded),
+/// sent as an Authorization header instead, as pip and uv do.
+pub fn split_credentials(url: &str) -> (String, Option<Credentials>) {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return (url.to_string(), None);
+    };
+    let end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+        return (url.to_string(), None);
+    };
+    let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+    let credentials = Credentials {
+        username: percent_decode(user),
+        password: percent_decode(password),
+    };
+    (format!("{scheme}://{host}{path}"), Some(credentials))
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `{index_url}/{normalized}/`
@@ -778,6 +845,15 @@ mod tests {
         let files = parse_json_page(json).unwrap();
         assert_eq!(latest_of("acme-web", &files).unwrap().to_string(), "1.9");
         assert_eq!(latest_of("acme-web", &[]), None);
+    }
+
+    #[test]
+    fn url_credentials_become_a_header() {
+        let (bare, c) = split_credentials("https://ann:p%40ss@idx.example:8443/simple/x/");
+        assert_eq!(bare, "https://idx.example:8443/simple/x/");
+        let c = c.unwrap();
+        assert_eq!((c.username.as_str(), c.password.as_str()), ("ann", "p@ss"));
+        assert!(split_credentials("http://idx/simple/").1.is_none());
     }
 
     #[test]

@@ -88,7 +88,7 @@ pub fn sync(app: &App, from: Option<&str>, packages: &[String]) -> Result<bool> 
     if !status.success() {
         return Err(anyhow!("pip download {} failed", packages.join(" ")));
     }
-    let client = IndexClient::new(app.ui.verbose);
+    let client = IndexClient::new(app.ui.verbose, app.index_timeout());
     let mut files: Vec<_> = std::fs::read_dir(tmp.path())?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .collect();

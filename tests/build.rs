@@ -448,3 +448,30 @@ fn an_upload_to_a_redirecting_url_fails_and_uploads_nothing() {
     assert!(stderr.contains("nothing was uploaded"), "{stderr}");
     assert_eq!(index_files(&tb, &name), Vec::<String>::new());
 }
+
+#[test]
+fn an_index_that_never_answers_fails_within_index_timeout() {
+    // Accepts connections, never answers (for at most a minute).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let held: Vec<_> = listener.incoming().take(4).collect();
+        std::thread::sleep(std::time::Duration::from_secs(60));
+        drop(held);
+    });
+    let sb = Sandbox::new();
+    sb.write_config(&format!(
+        "[project]\nname = \"silent\"\n[index]\nurl = \"http://127.0.0.1:{port}/simple/\"\ntimeout = 2\n"
+    ));
+    let started = std::time::Instant::now();
+    let out = sb.es().args(["version", "latest"]).output().unwrap();
+    let (_, stderr) = expect_code(&out, 1);
+    assert!(
+        stderr.contains("no answer within 2s (index.timeout)"),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "{stderr}"
+    );
+}

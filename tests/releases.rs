@@ -836,3 +836,88 @@ fn ctrl_c_leaves_no_lock_and_every_host_serving() {
     // The deploy run again finishes the job.
     expect_code(&es(&sb, &["deploy", "2.0.0", "a", "prod"]), 0);
 }
+
+/// Stops the test's own pypiserver, even when the test fails.
+struct StopIndex(std::process::Child);
+
+impl Drop for StopIndex {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn an_index_that_needs_credentials_to_read_works_and_its_password_stays_hidden() {
+    let tb = Testbed::get();
+    let sb = Sandbox::new();
+    built();
+    // A second pypiserver over the same packages, needing auth for everything.
+    let port = 8082;
+    let server = Command::new(tb.dir.join("pypiserver-venv/bin/pypi-server"))
+        .args(["run", "-p", &port.to_string(), "-i", &tb.bridge_addr])
+        .args(["-a", "download,list,update", "--disable-fallback", "-P"])
+        .arg(tb.dir.join("htpasswd"))
+        .arg(tb.dir.join("packages"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _stop = StopIndex(server);
+    let open_url = format!("http://{}:{port}/simple/", tb.bridge_addr);
+    for _ in 0..100 {
+        let code = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &open_url])
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&code.stdout) == "401" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let n = 22;
+    fresh(&tb, &[n], "authidx");
+    let with_password = format!(
+        "http://{}:{}@{}:{port}/simple/",
+        tb.index_user, tb.index_password, tb.bridge_addr
+    );
+    // Without credentials: a clear refusal, before any host.
+    sb.write_config(&config(&tb, &[n], "authidx", "882", "").replace(&tb.index_url, &open_url));
+    let (_, stderr) = expect_code(&es(&sb, &["deploy", "latest", "a", "prod"]), 1);
+    assert!(stderr.contains("needs credentials to read"), "{stderr}");
+
+    // With them: es reads the index, the host installs from it, and the
+    // password is on no command line: a watcher samples the host's processes.
+    sb.write_config(
+        &config(&tb, &[n], "authidx", "882", "").replace(&tb.index_url, &with_password),
+    );
+    let watcher = std::thread::spawn({
+        let script = "for i in $(seq 400); do ps -eo args; sleep 0.02; done".to_string();
+        move || {
+            let out = Command::new("bash")
+                .arg(common::repo_root().join("testbed/testbed.sh"))
+                .args(["exec", "22", "sh", "-c", &script])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        }
+    });
+    let (stdout, stderr) = expect_code(&es(&sb, &["-v", "deploy", "2.0.0", "a", "prod"]), 0);
+    let processes = watcher.join().unwrap();
+    assert_serving(&tb, n, "882", "2.0.0");
+    assert!(
+        processes.contains("pip install"),
+        "the watcher saw the install: {}",
+        processes.len()
+    );
+    assert!(
+        !processes.contains(&tb.index_password),
+        "the password was in the host's process list"
+    );
+    for text in [&stdout, &stderr] {
+        assert!(
+            !text.contains(&tb.index_password),
+            "es printed the password"
+        );
+    }
+}

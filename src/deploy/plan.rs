@@ -193,7 +193,12 @@ fn plan_with(app: &App, request: &Request<'_>, resolve: bool) -> Result<Plan> {
     }
     let mut plan = plan;
     if resolve {
-        plan.version = resolve_version(&plan.index_url, &plan.project, request.version)?;
+        plan.version = resolve_version(
+            &plan.index_url,
+            &plan.project,
+            request.version,
+            app.index_timeout(),
+        )?;
     } else if request.version != "latest" && crate::version::parse_version(request.version).is_err()
     {
         bad_input!("bad version {:?}", request.version);
@@ -204,9 +209,14 @@ fn plan_with(app: &App, request: &Request<'_>, resolve: bool) -> Result<Plan> {
 /// `latest` (the highest version built from the default branch), or an exact
 /// version, which must be on the index: a missing version fails here, not on
 /// every host.
-fn resolve_version(index_url: &str, project: &str, wanted: &str) -> Result<String> {
+fn resolve_version(
+    index_url: &str,
+    project: &str,
+    wanted: &str,
+    timeout: std::time::Duration,
+) -> Result<String> {
     if wanted == "latest" {
-        return match crate::index::latest_version(index_url, project)? {
+        return match crate::index::latest_version(index_url, project, timeout)? {
             Some(v) => Ok(v.to_string()),
             None => bail!(
                 "{project} has no release on {}: nothing to deploy",
@@ -218,7 +228,7 @@ fn resolve_version(index_url: &str, project: &str, wanted: &str) -> Result<Strin
         Ok(v) => v,
         Err(err) => bad_input!("bad version {wanted:?}: {err}"),
     };
-    let versions = crate::index::IndexClient::new(false)
+    let versions = crate::index::IndexClient::new(false, timeout)
         .versions(index_url, project)
         .context("checking that the version is on the index")?;
     if !versions.contains(&version) {
