@@ -93,6 +93,19 @@ impl HostCtx<'_> {
         self.conn.exec(command)
     }
 
+    /// Runs a command whose output goes to `sink` as it comes (`true` for
+    /// stderr); the result keeps only the last 64 KiB of each stream.
+    pub fn exec_streaming(&mut self, command: &str, sink: crate::ssh::Sink<'_>) -> Result<Output> {
+        if self.fleet.ui.verbose {
+            self.fleet.ui.note(&format!(
+                "{}: $ {}",
+                self.target.label,
+                command_summary(command)
+            ));
+        }
+        self.conn.exec_streaming(command, sink)
+    }
+
     /// Runs a command and fails (keeping its stderr) when it exits non-zero.
     pub fn check(&mut self, command: &str) -> Result<Output> {
         self.exec(command)?.ok()

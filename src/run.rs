@@ -19,20 +19,46 @@ pub fn run(app: &App, args: &RunArgs) -> Result<bool> {
     let fleet = app.fleet(false)?;
     let report = fleet.run(|ctx| {
         ctx.step("running");
-        let out = ctx.exec(&command)?;
         let host = ctx.host().to_string();
-        let ui = ctx.ui();
-        ui.event(
-            "output",
-            &host,
-            json!({ "stdout": out.stdout, "stderr": out.stderr, "status": out.status }),
-        );
-        if !ui.quiet && ui.mode != crate::ui::Mode::Json {
-            ui.host_text(&host, &out.stdout);
-            for line in out.stderr.lines() {
-                ui.note(&format!("{host} ! {line}"));
+        let ui = &app.ui;
+        // Output is shown line by line as it comes, never held whole: a
+        // command may print far more than fits in memory.
+        let mut pending = [Vec::new(), Vec::new()];
+        let mut show = |is_stderr: bool, bytes: &[u8], last: bool| {
+            let buffer = &mut pending[usize::from(is_stderr)];
+            buffer.extend_from_slice(bytes);
+            let cut = if last {
+                buffer.len()
+            } else {
+                match buffer.iter().rposition(|b| *b == b'\n') {
+                    Some(i) => i + 1,
+                    None => return,
+                }
+            };
+            let lines: Vec<u8> = buffer.drain(..cut).collect();
+            let text = String::from_utf8_lossy(&lines);
+            if text.is_empty() {
+                return;
             }
-        }
+            if ui.mode == crate::ui::Mode::Json {
+                let stream = if is_stderr { "stderr" } else { "stdout" };
+                ui.event("output", &host, json!({ stream: text }));
+            } else if !ui.quiet {
+                if is_stderr {
+                    for line in text.lines() {
+                        ui.note(&format!("{host} ! {line}"));
+                    }
+                } else {
+                    ui.host_text(&host, &text);
+                }
+            }
+        };
+        let out = ctx.exec_streaming(&command, &mut |is_stderr, bytes| {
+            show(is_stderr, bytes, false)
+        })?;
+        show(false, &[], true);
+        show(true, &[], true);
+        ui.event("exit", &host, json!({ "status": out.status }));
         out.ok().map(drop)
     });
     report.print_summary(&app.ui, "run");

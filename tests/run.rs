@@ -470,3 +470,37 @@ fn the_same_host_written_three_ways_is_worked_on_once() {
     assert_eq!(stderr.matches("is the same host as").count(), 2, "{stderr}");
     assert!(stderr.contains("1 ok, 0 failed"), "{stderr}");
 }
+
+#[test]
+fn output_far_larger_than_memory_is_streamed_not_held() {
+    let tb = Testbed::get();
+    let sb = Sandbox::new();
+    sb.write_config(&config(&tb, &[3]));
+    // 100 MB of output through es, counted by wc: es's own peak memory
+    // (ru_maxrss of the finished children) stays far below it.
+    let es = env!("CARGO_BIN_EXE_es");
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "'{es}' run -R web -- 'yes 0123456789012345678901234567890123456789012345678 | head -c 100000000' | wc -c"
+        ))
+        .current_dir(sb.work.path())
+        .env("HOME", sb.home.path())
+        .env_remove("SSH_AUTH_SOCK")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = expect_code(&out, 0);
+    let bytes: u64 = stdout.trim().parse().unwrap();
+    assert!(bytes > 100_000_000, "{bytes} bytes\n{stderr}");
+    // SAFETY: getrusage fills the struct it is given.
+    let peak_kib = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
+        usage.ru_maxrss
+    };
+    assert!(
+        peak_kib < 60 * 1024,
+        "a child of the tests peaked at {peak_kib} KiB"
+    );
+    println!("streamed {bytes} bytes; peak RSS of any child {peak_kib} KiB");
+}

@@ -30,6 +30,9 @@ pub struct ConnectOptions {
     pub keepalive: Duration,
 }
 
+/// Where streamed output goes: `(is_stderr, bytes)`, as it arrives.
+pub type Sink<'s> = &'s mut dyn FnMut(bool, &[u8]);
+
 /// What a command printed and how it ended.
 #[derive(Debug, Clone, Default)]
 pub struct Output {
@@ -96,7 +99,24 @@ impl Connection {
     pub fn exec(&mut self, command: &str) -> Result<Output> {
         match self {
             Connection::Ssh(session) => session.exec(command),
-            Connection::Local => {
+            Connection::Local => self.exec_streaming_local(command, None),
+        }
+    }
+
+    /// Runs a shell command line, its output going to `sink` as it comes;
+    /// the returned output keeps only the last 64 KiB of each stream.
+    pub fn exec_streaming(&mut self, command: &str, sink: Sink<'_>) -> Result<Output> {
+        match self {
+            Connection::Ssh(session) => session.exec_with(command, Some(sink)),
+            Connection::Local => self.exec_streaming_local(command, Some(sink)),
+        }
+    }
+
+    /// `sh -c` on this machine, stdin closed.
+    fn exec_streaming_local(&mut self, command: &str, sink: Option<Sink<'_>>) -> Result<Output> {
+        match sink {
+            Some(sink) => local_streaming(command, sink),
+            None => {
                 let out = Command::new("sh")
                     .arg("-c")
                     .arg(command)
@@ -128,6 +148,72 @@ impl Connection {
             }
         }
     }
+}
+
+/// `sh -c COMMAND` here, both streams read by threads and handed to `sink` in
+/// the order they arrive; the last 64 KiB of each are kept.
+fn local_streaming(command: &str, sink: Sink<'_>) -> Result<Output> {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .current_dir(expand_tilde("~"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running sh")?;
+    let (sender, receiver) = std::sync::mpsc::channel::<(bool, Vec<u8>)>();
+    let mut readers = Vec::new();
+    let streams: [(bool, Option<Box<dyn Read + Send>>); 2] = [
+        (
+            false,
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        ),
+        (
+            true,
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        ),
+    ];
+    for (is_stderr, stream) in streams {
+        let (Some(mut stream), sender) = (stream, sender.clone()) else {
+            continue;
+        };
+        readers.push(std::thread::spawn(move || {
+            let mut buf = vec![0u8; 32 * 1024];
+            while let Ok(n) = stream.read(&mut buf) {
+                if n == 0 || sender.send((is_stderr, buf[..n].to_vec())).is_err() {
+                    break;
+                }
+            }
+        }));
+    }
+    drop(sender);
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    for (is_stderr, chunk) in receiver {
+        sink(is_stderr, &chunk);
+        let kept = if is_stderr { &mut stderr } else { &mut stdout };
+        kept.extend_from_slice(&chunk);
+        if kept.len() > 128 * 1024 {
+            kept.drain(..kept.len() - 64 * 1024);
+        }
+    }
+    for reader in readers {
+        let _ = reader.join();
+    }
+    let status = child.wait().context("waiting for sh")?;
+    Ok(Output {
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        status: status.code().unwrap_or(-1),
+    })
 }
 
 /// A remote command that exited non-zero; its output is kept for the summary.

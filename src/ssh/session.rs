@@ -80,6 +80,16 @@ impl SshSession {
 
     /// Runs a command through the remote user's shell, keeping stdout, stderr and status apart.
     pub fn exec(&mut self, command: &str) -> Result<Output> {
+        self.exec_with(command, None)
+    }
+
+    /// Like [`exec`](Self::exec); with a `sink`, the output goes to it as it
+    /// comes (`true` for stderr) and only its last 64 KiB are kept.
+    pub fn exec_with(
+        &mut self,
+        command: &str,
+        mut sink: Option<super::Sink<'_>>,
+    ) -> Result<Output> {
         let mut channel = self
             .session
             .channel_session()
@@ -105,11 +115,17 @@ impl SshSession {
                 }
                 let _ = self.session.keepalive_send();
                 let mut progressed = false;
-                for (stream_id, sink) in [(0, &mut stdout), (1, &mut stderr)] {
+                for (stream_id, kept) in [(0, &mut stdout), (1, &mut stderr)] {
                     match channel.stream(stream_id).read(&mut buf) {
                         Ok(0) => {}
                         Ok(n) => {
-                            sink.extend_from_slice(&buf[..n]);
+                            match sink.as_mut() {
+                                Some(out) => {
+                                    out(stream_id == 1, &buf[..n]);
+                                    keep_tail(kept, &buf[..n]);
+                                }
+                                None => kept.extend_from_slice(&buf[..n]),
+                            }
                             progressed = true;
                         }
                         Err(e) if e.kind() == ErrorKind::WouldBlock => {}
@@ -250,6 +266,15 @@ pub(super) fn handshake<S: AsRawFd + 'static>(
     let keepalive = options.keepalive.as_secs().clamp(1, u64::from(u32::MAX)) as u32;
     session.set_keepalive(true, keepalive);
     Ok(session)
+}
+
+/// Appends `bytes` to `kept`, keeping only its last 64 KiB.
+fn keep_tail(kept: &mut Vec<u8>, bytes: &[u8]) {
+    const KEEP: usize = 64 * 1024;
+    kept.extend_from_slice(bytes);
+    if kept.len() > 2 * KEEP {
+        kept.drain(..kept.len() - KEEP);
+    }
 }
 
 /// TCP_USER_TIMEOUT: how long sent data may stay unacknowledged before the
