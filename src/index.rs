@@ -106,6 +106,13 @@ impl IndexClient {
             .timeout_connect(Some(Duration::from_secs(10).min(timeout)))
             .timeout_global(Some(timeout))
             .user_agent(concat!("es/", env!("CARGO_PKG_VERSION")))
+            // The system's trust store (an internal CA installed there works;
+            // SSL_CERT_FILE / SSL_CERT_DIR are honoured), as pip and uv do.
+            .tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .root_certs(ureq::tls::RootCerts::PlatformVerifier)
+                    .build(),
+            )
             .build();
         IndexClient {
             agent: config.into(),

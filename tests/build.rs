@@ -475,3 +475,74 @@ fn an_index_that_never_answers_fails_within_index_timeout() {
         "{stderr}"
     );
 }
+
+#[test]
+fn an_https_index_signed_by_an_internal_ca_is_trusted_through_the_system_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // An internal CA, and a certificate it signs for 127.0.0.1.
+    let script = r#"set -e
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=es-test-ca -keyout ca.key -out ca.pem 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout server.key -out server.csr 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1\n' > ext
+openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile ext -out server.pem 2>/dev/null
+mkdir -p simple/intranet-app
+printf '<a href="intranet_app-1.4.0.tar.gz">intranet_app-1.4.0.tar.gz</a>\n' > simple/intranet-app/index.html
+"#;
+    let made = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(d)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let server = r#"import http.server, ssl, sys
+httpd = http.server.HTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain("server.pem", "server.key")
+httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
+print(httpd.server_address[1], flush=True)
+httpd.timeout = 60
+for _ in range(8):
+    httpd.handle_request()
+"#;
+    let mut child = Command::new("python3")
+        .args(["-c", server])
+        .current_dir(d)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut port = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut port,
+    )
+    .unwrap();
+    let sb = Sandbox::new();
+    sb.write_config(&format!(
+        "[project]\nname = \"intranet-app\"\n[index]\nurl = \"https://127.0.0.1:{}/simple/\"\ntimeout = 10\n",
+        port.trim()
+    ));
+    // Not in the system store: the certificate is refused.
+    let out = sb
+        .es()
+        .args(["version", "latest"])
+        .env_remove("SSL_CERT_FILE")
+        .env_remove("SSL_CERT_DIR")
+        .output()
+        .unwrap();
+    let (_, stderr) = expect_code(&out, 1);
+    assert!(stderr.to_lowercase().contains("certificate"), "{stderr}");
+    // The CA in the trust store es reads (SSL_CERT_FILE, as OpenSSL's tools do).
+    let out = sb
+        .es()
+        .args(["version", "latest"])
+        .env("SSL_CERT_FILE", d.join("ca.pem"))
+        .output()
+        .unwrap();
+    let (stdout, _) = expect_code(&out, 0);
+    assert_eq!(stdout.trim(), "1.4.0");
+    let _ = child.kill();
+    let _ = child.wait();
+}
