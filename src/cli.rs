@@ -503,21 +503,45 @@ pub enum VersionWhich {
 
 #[derive(Subcommand, Debug)]
 pub enum PypiCommand {
-    /// Download packages (without dependencies) from upstream and upload them to the index
+    /// Copy packages with their whole dependency closure from upstream into the index
     ///
-    /// Example: es pypi sync gunicorn==23.0.0 supervisor
+    /// `pip download` resolves every requirement with its dependencies (for the
+    /// hosts' Python and platform when --python / --platform, or index.python /
+    /// index.platforms, are set: then only wheels are taken), and every file is
+    /// uploaded; a file already on the index is skipped. --project takes the
+    /// project's own dependencies ([project].dependencies of pyproject.toml),
+    /// -r a requirements or lock file.
     #[command(
-        after_help = "Examples:\n  es pypi sync supervisor\n  es pypi sync --from https://mirror.example/simple/ gunicorn==23.0.0"
+        after_help = "Examples:\n  es pypi sync flask gunicorn\n  es pypi sync --project\n  es pypi sync -r requirements.txt --python 3.11 --platform manylinux2014_x86_64\n  es pypi sync --from https://mirror.example/simple/ gunicorn==23.0.0"
     )]
-    Sync {
-        /// Upstream simple API [default: pip's configured index]
-        #[arg(long = "from", value_name = "URL")]
-        from: Option<String>,
+    Sync(SyncArgs),
+}
 
-        /// Requirements, as pip download takes them
-        #[arg(required = true, value_name = "PKG")]
-        packages: Vec<String>,
-    },
+#[derive(Args, Debug)]
+pub struct SyncArgs {
+    /// Upstream simple API [default: pip's configured index]
+    #[arg(long = "from", value_name = "URL")]
+    pub from: Option<String>,
+
+    /// Also the project's declared dependencies (pyproject.toml [project].dependencies)
+    #[arg(long)]
+    pub project: bool,
+
+    /// A requirements or lock file (repeatable)
+    #[arg(short = 'r', long = "requirement", value_name = "FILE")]
+    pub requirements: Vec<PathBuf>,
+
+    /// The hosts' Python version, such as 3.11 [default: index.python, else this machine's]
+    #[arg(long, value_name = "X.Y")]
+    pub python: Option<String>,
+
+    /// The hosts' platform tag (repeatable) [default: index.platforms, else this machine's]
+    #[arg(long, value_name = "TAG")]
+    pub platform: Vec<String>,
+
+    /// Requirements, as pip takes them
+    #[arg(value_name = "PKG")]
+    pub packages: Vec<String>,
 }
 
 #[cfg(test)]

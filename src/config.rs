@@ -100,6 +100,11 @@ pub struct Index {
     /// Seconds one request to the index may take (an upload: ten times as long).
     #[serde(default = "default_index_timeout")]
     pub timeout: u64,
+    /// The hosts' Python version (`es pypi sync` resolves for it).
+    pub python: Option<String>,
+    /// The hosts' platform tags (`es pypi sync` resolves for them).
+    #[serde(default)]
+    pub platforms: Vec<String>,
 }
 
 fn default_index_timeout() -> u64 {
@@ -113,6 +118,8 @@ impl Default for Index {
             upload_url: None,
             repository: None,
             timeout: default_index_timeout(),
+            python: None,
+            platforms: Vec::new(),
         }
     }
 }

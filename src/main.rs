@@ -67,9 +67,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<bool> {
         Command::Version(args) => build::version_command(&app, &args),
         Command::Pinstall { packages } => pip::pinstall(&app, &packages),
         Command::Install { args } => pip::install(&args),
-        Command::Pypi(cli::PypiCommand::Sync { from, packages }) => {
-            pip::sync(&app, from.as_deref(), &packages)
-        }
+        Command::Pypi(cli::PypiCommand::Sync(args)) => pip::sync(&app, &args),
         Command::Deploy(args) => deploy::command(&app, &args),
         Command::Quickdeploy(args) => deploy::quickdeploy(&app, &args),
         Command::Rollback(args) => deploy::rollback(&app, &args),

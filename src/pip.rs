@@ -38,6 +38,30 @@ pub fn index_options(url: &str) -> Vec<String> {
     options
 }
 
+/// The project's declared dependencies: pyproject.toml's [project].dependencies.
+fn project_dependencies(app: &App) -> Result<Vec<String>> {
+    let loaded = app.require_config()?;
+    let path = loaded.root().join("pyproject.toml");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(err) => bad_input!("--project: cannot read {}: {err}", path.display()),
+    };
+    let value: toml::Value = match toml::from_str(&text) {
+        Ok(value) => value,
+        Err(err) => bad_input!("--project: {}: {err}", path.display()),
+    };
+    Ok(value
+        .get("project")
+        .and_then(|p| p.get("dependencies"))
+        .and_then(|d| d.as_array())
+        .map(|deps| {
+            deps.iter()
+                .filter_map(|d| d.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
 /// `es pinstall PKG...`
 pub fn pinstall(app: &App, packages: &[String]) -> Result<bool> {
     let Some(url) = &app.config().index.url else {
@@ -58,21 +82,48 @@ pub fn install(args: &[String]) -> Result<bool> {
 
 /// `es pypi sync PKG...`: download each package (no dependencies) and upload its
 /// files; a file already on the index is skipped.
-pub fn sync(app: &App, from: Option<&str>, packages: &[String]) -> Result<bool> {
+pub fn sync(app: &App, sync: &crate::cli::SyncArgs) -> Result<bool> {
     let config = app.config();
+    let mut packages = sync.packages.clone();
+    if sync.project {
+        packages.extend(project_dependencies(app)?);
+    }
+    if packages.is_empty() && sync.requirements.is_empty() {
+        bad_input!("nothing to sync: give packages, --project or -r FILE");
+    }
     let target = index::upload_target(&config.index, std::env::var_os("HOME").map(Into::into))?;
     let tmp = tempfile::Builder::new()
         .prefix("es-sync-")
         .tempdir()
         .context("making a temporary directory")?;
+    // The whole closure: pip resolves the dependencies too.
     let mut args = vec![
         "download".to_string(),
-        "--no-deps".to_string(),
+        "--disable-pip-version-check".to_string(),
         "-d".to_string(),
         tmp.path().display().to_string(),
     ];
-    if let Some(from) = from {
+    let python = sync.python.clone().or_else(|| config.index.python.clone());
+    let platforms = if sync.platform.is_empty() {
+        config.index.platforms.clone()
+    } else {
+        sync.platform.clone()
+    };
+    if python.is_some() || !platforms.is_empty() {
+        // For another interpreter or platform pip takes wheels only.
+        args.push("--only-binary=:all:".to_string());
+        if let Some(python) = &python {
+            args.extend(["--python-version".to_string(), python.clone()]);
+        }
+        for platform in &platforms {
+            args.extend(["--platform".to_string(), platform.clone()]);
+        }
+    }
+    if let Some(from) = &sync.from {
         args.extend(index_options(from));
+    }
+    for file in &sync.requirements {
+        args.extend(["-r".to_string(), file.display().to_string()]);
     }
     args.extend(packages.iter().cloned());
     let status = Command::new("python3")
@@ -86,7 +137,14 @@ pub fn sync(app: &App, from: Option<&str>, packages: &[String]) -> Result<bool> 
         .status()
         .context("running python3 -m pip download")?;
     if !status.success() {
-        return Err(anyhow!("pip download {} failed", packages.join(" ")));
+        return Err(anyhow!(
+            "pip download could not resolve {}",
+            if packages.is_empty() {
+                "the requirements".to_string()
+            } else {
+                packages.join(" ")
+            }
+        ));
     }
     let client = IndexClient::new(app.ui.verbose, app.index_timeout());
     let mut files: Vec<_> = std::fs::read_dir(tmp.path())?

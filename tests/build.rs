@@ -546,3 +546,77 @@ for _ in range(8):
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn pypi_sync_brings_the_whole_closure_and_a_host_installs_from_it() {
+    let tb = Testbed::get();
+    let sb = Sandbox::new();
+    let name = unique("syncer");
+    // The project's own dependencies (--project): flask and its closure
+    // (werkzeug, jinja2, markupsafe, itsdangerous, click, blinker), resolved
+    // for the hosts' Python (the same Debian python3 here).
+    sb.write_config(&format!(
+        "{}\n[roles]\nweb = [\"{}\"]\n\n{}",
+        config(&tb, &name, ""),
+        tb.addr(34),
+        tb.ssh_section()
+    ));
+    write_pyproject_project(&sb, &name);
+    let pyproject = std::fs::read_to_string(sb.work.path().join("pyproject.toml")).unwrap();
+    std::fs::write(
+        sb.work.path().join("pyproject.toml"),
+        pyproject.replace(
+            "description = ",
+            "dependencies = [\"flask\"]\ndescription = ",
+        ),
+    )
+    .unwrap();
+    let out = es(&sb, &tb, &tb.index_password)
+        .args([
+            "pypi",
+            "sync",
+            "--project",
+            "--python",
+            "3.11",
+            "--platform",
+            "manylinux2014_x86_64",
+        ])
+        .output()
+        .unwrap();
+    let (_, stderr) = expect_code(&out, 0);
+    for dep in [
+        "flask",
+        "werkzeug",
+        "jinja2",
+        "itsdangerous",
+        "click",
+        "blinker",
+        "markupsafe",
+    ] {
+        assert!(
+            stderr
+                .to_lowercase()
+                .contains(&format!("es: uploaded {dep}"))
+                || stderr.to_lowercase().contains(&format!("es: {dep}")),
+            "{dep} missing:\n{stderr}"
+        );
+    }
+    // A host that reaches nothing but the test index installs flask from it.
+    let script = format!(
+        "rm -rf /tmp/synced && python3 -m venv /tmp/synced && /tmp/synced/bin/pip install -q --disable-pip-version-check --index-url {} --trusted-host {} flask && /tmp/synced/bin/python -c 'import flask; print(\"flask ok\")'",
+        tb.index_url, tb.bridge_addr
+    );
+    let out = sb
+        .es()
+        .args(["run", "-R", "web", "--", &script])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = expect_code(&out, 0);
+    assert!(stdout.contains("flask ok"), "{stdout}{stderr}");
+    // Nothing to sync is bad usage.
+    let out = es(&sb, &tb, &tb.index_password)
+        .args(["pypi", "sync"])
+        .output()
+        .unwrap();
+    expect_code(&out, 2);
+}

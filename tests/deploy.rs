@@ -189,6 +189,17 @@ fn first_deploy_upgrade_redeploy_and_status() {
                 .as_str()
             )
         );
+        // Rendered files may hold secrets: readable by the deploy user only.
+        let mode = tb.exec(
+            n,
+            &[
+                "stat",
+                "-c",
+                "%a",
+                &format!("/home/{}/up/a/current/etc/app/app.ini", tb.user),
+            ],
+        );
+        assert_eq!(String::from_utf8_lossy(&mode.stdout).trim(), "600");
     }
 
     // Upgrade: every process serves 2.0.0, and the old supervisord is gone.
@@ -382,6 +393,14 @@ fn shell_metacharacters_in_values_never_run() {
     }
     assert!(!Path::new("/tmp/es-pwned-1").exists());
 
+    // A prefix with a command substitution is a path, even in a dry run.
+    let hostile = config(&tb, "meta", &[("a", "883")], "")
+        .replace("\"~/meta\"", "\"~/meta_$(touch /tmp/es-pwned-p)\"");
+    assert!(hostile.contains("es-pwned-p"));
+    sb.write_config(&hostile);
+    expect_code(&deploy(&sb, &["1.0.0", "a", "prod", "--dry-run"]), 0);
+    sb.write_config(&config(&tb, "meta", &[("a", "883")], hook));
+
     // A venv name with metacharacters is refused before any host is contacted.
     let out = deploy(&sb, &["1.0.0", "a;touch /tmp/es-pwned-4", "prod"]);
     let (_, stderr) = expect_code(&out, 2);
@@ -517,6 +536,16 @@ fn dry_run_shows_the_config_and_changes_nothing() {
     let out = deploy(&sb, &["1.0.0", "a", "prod", "--dry-run"]);
     let (stdout, _) = expect_code(&out, 0);
     assert!(stdout.contains("(to be created)"), "{stdout}");
+    // With --json, every line is JSON, the plan included.
+    let out = deploy(&sb, &["1.0.0", "a", "prod", "--dry-run", "--json"]);
+    let (stdout, stderr) = expect_code(&out, 0);
+    assert!(stderr.is_empty(), "{stderr}");
+    for line in stdout.lines() {
+        let event: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(event["event"].is_string(), "{line}");
+    }
+    assert!(stdout.contains("would stage release 1.0.0-"), "{stdout}");
     assert!(
         stdout.contains(&format!("+[program:{}]", built().name)),
         "{stdout}"
