@@ -573,6 +573,14 @@ fn dry_run_shows_the_config_and_changes_nothing() {
     let out = deploy(&sb, &["2.0.0", "a", "canary", "--dry-run"]);
     let (stdout, _) = expect_code(&out, 0);
     assert!(stdout.contains("would stage release 2.0.0-"), "{stdout}");
+    // Proven on the host: the version and its dependencies resolve from the index.
+    assert!(
+        stdout.contains(&format!(
+            "{}==2.0.0 and its dependencies resolve from the index",
+            built().name
+        )),
+        "{stdout}"
+    );
     assert!(
         stdout.contains("supervisord.conf unchanged: processes restart one by one"),
         "{stdout}"

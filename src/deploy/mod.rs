@@ -809,6 +809,7 @@ fn dry_run_host(ctx: &mut HostCtx<'_>, plan: &Plan) -> Result<()> {
             plan.version,
             crate::index::redact_url(&plan.index_url)
         ));
+        report.push_str(&resolve_on_host(ctx, plan, &facts)?);
     }
     for dir in &plan.shared_dirs {
         report.push_str(&format!("would link {dir} to {root}/shared/{dir}\n"));
@@ -859,6 +860,45 @@ fn dry_run_host(ctx: &mut HostCtx<'_>, plan: &Plan) -> Result<()> {
     ));
     ctx.ui().host_text(&host, &report);
     Ok(())
+}
+
+/// Proves, on the host, that the version and its whole dependency closure
+/// resolve from the index (`uv pip compile` with the tools venv's uv), without
+/// installing anything. The index URL goes in a 0600 file, removed after.
+fn resolve_on_host(ctx: &mut HostCtx<'_>, plan: &Plan, facts: &Facts) -> Result<String> {
+    let (Some(root), true) = (&facts.root, facts.tools) else {
+        return Ok(
+            "(the dependencies are resolved at the first staging: this venv has no tools yet)\n"
+                .into(),
+        );
+    };
+    let env_path = format!("{root}/.es/dry-run-index.env");
+    let index = crate::remote::env_file([("ES_INDEX_URL", plan.index_url.as_str())]);
+    ctx.conn.upload(index.as_bytes(), &env_path, 0o600)?;
+    let requirement = format!("{}=={}", plan.project, plan.version);
+    let script = format!(
+        "set -a; . {env}; set +a; rm -f {env}\n\
+         [ -x {uv} ] || {{ echo es-no-uv; exit 0; }}\n\
+         printf '%s\\n' {req} | UV_INDEX_URL=\"$ES_INDEX_URL\" {uv} pip compile -q --no-header --python python3 - 2>&1",
+        env = crate::quote::quote(&env_path),
+        req = crate::quote::quote(&requirement),
+        uv = crate::quote::quote(&format!("{root}/.es/tools/bin/uv")),
+    );
+    let out = ctx.exec(&script)?;
+    if out.stdout.contains("es-no-uv") {
+        Ok("(the dependencies are resolved at staging: installer = \"pip\")\n".into())
+    } else if out.success() {
+        let pins: Vec<&str> = out.stdout.lines().filter(|l| l.contains("==")).collect();
+        Ok(format!(
+            "{requirement} and its dependencies resolve from the index: {}\n",
+            pins.join(", ")
+        ))
+    } else {
+        anyhow::bail!(
+            "{requirement} does not resolve from the index on this host:\n{}",
+            out.stdout.trim()
+        )
+    }
 }
 
 /// `es rollback [VENV] [--to VERSION]`: every host back to its previous (or
