@@ -77,6 +77,11 @@ impl App {
         }
     }
 
+    /// The venvs the configuration names (the keys of deploy.venv_ports).
+    pub fn venv_names(&self) -> Vec<String> {
+        self.config().deploy.venv_ports.keys().cloned().collect()
+    }
+
     /// The venv named on the command line, else deploy.default_venv, placed
     /// under deploy.virtualenv_prefix.
     pub fn venv(&self, named: Option<&str>) -> Result<crate::venv::Venv> {

@@ -110,7 +110,7 @@ pub fn command(app: &App, args: &SupervisorArgs) -> Result<bool> {
     let loaded = app.require_config()?;
     let config = &loaded.config;
     let project = config.project.name.clone().unwrap_or_default();
-    let venvs: Vec<String> = config.deploy.venv_ports.keys().cloned().collect();
+    let venvs = app.venv_names();
     let (action, venv_arg) = parse_action(&args.action, &args.args, &project, &venvs)?;
     let venv = app.venv(venv_arg.as_deref())?;
     let venv_name = venv.name.clone();

@@ -189,13 +189,7 @@ fn sub_fleet<'a>(fleet: &Fleet<'a>, labels: &[String], despite_interrupt: bool) 
 
 /// `es deploy`.
 pub fn command(app: &App, args: &DeployArgs) -> Result<bool> {
-    let venvs = app
-        .config()
-        .deploy
-        .venv_ports
-        .keys()
-        .cloned()
-        .collect::<Vec<_>>();
+    let venvs = app.venv_names();
     let (version, venv, profile) = match args.args.as_slice() {
         [version, venv, profile] => {
             check_venv(&venvs, venv)?;
@@ -263,13 +257,7 @@ fn quickdeploy_positionals<'a>(
 
 /// `es quickdeploy`: build and upload, then deploy the version built.
 pub fn quickdeploy(app: &App, args: &QuickdeployArgs) -> Result<bool> {
-    let venvs = app
-        .config()
-        .deploy
-        .venv_ports
-        .keys()
-        .cloned()
-        .collect::<Vec<_>>();
+    let venvs = app.venv_names();
     let (venv, profile, branch) = quickdeploy_positionals(&venvs, &args.args)?;
     let venv = match venv
         .map(str::to_string)
