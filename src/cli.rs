@@ -307,9 +307,14 @@ pub struct CreateArgs {
 
 #[derive(Args, Debug)]
 pub struct InitArgs {
-    /// Project name [default: `name` from pyproject.toml's [project], else from setup.py]
+    /// Project name [default: `name` from pyproject.toml's [project], else from setup.py,
+    /// else (with --package) the directory's name]
     #[arg(value_name = "NAME")]
     pub name: Option<String>,
+
+    /// Write a minimal pyproject.toml when the project has no packaging
+    #[arg(long)]
+    pub package: bool,
 }
 
 #[derive(Args, Debug)]

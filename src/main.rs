@@ -17,6 +17,7 @@ mod quote;
 mod remote;
 mod run;
 mod scaffold;
+mod scaffold_detect;
 mod ssh;
 mod supervisor;
 mod ui;

@@ -523,10 +523,25 @@ fn git(dir: &Path, args: &[&str]) -> Result<()> {
 pub fn init(global: &GlobalOpts, args: &InitArgs) -> Result<bool> {
     let out = Out::new(global);
     let cwd = std::env::current_dir().context("reading the current directory")?;
+    let packaged = crate::scaffold_detect::is_packaged(&cwd);
+    if !packaged && !args.package && args.name.is_none() {
+        bad_input!(
+            "{} has no packaging (pyproject.toml, setup.py or setup.cfg), so no project name: es builds and deploys an installable package. Run `es init --package` to write a minimal pyproject.toml, or give the name: es init NAME",
+            cwd.display()
+        );
+    }
+    if !packaged && !args.package {
+        out.say("note: no pyproject.toml, setup.py or setup.cfg here: `es build` needs one; `es init --package` writes a minimal pyproject.toml");
+    }
     let name = match &args.name {
         Some(name) => name.clone(),
         None => match project_name(&cwd)? {
             Some(name) => name,
+            None if !packaged => cwd
+                .file_name()
+                .and_then(|n| n.to_str())
+                .map(|n| n.replace('-', "_"))
+                .unwrap_or_default(),
             None => bad_input!(
                 "cannot tell the project's name: no `name` in pyproject.toml's [project] or in setup.py; give it: es init NAME"
             ),
@@ -534,7 +549,30 @@ pub fn init(global: &GlobalOpts, args: &InitArgs) -> Result<bool> {
     };
     validate_dist_name(&name)?;
     let template = find_template("init")?;
-    let files = render(template, &name)?;
+    let mut files = render(template, &name)?;
+    // Run what the project has: a console script, or its WSGI/ASGI app under gunicorn.
+    let entry = crate::scaffold_detect::entry(&cwd, &name);
+    let (conf, advice) =
+        crate::scaffold_detect::template_for(DEFAULT_SUPERVISOR_TEMPLATE, &entry, &name);
+    for file in files.iter_mut() {
+        if file.path == Path::new("conf/supervisord.conf") {
+            file.contents = conf.clone();
+        }
+    }
+    if !packaged && args.package {
+        let packages = crate::scaffold_detect::packages(&cwd);
+        if packages.is_empty() {
+            bad_input!(
+                "--package: {} holds no Python package (a directory with an __init__.py)",
+                cwd.display()
+            );
+        }
+        files.push(Rendered {
+            path: PathBuf::from("pyproject.toml"),
+            contents: crate::scaffold_detect::minimal_pyproject(&name, &packages, &entry),
+            executable: false,
+        });
+    }
     let mut added = Vec::new();
     let mut skipped = Vec::new();
     for file in &files {
@@ -552,6 +590,7 @@ pub fn init(global: &GlobalOpts, args: &InitArgs) -> Result<bool> {
     for path in &skipped {
         out.say(&format!("skipped {path} (exists; left as it is)"));
     }
+    out.say(&advice);
     if added.is_empty() {
         out.say("nothing to add: every deploy file is already there");
     } else {

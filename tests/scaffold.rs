@@ -513,3 +513,34 @@ fn the_example_project_is_what_es_create_makes() {
         );
     }
 }
+
+#[test]
+fn init_runs_a_flask_app_it_finds_and_packages_a_bare_project() {
+    let sb = sandbox();
+    let dir = sb.work.path().join("notes-web");
+    fs::create_dir_all(dir.join("notes")).unwrap();
+    fs::write(dir.join("notes/__init__.py"), "").unwrap();
+    fs::write(
+        dir.join("notes/views.py"),
+        "from flask import Flask\n\nweb = Flask(__name__)\n",
+    )
+    .unwrap();
+    // No packaging, no name: says what to do.
+    let (_, stderr) = expect_code(&es_in(&sb, &dir, &["init"]), 2);
+    assert!(stderr.contains("es init --package"), "{stderr}");
+    // --package: a minimal pyproject.toml, and a template running gunicorn on the app.
+    let (_, stderr) = expect_code(&es_in(&sb, &dir, &["init", "--package"]), 0);
+    assert!(stderr.contains("WSGI app notes.views:web"), "{stderr}");
+    let pyproject = fs::read_to_string(dir.join("pyproject.toml")).unwrap();
+    assert!(pyproject.contains("name = \"notes_web\""), "{pyproject}");
+    assert!(pyproject.contains("packages = [\"notes\"]"), "{pyproject}");
+    assert!(
+        pyproject.contains("dependencies = [\"gunicorn\"]"),
+        "{pyproject}"
+    );
+    let conf = fs::read_to_string(dir.join("conf/supervisord.conf")).unwrap();
+    assert!(
+        conf.contains("bin/gunicorn --bind 0.0.0.0:{{ port }}%(process_num)d 'notes.views:web'"),
+        "{conf}"
+    );
+}
