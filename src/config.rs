@@ -220,6 +220,10 @@ pub struct Deploy {
     pub default_role: Option<Spanned<String>>,
     /// Venv used when none is given.
     pub default_venv: Option<String>,
+    /// Packages installed into every release beside the project (an app server
+    /// the project does not declare, such as gunicorn).
+    #[serde(default)]
+    pub requirements: Vec<String>,
     /// Releases kept on each host (the running one included).
     #[serde(default = "default_keep_releases")]
     pub keep_releases: u32,
@@ -421,6 +425,7 @@ impl Default for Deploy {
             post_hooks: Vec::new(),
             default_role: None,
             default_venv: None,
+            requirements: Vec::new(),
             keep_releases: default_keep_releases(),
             release_hooks: Vec::new(),
             release_hooks_on: HooksOn::default(),
@@ -631,6 +636,16 @@ fn validate(loaded: &Loaded) -> Result<(), ConfigError> {
                 "not a valid HTTP header",
             ));
         }
+    }
+    if let Some(bad) =
+        config.deploy.requirements.iter().find(|r| {
+            r.trim().is_empty() || r.chars().any(|c| c.is_control()) || r.starts_with('-')
+        })
+    {
+        return Err(loaded.error(
+            "deploy.requirements",
+            format!("{bad:?} is not a requirement (as pip takes one: `gunicorn>=22`)"),
+        ));
     }
     if config.deploy.keep_releases == 0 {
         return Err(loaded.error(

@@ -554,9 +554,19 @@ pub fn init(global: &GlobalOpts, args: &InitArgs) -> Result<bool> {
     let entry = crate::scaffold_detect::entry(&cwd, &name);
     let (conf, advice) =
         crate::scaffold_detect::template_for(DEFAULT_SUPERVISOR_TEMPLATE, &entry, &name);
+    let server = crate::scaffold_detect::app_server(&entry);
     for file in files.iter_mut() {
         if file.path == Path::new("conf/supervisord.conf") {
             file.contents = conf.clone();
+        }
+        // The app server es chose goes into every release, whatever the
+        // project declares.
+        if file.path == Path::new("deploy.toml") && !server.is_empty() {
+            let line = format!(
+                "[deploy]\nrequirements = [{}]   # installed into every release beside the project\n",
+                server.iter().map(|p| format!("\"{p}\"")).collect::<Vec<_>>().join(", ")
+            );
+            file.contents = file.contents.replacen("[deploy]\n", &line, 1);
         }
     }
     if !packaged && args.package {
@@ -569,7 +579,7 @@ pub fn init(global: &GlobalOpts, args: &InitArgs) -> Result<bool> {
         }
         files.push(Rendered {
             path: PathBuf::from("pyproject.toml"),
-            contents: crate::scaffold_detect::minimal_pyproject(&name, &packages, &entry),
+            contents: crate::scaffold_detect::minimal_pyproject(&name, &packages),
             executable: false,
         });
     }

@@ -143,11 +143,11 @@ pub fn template_for(default: &str, entry: &Entry, name: &str) -> (String, String
         ),
         Entry::Wsgi(target) => (
             default.replace(script_line, &gunicorn(target, "")),
-            format!("conf/supervisord.conf runs gunicorn with the WSGI app {target}: gunicorn must be one of the project's dependencies"),
+            format!("conf/supervisord.conf runs gunicorn with the WSGI app {target}; deploy.requirements installs gunicorn into every release"),
         ),
         Entry::Asgi(target) => (
             default.replace(script_line, &gunicorn(target, " --worker-class uvicorn.workers.UvicornWorker")),
-            format!("conf/supervisord.conf runs gunicorn with uvicorn's worker for the ASGI app {target}: gunicorn and uvicorn must be dependencies"),
+            format!("conf/supervisord.conf runs gunicorn with uvicorn's worker for the ASGI app {target}; deploy.requirements installs gunicorn and uvicorn into every release"),
         ),
         Entry::None => (
             default.to_string(),
@@ -156,20 +156,24 @@ pub fn template_for(default: &str, entry: &Entry, name: &str) -> (String, String
     }
 }
 
+/// The app server packages `entry` needs beside the project (deploy.requirements).
+pub fn app_server(entry: &Entry) -> Vec<&'static str> {
+    match entry {
+        Entry::Wsgi(_) => vec!["gunicorn"],
+        Entry::Asgi(_) => vec!["gunicorn", "uvicorn"],
+        _ => Vec::new(),
+    }
+}
+
 /// A minimal pyproject.toml for an unpackaged project (`es init --package`).
-pub fn minimal_pyproject(name: &str, packages: &[String], entry: &Entry) -> String {
-    let dependencies = match entry {
-        Entry::Wsgi(_) => "[\"gunicorn\"]",
-        Entry::Asgi(_) => "[\"gunicorn\", \"uvicorn\"]",
-        _ => "[]",
-    };
+pub fn minimal_pyproject(name: &str, packages: &[String]) -> String {
     let packages: Vec<String> = packages.iter().map(|p| format!("\"{p}\"")).collect();
     format!(
         "# Written by `es init --package`: the least es needs to build {name}.\n\
          [build-system]\nrequires = [\"setuptools>=61\"]\nbuild-backend = \"setuptools.build_meta\"\n\n\
          [project]\nname = \"{name}\"\n# `es build` stamps the version it builds here; keep it static.\nversion = \"0.0.0\"\n\
          # What the app imports: the hosts install it from your index (`es pypi sync --project`).\n\
-         dependencies = {dependencies}\n\n[tool.setuptools]\npackages = [{}]\n",
+         dependencies = []\n\n[tool.setuptools]\npackages = [{}]\n",
         packages.join(", ")
     )
 }

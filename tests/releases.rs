@@ -455,10 +455,11 @@ fn release_hooks_run_once_before_the_switch_and_shared_dirs_survive() {
     fresh(&tb, &hosts, "hooks");
     // The hook records the host, the version, what `current` pointed at (it
     // must still be the old release), and checks that the secret arrived.
-    let hook = r#"test "$APP_SECRET" = "s3cr3t-value-42" && echo "$ES_HOST $ES_VERSION $(readlink ../../current || echo none)" >> var/data/hooks.log"#;
+    // sqlparse is not a dependency of the app: deploy.requirements brings it.
+    let hook = r#"python -c 'import sqlparse' && test "$APP_SECRET" = "s3cr3t-value-42" && echo "$ES_HOST $ES_VERSION $(readlink ../../current || echo none)" >> var/data/hooks.log"#;
     let extra = |on: &str, hooks: &str| {
         format!(
-            "shared_dirs = [\"var/data\"]\nrelease_hooks = [{hooks}]\nrelease_hooks_on = \"{on}\"\n\n[deploy.secrets]\nAPP_SECRET = {{ env = \"REL_TEST_SECRET\" }}\n"
+            "shared_dirs = [\"var/data\"]\nrequirements = [\"sqlparse\"]\nrelease_hooks = [{hooks}]\nrelease_hooks_on = \"{on}\"\n\n[deploy.secrets]\nAPP_SECRET = {{ env = \"REL_TEST_SECRET\" }}\n"
         )
     };
     let quoted = serde_json::to_string(hook).unwrap();

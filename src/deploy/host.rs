@@ -278,6 +278,7 @@ pub fn stage(
         .iter()
         .map(|d| format!("shared:{d}"))
         .chain(plan.sub_dirs.iter().map(|d| format!("dir:{d}")))
+        .chain(plan.requirements.iter().map(|r| format!("pkg:{r}")))
         .collect();
     let mut args = vec![
         Arg::Value(root),

@@ -42,6 +42,8 @@ pub struct Plan {
     pub sub_dirs: Vec<String>,
     /// Paths inside each release that point to one directory per venv.
     pub shared_dirs: Vec<String>,
+    /// Installed into every release beside the project.
+    pub requirements: Vec<String>,
     pub keep_releases: u32,
     pub health: Health,
     pub batch: CountOrPercent,
@@ -166,6 +168,7 @@ fn plan_with(app: &App, request: &Request<'_>, resolve: bool) -> Result<Plan> {
         virtualenv_command: config.deploy.virtualenv_command.clone(),
         sub_dirs: config.deploy.virtualenv_sub_dirs.clone(),
         shared_dirs: config.deploy.shared_dirs.clone(),
+        requirements: config.deploy.requirements.clone(),
         keep_releases: config.deploy.keep_releases,
         health: config.deploy.health.clone(),
         batch,
@@ -485,6 +488,7 @@ impl Plan {
             .chain(extras.iter().flat_map(|(p, t)| [p.as_str(), t.as_str()]))
             .chain(self.shared_dirs.iter().map(String::as_str))
             .chain(self.sub_dirs.iter().map(String::as_str))
+            .chain(self.requirements.iter().map(String::as_str))
         {
             hash.update(part.as_bytes());
             hash.update([0]);

@@ -10,6 +10,7 @@
 # VENV_COMMAND  command creating a venv (the path is appended), or empty for the default
 # LINK          shared:PATH  PATH inside the release links to ROOT/shared/PATH (deploy.shared_dirs)
 #               dir:NAME     NAME inside the release links to ROOT/NAME (virtualenv_sub_dirs)
+#               pkg:REQ      also install REQ into the release (deploy.requirements)
 #               (logs and tmp always link to ROOT/logs and ROOT/tmp; etc/ is the release's own)
 #
 # The caller has uploaded ROOT/.es/staging/ID/ with supervisord.conf, es.env,
@@ -104,10 +105,15 @@ elif [ -n "$uv" ]; then
 else
     python3 -m venv "$root/$rel" >&2
 fi
+# The project, and what deploy.requirements adds beside it (an app server).
+printf '%s\n' "$requirement" > "$staging/requirements.txt"
+for arg in "$@"; do
+    case "$arg" in pkg:*) printf '%s\n' "${arg#pkg:}" >> "$staging/requirements.txt" ;; esac
+done
 if [ -n "$uv" ]; then
-    "$uv" pip install -q --python "$rel/bin/python" "$requirement" >&2
+    "$uv" pip install -q --python "$rel/bin/python" -r "$staging/requirements.txt" >&2
 else
-    "$rel/bin/python" -m pip install -q "$requirement" >&2
+    "$rel/bin/python" -m pip install -q -r "$staging/requirements.txt" >&2
 fi
 
 # The release's own files: its configuration, its environment (0600), the
@@ -132,6 +138,7 @@ for link in "$@"; do
     case "$link" in
         shared:*) d=${link#shared:} target=shared/${link#shared:} ;;
         dir:*) d=${link#dir:} target=${link#dir:} ;;
+        pkg:*) continue ;;
         *) fail "bad link argument: $link" ;;
     esac
     mkdir -p "$target"
