@@ -337,13 +337,14 @@ pub fn build(app: &App, args: &BuildArgs) -> Result<Version> {
             dist.display()
         ));
     }
-    if app.ui.mode == Mode::Json {
+    if app.ui.wants_summary() {
         let files: Vec<String> = artifacts.iter().map(|f| file_name(f)).collect();
-        app.ui.json(json!({
+        app.ui.summary(json!({
             "event": "summary", "command": "build", "ok": true, "project": project,
             "version": version.to_string(), "commit": commit, "files": files, "uploaded": upload,
         }));
-    } else {
+    }
+    if app.ui.mode != Mode::Json {
         println!("{version}");
     }
     Ok(version)

@@ -61,6 +61,11 @@ pub struct GlobalOpts {
     /// Machine-readable output: one JSON object per line, the last one a summary
     #[arg(long, global = true)]
     pub json: bool,
+
+    /// Also write the closing summary (the JSON object `--json` ends with) to FILE,
+    /// whatever the output mode: for CI jobs and `es serve`
+    #[arg(long, global = true, value_name = "FILE")]
+    pub report: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -168,6 +173,22 @@ pub enum Command {
         after_help = "Examples:\n  es validate -R web a\n  es validate -R web b --path /health --status 200-299 --header 'Host: shop.example' --timeout 3\n  es validate            (with deploy.default_role and deploy.default_venv set)"
     )]
     Validate(ValidateArgs),
+
+    /// Deploy on push: the webhook, history and notification server of [serve]
+    ///
+    /// Receives GitHub (X-Hub-Signature-256) and GitLab (X-Gitlab-Token) push
+    /// webhooks on /webhook/github and /webhook/gitlab, queues a job for every
+    /// [[serve.trigger]] the push matches (one at a time per role and venv; pushes
+    /// that arrive while one waits or runs are coalesced to the newest commit),
+    /// builds that exact commit with `es build` and deploys it with `es deploy`.
+    /// Every job, its hosts' outcomes and its full log are kept in SQLite under
+    /// serve.state_dir and shown on the page (/) and the API (/api/jobs), which
+    /// need a login. SIGTERM stops it gracefully: the running job finishes its
+    /// step and is marked interrupted.
+    #[command(
+        after_help = "Examples:\n  es serve --check\n  ES_WEBHOOK_SECRET=... ES_SERVE_TOKEN=... es serve\n  curl -H 'Authorization: Bearer TOKEN' http://127.0.0.1:8765/api/jobs"
+    )]
+    Serve(ServeArgs),
 
     /// Stamp, build an sdist and a wheel of a commit, and upload them to the index
     ///
@@ -432,6 +453,13 @@ pub enum NginxAction {
         #[arg(long)]
         dry_run: bool,
     },
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Only check the [serve] settings and their secrets, then exit (2 on an error)
+    #[arg(long)]
+    pub check: bool,
 }
 
 #[derive(Args, Debug)]

@@ -34,6 +34,8 @@ pub struct Config {
     pub deploy: Deploy,
     #[serde(default)]
     pub nginx: Nginx,
+    /// `es serve`: webhooks, triggers, notifications.
+    pub serve: Option<crate::serve::config::Serve>,
 }
 
 /// `[project]`
@@ -345,6 +347,16 @@ impl Default for CountOrPercent {
     }
 }
 
+impl fmt::Display for CountOrPercent {
+    /// As the command line takes it: `3` or `25%`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CountOrPercent::Count(n) => write!(f, "{n}"),
+            CountOrPercent::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
 impl CountOrPercent {
     /// The number of hosts out of `total` (a percentage rounds up, so `1%` of 5 is 1).
     pub fn of(self, total: usize) -> usize {
@@ -400,6 +412,53 @@ pub enum SecretSource {
     File(String),
     /// A command's stdout (trailing newline removed), such as a password manager's CLI.
     Command(String),
+}
+
+impl SecretSource {
+    /// The value, read on this machine; relative files are taken from `root`.
+    /// Errors name `key` and the source, never the value.
+    pub fn read(&self, key: &str, root: &Path) -> anyhow::Result<String> {
+        use crate::error::BadInput;
+        let value = match self {
+            SecretSource::Env(var) => match std::env::var(var) {
+                Ok(v) => v,
+                Err(_) => crate::bad_input!("{key}: the environment variable {var} is not set"),
+            },
+            SecretSource::File(path) => {
+                let file = crate::hosts::expand_tilde(path);
+                let file = if file.is_relative() {
+                    root.join(file)
+                } else {
+                    file
+                };
+                match std::fs::read_to_string(&file) {
+                    Ok(v) => v,
+                    Err(e) => crate::bad_input!("{key}: cannot read {}: {e}", file.display()),
+                }
+            }
+            SecretSource::Command(command) => {
+                let out = std::process::Command::new("sh")
+                    .arg("-c")
+                    .arg(command)
+                    .current_dir(root)
+                    .stdin(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::inherit())
+                    .output()
+                    .map_err(|e| BadInput(format!("{key}: cannot run its command: {e}")))?;
+                if !out.status.success() {
+                    crate::bad_input!("{key}: its command failed ({})", out.status);
+                }
+                String::from_utf8(out.stdout)
+                    .map_err(|_| BadInput(format!("{key}: its command printed non-UTF-8 output")))?
+            }
+        };
+        let value = value.strip_suffix('\n').unwrap_or(&value);
+        let value = value.strip_suffix('\r').unwrap_or(value);
+        if value.is_empty() {
+            crate::bad_input!("{key}: the value is empty");
+        }
+        Ok(value.to_string())
+    }
 }
 
 fn default_virtualenv_prefix() -> String {
@@ -667,6 +726,9 @@ fn validate(loaded: &Loaded) -> Result<(), ConfigError> {
                 ));
             }
         }
+    }
+    if let Some(serve) = &config.serve {
+        crate::serve::config::validate(loaded, serve)?;
     }
     for (venv, prefix) in &config.deploy.venv_ports {
         if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_digit()) {

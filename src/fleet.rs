@@ -147,7 +147,7 @@ impl<T> Report<T> {
     pub fn print_summary(&self, ui: &Ui, title: &str) {
         ui.clear();
         let ok = self.outcomes.len() - self.failed();
-        if ui.mode == Mode::Json {
+        if ui.wants_summary() {
             let hosts: Vec<_> = self
                 .outcomes
                 .iter()
@@ -164,7 +164,7 @@ impl<T> Report<T> {
                     v
                 })
                 .collect();
-            ui.json(json!({
+            ui.summary(json!({
                 "event": "summary",
                 "command": title,
                 "ok": ok,
@@ -172,6 +172,8 @@ impl<T> Report<T> {
                 "seconds": self.elapsed.as_secs_f64(),
                 "hosts": hosts,
             }));
+        }
+        if ui.mode == Mode::Json {
             return;
         }
         let width = self

@@ -18,6 +18,7 @@ mod remote;
 mod run;
 mod scaffold;
 mod scaffold_detect;
+mod serve;
 mod ssh;
 mod supervisor;
 mod ui;
@@ -32,7 +33,10 @@ use crate::cli::{Cli, Command};
 
 fn main() {
     let cli = Cli::parse();
-    interrupt::install();
+    // es serve stops on its own signals, and tells its jobs.
+    if !matches!(cli.command, Command::Serve(_)) {
+        interrupt::install();
+    }
     let result = dispatch(cli);
     let mut code = match &result {
         Ok(true) => 0,
@@ -77,6 +81,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<bool> {
         Command::Supervisor(args) => supervisor::command(&app, &args),
         Command::Nginx(args) => nginx::command(&app, &args),
         Command::Validate(args) => validate::validate(&app, &args),
+        Command::Serve(args) => serve::command(&app, &args),
         Command::Completions { .. }
         | Command::Create(_)
         | Command::Init(_)

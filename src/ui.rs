@@ -29,6 +29,8 @@ pub struct Ui {
     multi: Option<MultiProgress>,
     /// Values never shown: every line printed through the Ui has them masked.
     secrets: Mutex<Vec<String>>,
+    /// Where the closing summary is also written (`--report`).
+    report: Option<std::path::PathBuf>,
 }
 
 impl Ui {
@@ -48,6 +50,7 @@ impl Ui {
             quiet: global.quiet,
             multi,
             secrets: Mutex::new(Vec::new()),
+            report: global.report.clone(),
         }
     }
 
@@ -125,6 +128,22 @@ impl Ui {
         if self.mode == Mode::Json {
             print_stdout(&format!("{}\n", self.mask(&value.to_string())));
         }
+    }
+
+    /// Whether a closing summary is wanted as JSON (`--json` or `--report`).
+    pub fn wants_summary(&self) -> bool {
+        self.mode == Mode::Json || self.report.is_some()
+    }
+
+    /// The closing summary: printed with `--json`, written to the `--report` file.
+    pub fn summary(&self, value: Value) {
+        if let Some(path) = &self.report {
+            let text = format!("{}\n", self.mask(&value.to_string()));
+            if let Err(err) = std::fs::write(path, text) {
+                eprintln!("es: cannot write the report {}: {err}", path.display());
+            }
+        }
+        self.json(value);
     }
 
     /// Sends a JSON event of `kind` for `host` with extra fields.

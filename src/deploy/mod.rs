@@ -36,7 +36,7 @@ use crate::hosts::Target;
 use crate::ui::Mode;
 use host::{Facts, LockMode};
 pub use plan::DEFAULT_SUPERVISOR_TEMPLATE;
-pub use plan::{login, machine, now_utc};
+pub use plan::{format_utc, login, machine, now_utc};
 use plan::{Plan, Request};
 pub use status::{releases, status};
 
@@ -656,7 +656,7 @@ fn print_rollout_summary(
             .count()
     };
     let ok = count("switched") + count("unchanged");
-    if ui.mode == Mode::Json {
+    if ui.wants_summary() {
         let hosts: Vec<Value> = all
             .iter()
             .map(|r| {
@@ -678,7 +678,7 @@ fn print_rollout_summary(
                 v
             })
             .collect();
-        ui.json(json!({
+        ui.summary(json!({
             "event": "summary",
             "command": title,
             "ok": ok,
@@ -687,6 +687,8 @@ fn print_rollout_summary(
             "seconds": elapsed.as_secs_f64(),
             "hosts": hosts,
         }));
+    }
+    if ui.mode == Mode::Json {
         return;
     }
     let width = all.iter().map(|r| r.label.len()).max().unwrap_or(4).max(4);

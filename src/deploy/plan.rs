@@ -272,40 +272,11 @@ fn check_relative(key: &str, path: &str) -> Result<()> {
 /// A secret's value, read on this machine. Errors name the key and the source,
 /// never the value.
 fn read_secret(app: &App, name: &str, source: &SecretSource) -> Result<String> {
-    let key = format!("deploy.secrets.{name}");
-    let value = match source {
-        SecretSource::Env(var) => match std::env::var(var) {
-            Ok(v) => v,
-            Err(_) => bad_input!("{key}: the environment variable {var} is not set"),
-        },
-        SecretSource::File(path) => {
-            let file = app.config_path(path);
-            match std::fs::read_to_string(&file) {
-                Ok(v) => v,
-                Err(e) => bad_input!("{key}: cannot read {}: {e}", file.display()),
-            }
-        }
-        SecretSource::Command(command) => {
-            let out = std::process::Command::new("sh")
-                .arg("-c")
-                .arg(command)
-                .stdin(std::process::Stdio::null())
-                .stderr(std::process::Stdio::inherit())
-                .output()
-                .map_err(|e| BadInput(format!("{key}: cannot run its command: {e}")))?;
-            if !out.status.success() {
-                bad_input!("{key}: its command failed ({})", out.status);
-            }
-            String::from_utf8(out.stdout)
-                .map_err(|_| BadInput(format!("{key}: its command printed non-UTF-8 output")))?
-        }
+    let root = match &app.loaded {
+        Some(loaded) => loaded.root().to_path_buf(),
+        None => std::path::PathBuf::from("."),
     };
-    let value = value.strip_suffix('\n').unwrap_or(&value);
-    let value = value.strip_suffix('\r').unwrap_or(value);
-    if value.is_empty() {
-        bad_input!("{key}: the value is empty");
-    }
-    Ok(value.to_string())
+    source.read(&format!("deploy.secrets.{name}"), &root)
 }
 
 /// A profile goes into hook environments (quoted) and may go into supervisord's
@@ -532,6 +503,11 @@ pub fn now_utc() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
+    format_utc(secs)
+}
+
+/// Unix seconds as `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn format_utc(secs: i64) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     // Civil from days (Howard Hinnant's algorithm).
