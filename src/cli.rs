@@ -486,6 +486,15 @@ pub struct BuildArgs {
     /// With version_scheme = "semver": the part raised
     #[arg(long, value_enum, value_name = "PART")]
     pub bump: Option<crate::version::Bump>,
+
+    /// Build on the host of role ROLE (its first host) [default: role `build`,
+    /// unless it is `local` or not defined]
+    #[arg(long, value_name = "ROLE", conflicts_with = "local")]
+    pub on: Option<String>,
+
+    /// Build on this machine, whatever [roles] build says
+    #[arg(long)]
+    pub local: bool,
 }
 
 #[derive(Args, Debug)]

@@ -2,6 +2,7 @@
 
 mod app;
 mod build;
+mod build_host;
 mod cli;
 mod config;
 mod deploy;
