@@ -174,6 +174,7 @@ impl Job<'_> {
 
     /// Uploads the tree and the index settings, builds, and takes the files back.
     fn build_in(&self, ctx: &mut HostCtx<'_>, dir: &str) -> Result<Files> {
+        stop_if_interrupted()?;
         ctx.step("upload");
         ctx.conn
             .upload(self.tarball, &format!("{dir}/src.tar.gz"), 0o600)
@@ -185,6 +186,7 @@ impl Job<'_> {
                 0o600,
             )
             .context("sending the index settings")?;
+        stop_if_interrupted()?;
         ctx.step("build");
         let command = BUILD.shell(&[
             Arg::Value("build"),
@@ -219,6 +221,7 @@ impl Job<'_> {
             ctx.exec(&command)?
         };
         let out = out.ok().context("the build failed on the host")?;
+        stop_if_interrupted()?;
         ctx.step("download");
         let mut files = Vec::new();
         for name in out
@@ -237,6 +240,15 @@ impl Job<'_> {
         }
         Ok(files)
     }
+}
+
+/// After Ctrl-C or SIGTERM, nothing more is started (the work directory is
+/// still removed, and nothing is uploaded).
+fn stop_if_interrupted() -> Result<()> {
+    if crate::interrupt::requested() {
+        return Err(anyhow!("interrupted"));
+    }
+    Ok(())
 }
 
 /// The value of the first `key=value` line of `text`.

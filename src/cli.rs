@@ -157,7 +157,8 @@ pub enum Command {
 
     /// Build and upload the project, then deploy the version just built
     ///
-    /// `es build --branch BRANCH` (default: project.default_branch), then
+    /// `es build --branch BRANCH` (default: project.default_branch; built where
+    /// `es build` builds: on the build server when [roles] build names one), then
     /// `es deploy VERSION VENV PROFILE` on the role's hosts. The deploy settings are
     /// checked before the build starts.
     #[command(
