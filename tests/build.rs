@@ -715,7 +715,9 @@ fn the_build_role_builds_on_its_host_and_the_version_is_uploaded_from_here() {
         recorded.contains(&format!("CWD = '{dir}/src'")),
         "{recorded}"
     );
-    assert!(dir.starts_with("/home/deploy/.es-build/work/"), "{dir}");
+    // The test bed's user has its home at /home/USER on every host.
+    let base = format!("/home/{}/.es-build", tb.user);
+    assert!(dir.starts_with(&format!("{base}/work/")), "{dir}");
     assert!(
         !exists_on(&tb, BUILD_HOST, &dir),
         "{dir} was left on the host"
@@ -723,7 +725,7 @@ fn the_build_role_builds_on_its_host_and_the_version_is_uploaded_from_here() {
     assert!(exists_on(
         &tb,
         BUILD_HOST,
-        "/home/deploy/.es-build/venv/bin/python"
+        &format!("{base}/venv/bin/python")
     ));
 
     // Its provenance names the build host; the version is the latest.
