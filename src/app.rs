@@ -153,10 +153,7 @@ impl App {
             bad_input!("the chosen roles have no hosts");
         }
         let ssh_config = SshConfig::load_user_default();
-        let mut settings = config.ssh.clone();
-        settings.identity_file = settings
-            .identity_file
-            .map(|f| self.config_path(&f).display().to_string());
+        let settings = self.ssh_settings();
         // The same host written several ways (an alias, user@addr, addr:22)
         // is one target: two jobs on one venv at once would fight.
         let mut targets: Vec<Target> = Vec::new();
@@ -174,6 +171,23 @@ impl App {
             }
         }
         Ok(targets)
+    }
+
+    /// `[ssh]`, its identity file taken from the project root.
+    fn ssh_settings(&self) -> crate::config::Ssh {
+        let mut settings = self.config().ssh.clone();
+        settings.identity_file = settings
+            .identity_file
+            .map(|f| self.config_path(&f).display().to_string());
+        settings
+    }
+
+    /// One host entry (as written in `[roles]`) resolved as the chosen hosts are.
+    pub fn resolve_host(&self, entry: &str) -> Result<Target> {
+        match hosts::resolve(entry, &self.ssh_settings(), &SshConfig::load_user_default()) {
+            Ok(target) => Ok(target),
+            Err(message) => bad_input!("{message}"),
+        }
     }
 
     /// How to connect: timeouts and known_hosts from the configuration and flags.

@@ -194,6 +194,8 @@ pub fn build(app: &App, args: &BuildArgs) -> Result<Version> {
     );
     let prefix = git(&root, &["rev-parse", "--show-prefix"])?;
     let (commit, described) = choose_commit(app, &root, args)?;
+    // Where it is built: checked (exit 2) before anything is asked or sent.
+    let build_host = crate::build_host::choose(app, args)?;
     if verbose {
         // --no-optional-locks: status must not refresh (write) the user's index.
         let dirty = git(&toplevel, &["--no-optional-locks", "status", "--porcelain"])?;
@@ -292,19 +294,30 @@ pub fn build(app: &App, args: &BuildArgs) -> Result<Version> {
     // Build.
     let out_dir = tmp.path().join("dist");
     std::fs::create_dir_all(&out_dir)?;
-    let backend = Backend::find(app)?;
-    say(&format!(
-        "es: building sdist and wheel with {}",
-        backend.describe()
-    ));
-    run_step(
-        backend.command(&src, &out_dir, &version),
-        "the build backend",
-        verbose,
-    )?;
+    let built_on = match &build_host {
+        None => {
+            let backend = Backend::find(app)?;
+            say(&format!(
+                "es: building sdist and wheel with {}",
+                backend.describe()
+            ));
+            run_step(
+                backend.command(&src, &out_dir, &version),
+                "the build backend",
+                verbose,
+            )?;
+            None
+        }
+        Some(target) => {
+            let subdir = prefix.trim_end_matches('/');
+            Some(crate::build_host::build(
+                app, target, &export, subdir, &version, &out_dir,
+            )?)
+        }
+    };
     let artifacts = check_artifacts(&out_dir, &project, &version)?;
     let branch = described.strip_prefix("branch ").map(str::to_string);
-    let provenance = json!({
+    let mut provenance = json!({
         "project": project,
         "version": version.to_string(),
         "commit": commit,
@@ -312,6 +325,10 @@ pub fn build(app: &App, args: &BuildArgs) -> Result<Version> {
         "built_at": crate::deploy::now_utc(),
         "built_by": format!("{}@{}", crate::deploy::login(), crate::deploy::machine()),
     });
+    if let Some(built) = &built_on {
+        provenance["built_on"] = json!(built.host);
+        provenance["build_hostname"] = json!(built.hostname);
+    }
     for wheel in artifacts
         .iter()
         .filter(|f| f.extension().is_some_and(|e| e == "whl"))
@@ -342,6 +359,7 @@ pub fn build(app: &App, args: &BuildArgs) -> Result<Version> {
         app.ui.summary(json!({
             "event": "summary", "command": "build", "ok": true, "project": project,
             "version": version.to_string(), "commit": commit, "files": files, "uploaded": upload,
+            "built_on": built_on.as_ref().map_or("local", |b| b.host.as_str()),
         }));
     }
     if app.ui.mode != Mode::Json {

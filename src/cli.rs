@@ -20,8 +20,54 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The options that choose hosts and how to reach them: the help of a command
+/// that contacts no host does not list them (they are still accepted, as
+/// every global option is, before or after any subcommand).
+const HOST_OPTIONS: &[&str] = &["roles", "hosts", "parallel", "accept_new_host_keys"];
+
+/// The commands that contact no host chosen with -R / -H, and the host options
+/// that still apply to them (`es build` connects to the build host).
+const HOSTLESS_COMMANDS: &[(&str, &[&str])] = &[
+    ("build", &["accept_new_host_keys"]),
+    ("version", &[]),
+    ("create", &[]),
+    ("init", &[]),
+    ("templates", &[]),
+    ("pinstall", &[]),
+    ("install", &[]),
+    ("pypi", &[]),
+    ("completions", &[]),
+    ("serve", &[]),
+];
+
+/// The command line: the derived definition, each subcommand's help listing
+/// only the global options that apply to it.
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    let host_options: Vec<clap::Arg> = cmd
+        .get_arguments()
+        .filter(|a| HOST_OPTIONS.contains(&a.get_id().as_str()))
+        .cloned()
+        .collect();
+    for (name, applies) in HOSTLESS_COMMANDS {
+        cmd = cmd.mut_subcommand(*name, |mut sub| {
+            // A hidden copy of the global option: clap propagates the parent's
+            // only to subcommands that have none of that name.
+            for arg in &host_options {
+                if !applies.contains(&arg.get_id().as_str()) {
+                    sub = sub.arg(arg.clone().hide(true));
+                }
+            }
+            sub
+        });
+    }
+    cmd
+}
+
 /// Options accepted before or after the subcommand.
 #[derive(Args, Debug, Clone, Default)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalOpts {
     /// Configuration file [default: deploy.toml here or in the nearest parent]
     #[arg(short = 'c', long = "config", global = true, value_name = "FILE")]
@@ -117,7 +163,8 @@ pub enum Command {
 
     /// Build and upload the project, then deploy the version just built
     ///
-    /// `es build --branch BRANCH` (default: project.default_branch), then
+    /// `es build --branch BRANCH` (default: project.default_branch; built where
+    /// `es build` builds: on the build server when [roles] build names one), then
     /// `es deploy VERSION VENV PROFILE` on the role's hosts. The deploy settings are
     /// checked before the build starts.
     #[command(
@@ -204,9 +251,19 @@ pub enum Command {
     /// the sdist and wheel, which are checked and uploaded. Credentials: the ~/.pypirc
     /// section named by index.repository, else TWINE_USERNAME / TWINE_PASSWORD; the
     /// password is never printed. The version built is printed on the last line of stdout.
+    ///
+    /// On the build server: when [roles] build names a host (not `local`), or with
+    /// --on ROLE, everything above up to the build backend still happens here (export,
+    /// stamping, pre_build); the stamped tree goes over SSH to the role's first host,
+    /// into a work directory of its own (~/.es-build/work/...), where `python -m build`
+    /// from a venv kept on that host (~/.es-build/venv, made once from index.url) makes
+    /// the sdist and wheel. They come back here to be checked and uploaded, so the upload
+    /// credentials never leave this machine; es-build.json in the wheel names the build
+    /// host. The work directory is removed after, also when the build fails. --local
+    /// builds here whatever [roles] build says.
     #[command(
         disable_version_flag = true,
-        after_help = "Examples:\n  es build\n  es build --branch release --name fixbug\n  es build --commit 3f2a9c1 --version 1.2.3 --no-upload --dist dist/"
+        after_help = "Examples:\n  es build\n  es build --branch release --name fixbug\n  es build --commit 3f2a9c1 --version 1.2.3 --no-upload --dist dist/\n  es build --on builders     (on the first host of role builders)\n  es build --local           (here, whatever [roles] build says)"
     )]
     Build(BuildArgs),
 
@@ -514,6 +571,15 @@ pub struct BuildArgs {
     /// With version_scheme = "semver": the part raised
     #[arg(long, value_enum, value_name = "PART")]
     pub bump: Option<crate::version::Bump>,
+
+    /// Build on the host of role ROLE (its first host) [default: role `build`,
+    /// unless it is `local` or not defined]
+    #[arg(long, value_name = "ROLE", conflicts_with = "local")]
+    pub on: Option<String>,
+
+    /// Build on this machine, whatever [roles] build says
+    #[arg(long)]
+    pub local: bool,
 }
 
 #[derive(Args, Debug)]
@@ -583,7 +649,26 @@ mod tests {
 
     #[test]
     fn cli_definition_is_consistent() {
-        use clap::CommandFactory;
-        Cli::command().debug_assert();
+        command().debug_assert();
+    }
+
+    #[test]
+    fn hidden_host_options_are_still_accepted_before_or_after() {
+        use clap::FromArgMatches;
+        for args in [
+            &["es", "-R", "web", "version", "latest"][..],
+            &["es", "version", "latest", "-R", "web"],
+            &["es", "version", "-R", "web", "latest"],
+        ] {
+            let matches = command().try_get_matches_from(args).unwrap();
+            let cli = Cli::from_arg_matches(&matches).unwrap();
+            assert_eq!(cli.global.roles, ["web"], "{args:?}");
+        }
+        let matches = command()
+            .try_get_matches_from(["es", "build", "--accept-new-host-keys", "-H", "a,b"])
+            .unwrap();
+        let cli = Cli::from_arg_matches(&matches).unwrap();
+        assert!(cli.global.accept_new_host_keys);
+        assert_eq!(cli.global.hosts, ["a", "b"]);
     }
 }

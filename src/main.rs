@@ -2,6 +2,7 @@
 
 mod app;
 mod build;
+mod build_host;
 mod cli;
 mod config;
 mod deploy;
@@ -26,13 +27,16 @@ mod validate;
 mod venv;
 mod version;
 
-use clap::{CommandFactory, Parser};
+use clap::FromArgMatches;
 
 use crate::app::App;
 use crate::cli::{Cli, Command};
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = match Cli::from_arg_matches(&cli::command().get_matches()) {
+        Ok(cli) => cli,
+        Err(err) => err.exit(),
+    };
     // es serve stops on its own signals, and tells its jobs.
     if !matches!(cli.command, Command::Serve(_)) {
         interrupt::install();
@@ -55,7 +59,7 @@ fn main() {
 /// Runs the chosen command; `Ok(false)` when a host or step failed.
 fn dispatch(cli: Cli) -> anyhow::Result<bool> {
     if let Command::Completions { shell } = cli.command {
-        clap_complete::generate(shell, &mut Cli::command(), "es", &mut std::io::stdout());
+        clap_complete::generate(shell, &mut cli::command(), "es", &mut std::io::stdout());
         return Ok(true);
     }
     // Scaffolding needs no deploy.toml, and must not trip over a broken one above.

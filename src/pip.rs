@@ -38,6 +38,17 @@ pub fn index_options(url: &str) -> Vec<String> {
     options
 }
 
+/// The host pip must trust for a plain-http index (empty for https).
+pub fn trusted_host(url: &str) -> String {
+    let options = index_options(url);
+    options
+        .iter()
+        .position(|o| o == "--trusted-host")
+        .and_then(|i| options.get(i + 1))
+        .cloned()
+        .unwrap_or_default()
+}
+
 /// The project's declared dependencies: pyproject.toml's [project].dependencies.
 fn project_dependencies(app: &App) -> Result<Vec<String>> {
     let loaded = app.require_config()?;
@@ -170,6 +181,12 @@ pub fn sync(app: &App, sync: &crate::cli::SyncArgs) -> Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trusted_host_only_for_plain_http() {
+        assert_eq!(trusted_host("http://u:p@10.0.0.2:8080/simple/"), "10.0.0.2");
+        assert_eq!(trusted_host("https://index.example/simple/"), "");
+    }
 
     #[test]
     fn plain_http_indexes_are_trusted_by_host() {

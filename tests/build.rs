@@ -620,3 +620,227 @@ fn pypi_sync_brings_the_whole_closure_and_a_host_installs_from_it() {
         .unwrap();
     expect_code(&out, 2);
 }
+
+/// Host 33 is this file's build host.
+const BUILD_HOST: usize = 33;
+
+/// A project whose build records where it ran: setup.py writes the build
+/// machine's hostname and working directory into the package (once, at the
+/// sdist build; the wheel is built from the sdist and keeps them).
+fn write_where_built_project(sb: &Sandbox, name: &str) {
+    write_pyproject_project(sb, name);
+    std::fs::write(
+        sb.work.path().join("setup.py"),
+        format!(
+            "import os, socket\nfrom setuptools import setup\n\npath = os.path.join({name:?}, 'where.py')\nif not os.path.exists(path):\n    with open(path, 'w') as f:\n        f.write('HOSTNAME = %r\\nCWD = %r\\n' % (socket.gethostname(), os.getcwd()))\nsetup()\n"
+        ),
+    )
+    .unwrap();
+}
+
+/// Reads `member` of the zip file `archive`.
+fn zip_member(archive: &Path, member: &str) -> String {
+    run(Command::new("python3")
+        .args([
+            "-c",
+            "import sys, zipfile; print(zipfile.ZipFile(sys.argv[1]).read(sys.argv[2]).decode())",
+        ])
+        .arg(archive)
+        .arg(member))
+}
+
+/// The work directory es said it built in: "..., in DIR" on stderr.
+fn work_dir_named(stderr: &str) -> String {
+    stderr
+        .lines()
+        .find_map(|l| {
+            l.split_once("with python -m build on ")?
+                .1
+                .split_once(", in ")
+        })
+        .map(|(_, dir)| dir.trim().to_string())
+        .unwrap_or_else(|| panic!("no work directory named:\n{stderr}"))
+}
+
+/// Whether `path` exists on host `n` (its own /home/deploy).
+fn exists_on(tb: &Testbed, n: usize, path: &str) -> bool {
+    tb.exec(n, &["test", "-e", path]).status.success()
+}
+
+#[test]
+fn the_build_role_builds_on_its_host_and_the_version_is_uploaded_from_here() {
+    let tb = Testbed::get();
+    let sb = Sandbox::new();
+    let name = unique("remote");
+    let host = format!("{}@{}", tb.user, tb.addr(BUILD_HOST));
+    sb.write_config(&format!(
+        "{}\n[roles]\nbuild = [\"{host}\"]\n\n{}",
+        config(&tb, &name, ""),
+        tb.ssh_section()
+    ));
+    write_where_built_project(&sb, &name);
+    commit_all(&sb);
+    let (day, _) = today();
+    let dist = sb.home.path().join("dist");
+
+    let out = es(&sb, &tb, &tb.index_password)
+        .arg("build")
+        .arg("--dist")
+        .arg(&dist)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = expect_code(&out, 0);
+    let version = format!("{day}.1");
+    assert_eq!(stdout.lines().last(), Some(version.as_str()), "{stderr}");
+    assert!(!stderr.contains(&tb.index_password));
+
+    // The build ran on host 33, in the work directory es named, now removed.
+    let hostname = String::from_utf8_lossy(&tb.exec(BUILD_HOST, &["hostname"]).stdout)
+        .trim()
+        .to_string();
+    let here = run(&mut Command::new("hostname"));
+    assert_ne!(hostname, here);
+    assert!(
+        stderr.contains(&format!("on {host} ({hostname}), in ")),
+        "{stderr}"
+    );
+    let dir = work_dir_named(&stderr);
+    let wheel = dist.join(format!("{name}-{version}-py3-none-any.whl"));
+    let recorded = zip_member(&wheel, &format!("{name}/where.py"));
+    assert!(
+        recorded.contains(&format!("HOSTNAME = '{hostname}'")),
+        "{recorded}"
+    );
+    assert!(
+        recorded.contains(&format!("CWD = '{dir}/src'")),
+        "{recorded}"
+    );
+    // The test bed's user has its home at /home/USER on every host.
+    let base = format!("/home/{}/.es-build", tb.user);
+    assert!(dir.starts_with(&format!("{base}/work/")), "{dir}");
+    assert!(
+        !exists_on(&tb, BUILD_HOST, &dir),
+        "{dir} was left on the host"
+    );
+    assert!(exists_on(
+        &tb,
+        BUILD_HOST,
+        &format!("{base}/venv/bin/python")
+    ));
+
+    // Its provenance names the build host; the version is the latest.
+    let provenance = zip_member(&wheel, &format!("{name}-{version}.dist-info/es-build.json"));
+    assert!(
+        provenance.contains(&format!("\"built_on\":\"{host}\""))
+            && provenance.contains(&format!("\"build_hostname\":\"{hostname}\"")),
+        "{provenance}"
+    );
+    let files = index_files(&tb, &name);
+    assert!(
+        files.contains(&format!("{name}-{version}.tar.gz"))
+            && files.contains(&format!("{name}-{version}-py3-none-any.whl")),
+        "{files:?}"
+    );
+    let out = es(&sb, &tb, "")
+        .args(["version", "latest"])
+        .output()
+        .unwrap();
+    let (stdout, _) = expect_code(&out, 0);
+    assert_eq!(stdout.trim(), version);
+    assert_eq!(git(sb.work.path(), &["status", "--porcelain"]), "");
+}
+
+#[test]
+fn a_backend_failing_on_the_build_host_names_the_host_and_the_cause() {
+    let tb = Testbed::get();
+    let sb = Sandbox::new();
+    let name = unique("remotefail");
+    let host = format!("{}@{}", tb.user, tb.addr(BUILD_HOST));
+    // The role is not `build`: --on picks it.
+    sb.write_config(&format!(
+        "{}\n[roles]\nbuild = [\"local\"]\nbuilder = [\"{host}\"]\n\n{}",
+        config(&tb, &name, ""),
+        tb.ssh_section()
+    ));
+    write_pyproject_project(&sb, &name);
+    std::fs::write(
+        sb.work.path().join("setup.py"),
+        "raise SystemExit('es-test: the backend gives up here')\n",
+    )
+    .unwrap();
+    commit_all(&sb);
+
+    let out = es(&sb, &tb, &tb.index_password)
+        .args(["build", "--on", "builder", "--version", "1.0.0"])
+        .output()
+        .unwrap();
+    let (_, stderr) = expect_code(&out, 1);
+    assert!(
+        stderr.contains(&format!("building on {host} failed at build")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("es-test: the backend gives up here"),
+        "{stderr}"
+    );
+    let dir = work_dir_named(&stderr);
+    assert!(
+        !exists_on(&tb, BUILD_HOST, &dir),
+        "{dir} was left on the host"
+    );
+    assert_eq!(index_files(&tb, &name), Vec::<String>::new());
+}
+
+#[test]
+fn an_unreachable_build_host_fails_naming_it_and_local_builds_here() {
+    let tb = Testbed::get();
+    let sb = Sandbox::new();
+    let name = unique("unreachable");
+    // Nothing listens on port 1: the connection is refused.
+    sb.write_config(&format!(
+        "{}\n[roles]\nbuild = [\"deploy@127.0.0.1:1\"]\n\n{}",
+        config(&tb, &name, ""),
+        tb.ssh_section()
+    ));
+    write_pyproject_project(&sb, &name);
+    commit_all(&sb);
+    let dist = sb.home.path().join("dist");
+
+    let out = es(&sb, &tb, &tb.index_password)
+        .args(["build", "--no-upload", "--version", "1.0.0"])
+        .output()
+        .unwrap();
+    let (_, stderr) = expect_code(&out, 1);
+    assert!(
+        stderr.contains("building on deploy@127.0.0.1:1 failed at connect"),
+        "{stderr}"
+    );
+
+    let out = es(&sb, &tb, &tb.index_password)
+        .args([
+            "build",
+            "--local",
+            "--no-upload",
+            "--version",
+            "1.0.0",
+            "--dist",
+        ])
+        .arg(&dist)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = expect_code(&out, 0);
+    assert_eq!(stdout.lines().last(), Some("1.0.0"));
+    assert!(!stderr.contains("127.0.0.1:1"), "{stderr}");
+    let provenance = zip_member(
+        &dist.join(format!("{name}-1.0.0-py3-none-any.whl")),
+        &format!("{name}-1.0.0.dist-info/es-build.json"),
+    );
+    assert!(!provenance.contains("built_on"), "{provenance}");
+
+    let out = es(&sb, &tb, &tb.index_password)
+        .args(["build", "--on", "nope", "--no-upload", "--version", "1.0.0"])
+        .output()
+        .unwrap();
+    let (_, stderr) = expect_code(&out, 2);
+    assert!(stderr.contains("--on nope"), "{stderr}");
+}

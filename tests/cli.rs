@@ -201,3 +201,62 @@ fn a_bad_proxy_jump_or_a_proxy_command_is_refused_not_ignored() {
         "{stderr}"
     );
 }
+
+#[test]
+fn help_lists_host_options_only_for_commands_that_contact_hosts() {
+    let sb = Sandbox::new();
+    let help = |args: &[&str]| {
+        let out = sb.es().args(args).arg("--help").output().unwrap();
+        expect_code(&out, 0).0
+    };
+    for hostless in [
+        &["version"][..],
+        &["version", "latest"],
+        &["create"],
+        &["init"],
+        &["templates"],
+        &["install"],
+        &["pinstall"],
+        &["completions"],
+        &["pypi", "sync"],
+    ] {
+        let text = help(hostless);
+        for option in ["--accept-new-host-keys", "--role", "--hosts", "--parallel"] {
+            assert!(
+                !text.contains(option),
+                "es {hostless:?} --help lists {option}:\n{text}"
+            );
+        }
+        assert!(text.contains("--config"), "{text}");
+    }
+    for with_hosts in [
+        &["deploy"][..],
+        &["run"],
+        &["supervisor"],
+        &["nginx", "switch"],
+    ] {
+        let text = help(with_hosts);
+        for option in ["--accept-new-host-keys", "--role", "--hosts", "--parallel"] {
+            assert!(
+                text.contains(option),
+                "es {with_hosts:?} --help lacks {option}:\n{text}"
+            );
+        }
+    }
+    // es build contacts only its build host.
+    let text = help(&["build"]);
+    assert!(text.contains("--accept-new-host-keys") && !text.contains("--role"));
+    // Still accepted where they were, before or after the subcommand.
+    let out = sb
+        .es()
+        .args([
+            "--accept-new-host-keys",
+            "version",
+            "--parallel",
+            "3",
+            "--help",
+        ])
+        .output()
+        .unwrap();
+    expect_code(&out, 0);
+}

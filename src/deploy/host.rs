@@ -244,7 +244,10 @@ pub fn stage(
     });
     let index = crate::remote::env_file([
         ("ES_INDEX_URL", plan.index_url.as_str()),
-        ("ES_TRUSTED_HOST", trusted_host(&plan.index_url).as_str()),
+        (
+            "ES_TRUSTED_HOST",
+            crate::pip::trusted_host(&plan.index_url).as_str(),
+        ),
     ]);
     ctx.conn.upload(
         rendered.supervisord_conf.as_bytes(),
@@ -308,17 +311,6 @@ fn new_secret() -> Result<String> {
         .and_then(|mut f| f.read_exact(&mut bytes))
         .context("reading /dev/urandom")?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
-/// The host pip must trust for a plain-http index (empty for https).
-fn trusted_host(url: &str) -> String {
-    let options = crate::pip::index_options(url);
-    options
-        .iter()
-        .position(|o| o == "--trusted-host")
-        .and_then(|i| options.get(i + 1))
-        .cloned()
-        .unwrap_or_default()
 }
 
 /// Runs hooks in a release's environment (its venv activated, es.env loaded),
@@ -462,11 +454,5 @@ mod tests {
         assert_eq!(facts.supervisord, Some(42));
         assert!(facts.tools);
         assert_eq!(facts.ledger.len(), 1);
-    }
-
-    #[test]
-    fn trusted_host_only_for_plain_http() {
-        assert_eq!(trusted_host("http://u:p@10.0.0.2:8080/simple/"), "10.0.0.2");
-        assert_eq!(trusted_host("https://index.example/simple/"), "");
     }
 }

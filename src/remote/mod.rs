@@ -30,6 +30,11 @@ pub const SUPERVISORD: Script = Script {
     source: include_str!("supervisord.py"),
 };
 
+/// Builds an sdist and a wheel on the build host, in a work directory of its own.
+pub const BUILD: Script = Script {
+    source: include_str!("build.sh"),
+};
+
 /// One argument of a remote command.
 pub enum Arg<'a> {
     /// A value, quoted.

@@ -148,6 +148,14 @@ impl Connection {
             }
         }
     }
+
+    /// Reads a whole file. `path` is absolute.
+    pub fn download(&mut self, path: &str) -> Result<Vec<u8>> {
+        match self {
+            Connection::Ssh(session) => session.download(path),
+            Connection::Local => std::fs::read(path).with_context(|| format!("reading {path}")),
+        }
+    }
 }
 
 /// `sh -c COMMAND` here, both streams read by threads and handed to `sink` in

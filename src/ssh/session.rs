@@ -187,12 +187,8 @@ impl SshSession {
         }
     }
 
-    /// Writes `contents` to `path` atomically: a temporary file next to it, then a rename.
-    /// `path` is absolute or starts with `~/`.
-    pub fn upload(&mut self, contents: &[u8], path: &str, mode: i32) -> Result<()> {
-        // SFTP paths are relative to the home directory when they do not start with `/`.
-        let sftp_path = path.strip_prefix("~/").unwrap_or(path);
-        let temp = format!("{sftp_path}.es-tmp-{}", std::process::id());
+    /// The session's SFTP channel, opened at the first use.
+    fn sftp(&mut self) -> Result<&ssh2::Sftp> {
         if self.sftp.is_none() {
             let sftp = self
                 .session
@@ -200,10 +196,31 @@ impl SshSession {
                 .map_err(|e| anyhow!("starting SFTP: {}", e.message()))?;
             self.sftp = Some(sftp);
         }
-        let sftp = self
-            .sftp
+        self.sftp
             .as_ref()
-            .ok_or_else(|| anyhow!("SFTP unavailable"))?;
+            .ok_or_else(|| anyhow!("SFTP unavailable"))
+    }
+
+    /// Reads a whole file over SFTP (bounded by ssh.command_timeout, as every
+    /// blocking call). `path` is absolute, or relative to the home directory.
+    pub fn download(&mut self, path: &str) -> Result<Vec<u8>> {
+        let mut file = self
+            .sftp()?
+            .open(Path::new(path))
+            .map_err(|e| anyhow!("opening {path}: {}", e.message()))?;
+        let mut contents = Vec::new();
+        file.read_to_end(&mut contents)
+            .with_context(|| format!("reading {path}"))?;
+        Ok(contents)
+    }
+
+    /// Writes `contents` to `path` atomically: a temporary file next to it, then a rename.
+    /// `path` is absolute or starts with `~/`.
+    pub fn upload(&mut self, contents: &[u8], path: &str, mode: i32) -> Result<()> {
+        // SFTP paths are relative to the home directory when they do not start with `/`.
+        let sftp_path = path.strip_prefix("~/").unwrap_or(path);
+        let temp = format!("{sftp_path}.es-tmp-{}", std::process::id());
+        let sftp = self.sftp()?;
         let mut file = sftp
             .open_mode(
                 Path::new(&temp),

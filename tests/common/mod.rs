@@ -11,7 +11,8 @@
 //!   21-25 tests/releases.rs (staged releases, health checks, rollouts)
 //!   26-28 tests/faults.rs (link drop, disk full, interrupts)
 //!   29-30 tests/bastion.rs (29 the bastion, 30 reachable only through it)
-//!   31-33 tests/serve.rs (es serve)
+//!   31-32 tests/serve.rs (es serve)
+//!   33    tests/build.rs (the build role)
 //!   34-36 tests/real_projects.rs (third-party apps, day-2 commands)
 #![allow(dead_code)]
 
