@@ -22,6 +22,7 @@ const GH_SECRET: &str = "gh-webhook-secret-31";
 const GL_TOKEN: &str = "gl-webhook-token-31";
 const TOKEN: &str = "serve-deploy-token-31";
 const READ_TOKEN: &str = "serve-read-token-31";
+const VIEWER_PASSWORD: &str = "viewer-password-31";
 
 fn unique(prefix: &str) -> String {
     let stamp = std::time::SystemTime::now()
@@ -95,6 +96,10 @@ token = {{ env = "TEST_SERVE_TOKEN" }}
 read_token = {{ env = "TEST_READ_TOKEN" }}
 quiet_period = 3
 public_url = "http://127.0.0.1:{port}"
+
+[[serve.users]]
+name = "viewer"
+password = {{ env = "TEST_VIEWER_PASSWORD" }}
 
 [[serve.trigger]]
 name = "main"
@@ -188,6 +193,7 @@ fn start_server(sb: &Sandbox, tb: &Testbed, p: &Project, log_name: &str) -> Serv
         .env("TEST_GL_TOKEN", GL_TOKEN)
         .env("TEST_SERVE_TOKEN", TOKEN)
         .env("TEST_READ_TOKEN", READ_TOKEN)
+        .env("TEST_VIEWER_PASSWORD", VIEWER_PASSWORD)
         .env(
             "TEST_SLACK_URL",
             format!("http://127.0.0.1:{}/slack", p.hook_port),
@@ -481,6 +487,7 @@ fn a_signed_push_builds_and_deploys_the_newest_commit_and_keeps_the_history() {
         .env("TEST_GL_TOKEN", GL_TOKEN)
         .env("TEST_SERVE_TOKEN", TOKEN)
         .env("TEST_READ_TOKEN", READ_TOKEN)
+        .env("TEST_VIEWER_PASSWORD", VIEWER_PASSWORD)
         .env("TEST_SLACK_URL", "http://127.0.0.1:1/slack")
         .env("TEST_DING_SECRET", "SECding")
         .output()
@@ -502,6 +509,24 @@ fn a_signed_push_builds_and_deploys_the_newest_commit_and_keeps_the_history() {
         "{stderr}"
     );
 
+    // A [serve] mistake names file, line and key, before anything starts.
+    let broken = std::fs::read_to_string(p.dir.join("deploy.toml"))
+        .unwrap()
+        .replace("role = \"web\"", "role = \"wbe\"");
+    let broken_path = sb.work.path().join("broken.toml");
+    std::fs::write(&broken_path, broken).unwrap();
+    let out = sb
+        .es()
+        .args(["serve", "--check", "-c", broken_path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let (_, stderr) = expect_code(&out, 2);
+    assert!(
+        stderr.contains("broken.toml:")
+            && stderr.contains("`serve.trigger[0].role`: unknown role `wbe`"),
+        "{stderr}"
+    );
+
     let server = start_server(&sb, &tb, &p, "serve.log");
 
     // Nothing without a login; the read token may read but not deploy.
@@ -512,6 +537,33 @@ fn a_signed_push_builds_and_deploys_the_newest_commit_and_keeps_the_history() {
     let response = agent()
         .post(&url(&p, "/api/deploy"))
         .header("Authorization", &format!("Bearer {READ_TOKEN}"))
+        .header("Content-Type", "application/json")
+        .send(json!({"trigger": "main"}).to_string().as_bytes())
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    // A user with a password (HTTP Basic for API clients) who may only read.
+    use base64::Engine;
+    let basic = |password: &str| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("viewer:{password}"))
+        )
+    };
+    let response = agent()
+        .get(&url(&p, "/api/jobs"))
+        .header("Authorization", &basic(VIEWER_PASSWORD))
+        .call()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let response = agent()
+        .get(&url(&p, "/api/jobs"))
+        .header("Authorization", &basic("wrong"))
+        .call()
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let response = agent()
+        .post(&url(&p, "/api/deploy"))
+        .header("Authorization", &basic(VIEWER_PASSWORD))
         .header("Content-Type", "application/json")
         .send(json!({"trigger": "main"}).to_string().as_bytes())
         .unwrap();
@@ -966,10 +1018,26 @@ fn a_killed_server_shows_the_job_interrupted_and_sigterm_stops_gracefully() {
         "pre_hooks = [\"sleep 6\"]",
         "",
     );
-    push_commit(&sb, &p, "first [deploy]");
+    let commit = push_commit(&sb, &p, "first [deploy]");
 
     let mut server = start_server(&sb, &tb, &p, "serve1.log");
-    let id = manual_deploy(&p);
+    // The first job comes from a GitLab push.
+    let gitlab = json!({
+        "ref": "refs/heads/main", "checkout_sha": commit, "user_username": "gl-user",
+        "commits": [{"id": commit, "message": "first [deploy]", "author": {"name": "Gil Lab"}}],
+    })
+    .to_string();
+    let mut response = agent()
+        .post(&url(&p, "/webhook/gitlab"))
+        .header("X-Gitlab-Event", "Push Hook")
+        .header("X-Gitlab-Token", GL_TOKEN)
+        .send(gitlab.as_bytes())
+        .unwrap();
+    let text = response.body_mut().read_to_string().unwrap();
+    assert_eq!(response.status(), 202, "{text}");
+    let id = serde_json::from_str::<Value>(&text).unwrap()["queued"][0]["id"]
+        .as_i64()
+        .unwrap();
     wait_state(&p, &server, id, &["running"], 60);
     wait_log(&p, &server, id, " deploy ");
     std::thread::sleep(Duration::from_secs(2));
@@ -979,6 +1047,11 @@ fn a_killed_server_shows_the_job_interrupted_and_sigterm_stops_gracefully() {
     let server = start_server(&sb, &tb, &p, "serve2.log");
     let job = wait_state(&p, &server, id, &["interrupted", "success", "failed"], 180);
     assert_eq!(job["state"], "interrupted", "{job}");
+    assert_eq!(
+        (job["source"].as_str(), job["author"].as_str()),
+        (Some("gitlab"), Some("Gil Lab"))
+    );
+    assert_eq!(job["commit"].as_str(), Some(commit.as_str()));
     assert!(
         job["error"]
             .as_str()
