@@ -170,16 +170,19 @@ fn push_commit(sb: &Sandbox, p: &Project, message: &str) -> String {
     git(sb, &p.dir, &["rev-parse", "HEAD"]).trim().to_string()
 }
 
-struct Server {
-    child: Child,
-    log: PathBuf,
+/// A process killed when the test ends, passed or not.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+struct Server {
+    child: Killed,
+    log: PathBuf,
 }
 
 fn start_server(sb: &Sandbox, tb: &Testbed, p: &Project, log_name: &str) -> Server {
@@ -206,7 +209,10 @@ fn start_server(sb: &Sandbox, tb: &Testbed, p: &Project, log_name: &str) -> Serv
         .stderr(file)
         .spawn()
         .unwrap();
-    let server = Server { child, log };
+    let server = Server {
+        child: Killed(child),
+        log,
+    };
     let started = Instant::now();
     loop {
         if let Ok(r) = agent().get(&url(p, "/healthz")).call() {
@@ -365,16 +371,9 @@ fn receiver() -> (u16, Received) {
 
 /// A local SMTP server (Python's smtpd DebuggingServer) printing what it gets.
 struct SmtpSink {
-    child: Child,
+    _child: Killed,
     port: u16,
     out: PathBuf,
-}
-
-impl Drop for SmtpSink {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn smtp_sink(sb: &Sandbox) -> SmtpSink {
@@ -404,7 +403,11 @@ fn smtp_sink(sb: &Sandbox) -> SmtpSink {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    SmtpSink { child, port, out }
+    SmtpSink {
+        _child: Killed(child),
+        port,
+        out,
+    }
 }
 
 fn notify_section(hook_port: u16, smtp_port: u16) -> String {
@@ -807,12 +810,14 @@ fn a_signed_push_builds_and_deploys_the_newest_commit_and_keeps_the_history() {
 fn browser_check(p: &Project, id: i64, version: &str) {
     let profile = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut driver = Command::new("chromedriver")
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("chromedriver (Debian's chromium-driver; scripts/test.sh installs it)");
+    let _driver = Killed(
+        Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver (Debian's chromium-driver; scripts/test.sh installs it)"),
+    );
     let wd = format!("http://127.0.0.1:{port}");
     let started = Instant::now();
     while agent().get(&format!("{wd}/status")).call().is_err() {
@@ -946,8 +951,6 @@ fn browser_check(p: &Project, id: i64, version: &str) {
     }
     screenshot("job-again.png");
     call("DELETE", &s(""), Value::Null);
-    let _ = driver.kill();
-    let _ = driver.wait();
 }
 
 fn lock_exists(tb: &Testbed, p: &Project, n: usize) -> bool {
@@ -1042,8 +1045,8 @@ fn a_killed_server_shows_the_job_interrupted_and_sigterm_stops_gracefully() {
     wait_log(&p, &server, id, " deploy ");
     std::thread::sleep(Duration::from_secs(2));
     // SIGKILL: the server cannot record anything; its es gets SIGTERM and unlocks.
-    server.child.kill().unwrap();
-    server.child.wait().unwrap();
+    server.child.0.kill().unwrap();
+    server.child.0.wait().unwrap();
     let server = start_server(&sb, &tb, &p, "serve2.log");
     let job = wait_state(&p, &server, id, &["interrupted", "success", "failed"], 180);
     assert_eq!(job["state"], "interrupted", "{job}");
@@ -1070,8 +1073,8 @@ fn a_killed_server_shows_the_job_interrupted_and_sigterm_stops_gracefully() {
     std::thread::sleep(Duration::from_secs(2));
     let mut server = server;
     // SAFETY: sending SIGTERM to our own child.
-    unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) };
-    let status = server.child.wait().unwrap();
+    unsafe { libc::kill(server.child.0.id() as i32, libc::SIGTERM) };
+    let status = server.child.0.wait().unwrap();
     assert_eq!(
         status.code(),
         Some(0),

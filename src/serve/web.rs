@@ -131,36 +131,16 @@ fn random_token() -> String {
 
 impl Inner {
     fn login(&self, headers: &HeaderMap) -> Option<Login> {
-        let settings = &self.settings;
         if let Some(auth) = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
         {
             if let Some(token) = auth.strip_prefix("Bearer ") {
-                let token = token.trim().as_bytes();
-                if settings
-                    .token
-                    .as_ref()
-                    .is_some_and(|t| constant_time_eq(t.as_bytes(), token))
-                {
-                    return Some(Login {
-                        who: "token".into(),
-                        deploy: true,
-                        csrf: None,
-                    });
-                }
-                if settings
-                    .read_token
-                    .as_ref()
-                    .is_some_and(|t| constant_time_eq(t.as_bytes(), token))
-                {
-                    return Some(Login {
-                        who: "read token".into(),
-                        deploy: false,
-                        csrf: None,
-                    });
-                }
-                return None;
+                return self.token(token.trim()).map(|(who, deploy)| Login {
+                    who,
+                    deploy,
+                    csrf: None,
+                });
             }
             if let Some(basic) = auth.strip_prefix("Basic ") {
                 let decoded = base64::engine::general_purpose::STANDARD
@@ -185,6 +165,22 @@ impl Inner {
             deploy: session.deploy,
             csrf: Some(session.csrf.clone()),
         })
+    }
+
+    /// Who a token is and whether it may deploy: serve.token or serve.read_token.
+    fn token(&self, token: &str) -> Option<(String, bool)> {
+        let matches = |t: &Option<String>| {
+            t.as_ref().is_some_and(|t| {
+                !token.is_empty() && constant_time_eq(t.as_bytes(), token.as_bytes())
+            })
+        };
+        if matches(&self.settings.token) {
+            Some(("token".into(), true))
+        } else if matches(&self.settings.read_token) {
+            Some(("read token".into(), false))
+        } else {
+            None
+        }
     }
 
     fn user(&self, name: &str, password: &str) -> Option<(String, bool)> {
@@ -380,24 +376,9 @@ async fn login_page(Extract(state): Extract<State>, Query(q): Query<NextQuery>) 
 }
 
 async fn login_post(Extract(state): Extract<State>, Form(form): Form<LoginForm>) -> Response {
-    let settings = &state.settings;
-    let token = form.token.trim().as_bytes();
+    let token = form.token.trim();
     let found = if !token.is_empty() {
-        if settings
-            .token
-            .as_ref()
-            .is_some_and(|t| constant_time_eq(t.as_bytes(), token))
-        {
-            Some(("token".to_string(), true))
-        } else if settings
-            .read_token
-            .as_ref()
-            .is_some_and(|t| constant_time_eq(t.as_bytes(), token))
-        {
-            Some(("read token".to_string(), false))
-        } else {
-            None
-        }
+        state.token(token)
     } else {
         state.user(&form.user, &form.password)
     };
@@ -817,42 +798,65 @@ fn ignored(what: Ignored) -> Response {
         .into_response()
 }
 
+/// The forge a webhook comes from: how it is verified and read.
+#[derive(Clone, Copy)]
+enum Forge {
+    GitHub,
+    GitLab,
+}
+
 async fn github(Extract(state): Extract<State>, headers: HeaderMap, body: Bytes) -> Response {
-    let Some(secret) = &state.settings.github_secret else {
-        return (StatusCode::UNAUTHORIZED, "serve.github_secret is not set").into_response();
-    };
-    if !webhook::github_signature_ok(
-        secret.as_bytes(),
-        &body,
-        header_text(&headers, "x-hub-signature-256"),
-    ) {
-        eprintln!("es serve: a GitHub webhook with a bad or missing signature was refused");
-        return (StatusCode::UNAUTHORIZED, "bad signature").into_response();
-    }
-    let Ok(payload) = serde_json::from_slice::<Value>(&body) else {
-        return (StatusCode::BAD_REQUEST, "the body is not JSON").into_response();
-    };
-    let event = header_text(&headers, "x-github-event").unwrap_or("");
-    match webhook::github_push(event, &payload) {
-        Ok(push) => queue_push(&state, "github", push),
-        Err(what) => ignored(what),
-    }
+    receive(&state, Forge::GitHub, &headers, &body)
 }
 
 async fn gitlab(Extract(state): Extract<State>, headers: HeaderMap, body: Bytes) -> Response {
-    let Some(token) = &state.settings.gitlab_token else {
-        return (StatusCode::UNAUTHORIZED, "serve.gitlab_token is not set").into_response();
+    receive(&state, Forge::GitLab, &headers, &body)
+}
+
+/// Verifies a webhook before reading anything of it, then queues its push.
+fn receive(state: &Inner, forge: Forge, headers: &HeaderMap, body: &[u8]) -> Response {
+    let settings = &state.settings;
+    let (source, secret, key, event_header) = match forge {
+        Forge::GitHub => (
+            "github",
+            &settings.github_secret,
+            "serve.github_secret",
+            "x-github-event",
+        ),
+        Forge::GitLab => (
+            "gitlab",
+            &settings.gitlab_token,
+            "serve.gitlab_token",
+            "x-gitlab-event",
+        ),
     };
-    if !webhook::gitlab_token_ok(token.as_bytes(), header_text(&headers, "x-gitlab-token")) {
-        eprintln!("es serve: a GitLab webhook with a bad or missing token was refused");
-        return (StatusCode::UNAUTHORIZED, "bad token").into_response();
+    let Some(secret) = secret else {
+        return (StatusCode::UNAUTHORIZED, format!("{key} is not set")).into_response();
+    };
+    let verified = match forge {
+        Forge::GitHub => webhook::github_signature_ok(
+            secret.as_bytes(),
+            body,
+            header_text(headers, "x-hub-signature-256"),
+        ),
+        Forge::GitLab => {
+            webhook::gitlab_token_ok(secret.as_bytes(), header_text(headers, "x-gitlab-token"))
+        }
+    };
+    if !verified {
+        eprintln!("es serve: a {source} webhook with a bad or missing signature was refused");
+        return (StatusCode::UNAUTHORIZED, "bad signature").into_response();
     }
-    let Ok(payload) = serde_json::from_slice::<Value>(&body) else {
+    let Ok(payload) = serde_json::from_slice::<Value>(body) else {
         return (StatusCode::BAD_REQUEST, "the body is not JSON").into_response();
     };
-    let event = header_text(&headers, "x-gitlab-event").unwrap_or("");
-    match webhook::gitlab_push(event, &payload) {
-        Ok(push) => queue_push(&state, "gitlab", push),
+    let event = header_text(headers, event_header).unwrap_or("");
+    let push = match forge {
+        Forge::GitHub => webhook::github_push(event, &payload),
+        Forge::GitLab => webhook::gitlab_push(event, &payload),
+    };
+    match push {
+        Ok(push) => queue_push(state, source, push),
         Err(what) => ignored(what),
     }
 }
