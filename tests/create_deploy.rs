@@ -7,18 +7,9 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::{expect_code, Sandbox, Testbed};
+use common::{expect_code, unique, Sandbox, Testbed};
 
 const HOSTS: [usize; 3] = [9, 10, 11];
-
-fn unique(prefix: &str) -> String {
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis()
-        % 100_000_000;
-    format!("{prefix}_{}_{stamp}", std::process::id())
-}
 
 /// Points the created project's deploy.toml at the test bed, keeping the rest
 /// of what `es create` generated (template path, ports, hooks...).

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{expect_code, git, Sandbox, Testbed};
+use common::{expect_code, git, unique, Sandbox, Testbed};
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
@@ -23,15 +23,6 @@ const GL_TOKEN: &str = "gl-webhook-token-31";
 const TOKEN: &str = "serve-deploy-token-31";
 const READ_TOKEN: &str = "serve-read-token-31";
 const VIEWER_PASSWORD: &str = "viewer-password-31";
-
-fn unique(prefix: &str) -> String {
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis()
-        % 100_000_000;
-    format!("{prefix}_{}_{stamp}", std::process::id())
-}
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

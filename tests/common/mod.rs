@@ -206,6 +206,16 @@ const GIT_IDENTITY: [(&str, &str); 4] = [
     ("GIT_COMMITTER_EMAIL", "tests@es.invalid"),
 ];
 
+/// A name no other run of the tests has used: a project, a prefix.
+pub fn unique(prefix: &str) -> String {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        % 100_000_000;
+    format!("{prefix}_{}_{stamp}", std::process::id())
+}
+
 /// Creates project `name` in the sandbox's work directory with `es create --no-push`.
 pub fn create_project(sb: &Sandbox, name: &str) -> PathBuf {
     let out = sb
