@@ -85,7 +85,7 @@ github_secret = {{ env = "TEST_GH_SECRET" }}
 gitlab_token = {{ env = "TEST_GL_TOKEN" }}
 token = {{ env = "TEST_SERVE_TOKEN" }}
 read_token = {{ env = "TEST_READ_TOKEN" }}
-quiet_period = 3
+quiet_period = 5
 public_url = "http://127.0.0.1:{port}"
 
 [[serve.users]]
