@@ -1,75 +1,12 @@
-//! Host entries as written in `[roles]` or `-H`, and their resolution into
-//! connection targets with `~/.ssh/config` and the `[ssh]` settings.
+//! Host entries resolved into connection targets with `~/.ssh/config` and the `[ssh]` settings.
 
 use std::fmt;
 use std::path::PathBuf;
 
 use crate::config::Ssh;
+use crate::host_spec::HostSpec;
+use crate::paths::expand_tilde;
 use crate::ssh::config::SshConfig;
-
-/// A host entry: `local`, or `[user@]host[:port]` where host may be an ssh config alias.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HostSpec {
-    /// This machine, without SSH.
-    Local,
-    Remote {
-        user: Option<String>,
-        host: String,
-        port: Option<u16>,
-    },
-}
-
-impl HostSpec {
-    /// Parses `local`, `host`, `user@host`, `host:port`, `user@[v6addr]:port`.
-    pub fn parse(entry: &str) -> Result<HostSpec, String> {
-        let entry = entry.trim();
-        if entry == "local" {
-            return Ok(HostSpec::Local);
-        }
-        if entry.is_empty() {
-            return Err("empty host entry".into());
-        }
-        if entry.chars().any(|c| c.is_whitespace() || c == '/') {
-            return Err(format!(
-                "bad host entry {entry:?}: no spaces or slashes allowed"
-            ));
-        }
-        let (user, rest) = match entry.split_once('@') {
-            Some((user, rest)) if !user.is_empty() => (Some(user.to_string()), rest),
-            Some(_) => return Err(format!("bad host entry {entry:?}: empty user before @")),
-            None => (None, entry),
-        };
-        let (host, port) = if let Some(bracketed) = rest.strip_prefix('[') {
-            let (host, after) = bracketed
-                .split_once(']')
-                .ok_or_else(|| format!("bad host entry {entry:?}: missing ]"))?;
-            match after.strip_prefix(':') {
-                Some(port) => (host, Some(port)),
-                None if after.is_empty() => (host, None),
-                None => return Err(format!("bad host entry {entry:?}")),
-            }
-        } else if rest.matches(':').count() == 1 {
-            let (host, port) = rest.split_once(':').unwrap_or((rest, ""));
-            (host, Some(port))
-        } else {
-            (rest, None)
-        };
-        if host.is_empty() {
-            return Err(format!("bad host entry {entry:?}: empty host name"));
-        }
-        let port = match port {
-            Some(port) => Some(port.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| {
-                format!("bad host entry {entry:?}: port {port:?} is not a number from 1 to 65535")
-            })?),
-            None => None,
-        };
-        Ok(HostSpec::Remote {
-            user,
-            host: host.to_string(),
-            port,
-        })
-    }
-}
 
 /// Where and how to connect to one host, after every setting has been applied.
 #[derive(Debug, Clone)]
@@ -189,56 +126,9 @@ fn resolve_ssh(
     })
 }
 
-/// Expands a leading `~/` with this user's home directory.
-pub fn expand_tilde(path: &str) -> PathBuf {
-    match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
-        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
-        _ if path == "~" => {
-            std::env::var_os("HOME").map_or_else(|| PathBuf::from(path), PathBuf::from)
-        }
-        _ => PathBuf::from(path),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn remote(user: Option<&str>, host: &str, port: Option<u16>) -> HostSpec {
-        HostSpec::Remote {
-            user: user.map(str::to_string),
-            host: host.to_string(),
-            port,
-        }
-    }
-
-    #[test]
-    fn parses_every_form() {
-        assert_eq!(HostSpec::parse("local"), Ok(HostSpec::Local));
-        assert_eq!(HostSpec::parse("web3"), Ok(remote(None, "web3", None)));
-        assert_eq!(
-            HostSpec::parse("deploy@10.0.0.12:2202"),
-            Ok(remote(Some("deploy"), "10.0.0.12", Some(2202)))
-        );
-        assert_eq!(HostSpec::parse("h:22"), Ok(remote(None, "h", Some(22))));
-        assert_eq!(
-            HostSpec::parse("u@[fe80::1]:2222"),
-            Ok(remote(Some("u"), "fe80::1", Some(2222)))
-        );
-        assert_eq!(
-            HostSpec::parse("fe80::1"),
-            Ok(remote(None, "fe80::1", None))
-        );
-    }
-
-    #[test]
-    fn refuses_bad_entries() {
-        for bad in [
-            "", "@h", "u@", "h:0", "h:99999", "h:x", "a b", "[::1", "u@:22",
-        ] {
-            assert!(HostSpec::parse(bad).is_err(), "{bad:?} should be refused");
-        }
-    }
 
     #[test]
     fn entry_beats_settings_which_beat_ssh_config() {

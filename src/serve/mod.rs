@@ -4,7 +4,6 @@
 //! pushed commit, keeps every job's log and hosts' outcomes in SQLite, shows
 //! them on a web page, and notifies the team.
 
-pub mod config;
 mod db;
 mod jobs;
 mod notify;
@@ -20,8 +19,8 @@ use anyhow::{Context, Result};
 use crate::app::App;
 use crate::bad_input;
 use crate::cli::ServeArgs;
+use crate::config::serve::{self as config, NotifyKind, SmtpTls, UrlSetting};
 use crate::config::SecretSource;
-use config::{NotifyKind, SmtpTls, UrlSetting};
 
 /// The `[serve]` settings with every secret read: what the server runs on.
 pub struct Settings {

@@ -11,9 +11,9 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
 
-use super::config::{NotifyKind, SmtpTls};
 use super::db::{Db, Job};
 use super::{NotifySpec, Settings};
+use crate::config::serve::{NotifyKind, SmtpTls};
 
 /// Sends `event` (start, success, failure) of `job` to every notification
 /// that wants it, in the background.

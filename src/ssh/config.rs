@@ -39,7 +39,7 @@ pub struct HostParams {
 impl SshConfig {
     /// Reads `~/.ssh/config`; a missing or unreadable file is an empty configuration.
     pub fn load_user_default() -> SshConfig {
-        let path = crate::hosts::expand_tilde("~/.ssh/config");
+        let path = crate::paths::expand_tilde("~/.ssh/config");
         Self::load(&path, 0)
     }
 
@@ -87,9 +87,9 @@ impl SshConfig {
                 "include" => {
                     for pattern in value.split_whitespace() {
                         let path = if pattern.starts_with('/') || pattern.starts_with('~') {
-                            crate::hosts::expand_tilde(pattern)
+                            crate::paths::expand_tilde(pattern)
                         } else {
-                            crate::hosts::expand_tilde(&format!("~/.ssh/{pattern}"))
+                            crate::paths::expand_tilde(&format!("~/.ssh/{pattern}"))
                         };
                         let mut files: Vec<_> = glob::glob(&path.to_string_lossy())
                             .map(|paths| paths.filter_map(Result::ok).collect())

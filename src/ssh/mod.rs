@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use crate::hosts::{expand_tilde, Target, TargetKind};
+use crate::hosts::{Target, TargetKind};
+use crate::paths::expand_tilde;
 pub use session::SshSession;
 
 /// How to connect: shared by every host of a run.

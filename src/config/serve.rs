@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::config::{ConfigError, CountOrPercent, Loaded, SecretSource};
+use super::{ConfigError, CountOrPercent, Loaded, SecretSource};
 
 /// `[serve]`
 #[derive(Debug, Deserialize)]
@@ -57,7 +57,7 @@ fn default_state_dir() -> String {
 }
 
 fn default_job_config() -> String {
-    crate::config::FILE_NAME.into()
+    super::FILE_NAME.into()
 }
 
 fn default_quiet_period() -> u64 {
@@ -213,7 +213,7 @@ pub fn validate(loaded: &Loaded, serve: &Serve) -> Result<(), ConfigError> {
                 format!(
                     "unknown role `{}`; [roles] defines: {}",
                     trigger.role.get_ref(),
-                    crate::config::role_list(config)
+                    super::role_list(config)
                 ),
             ));
         }

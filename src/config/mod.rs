@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
+pub mod serve;
+
 /// The file name looked for in the current directory and its parents.
 pub const FILE_NAME: &str = "deploy.toml";
 
@@ -35,7 +37,7 @@ pub struct Config {
     #[serde(default)]
     pub nginx: Nginx,
     /// `es serve`: webhooks, triggers, notifications.
-    pub serve: Option<crate::serve::config::Serve>,
+    pub serve: Option<serve::Serve>,
 }
 
 /// `[project]`
@@ -425,7 +427,7 @@ impl SecretSource {
                 Err(_) => crate::bad_input!("{key}: the environment variable {var} is not set"),
             },
             SecretSource::File(path) => {
-                let file = crate::hosts::expand_tilde(path);
+                let file = crate::paths::expand_tilde(path);
                 let file = if file.is_relative() {
                     root.join(file)
                 } else {
@@ -656,7 +658,7 @@ fn validate(loaded: &Loaded) -> Result<(), ConfigError> {
     }
     for (role, hosts) in &config.roles {
         for host in hosts {
-            if let Err(message) = crate::hosts::HostSpec::parse(host.get_ref()) {
+            if let Err(message) = crate::host_spec::HostSpec::parse(host.get_ref()) {
                 return Err(loaded.error_at(host.span(), &format!("roles.{role}"), message));
             }
         }
@@ -665,7 +667,7 @@ fn validate(loaded: &Loaded) -> Result<(), ConfigError> {
         return Err(loaded.error("ssh.parallel", "must be at least 1"));
     }
     if let Some(jump) = &config.ssh.proxy_jump {
-        if let Err(message) = crate::hosts::HostSpec::parse(jump.get_ref()) {
+        if let Err(message) = crate::host_spec::HostSpec::parse(jump.get_ref()) {
             return Err(loaded.error_at(jump.span(), "ssh.proxy_jump", message));
         }
     }
@@ -728,7 +730,7 @@ fn validate(loaded: &Loaded) -> Result<(), ConfigError> {
         }
     }
     if let Some(serve) = &config.serve {
-        crate::serve::config::validate(loaded, serve)?;
+        serve::validate(loaded, serve)?;
     }
     for (venv, prefix) in &config.deploy.venv_ports {
         if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_digit()) {
@@ -841,7 +843,7 @@ mod tests {
 
     #[test]
     fn full_interface_example_parses() {
-        let loaded = parse_str(include_str!("../deploy.toml")).expect("reference deploy.toml");
+        let loaded = parse_str(include_str!("../../deploy.toml")).expect("reference deploy.toml");
         assert!(loaded.config.project.name.is_some());
     }
 
