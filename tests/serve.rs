@@ -71,6 +71,10 @@ name = "{name}"
 web = [{hosts}]
 
 {ssh}
+[build]
+# The pushed code runs in the build: es serve's own secrets are not in its environment.
+pre_build = ["test -z \"${{TEST_SERVE_TOKEN:-}}${{TEST_GH_SECRET:-}}${{TEST_VIEWER_PASSWORD:-}}\""]
+
 [deploy]
 virtualenv_prefix = "~/{prefix}"
 venv_ports = {{ a = "{venv_port}" }}

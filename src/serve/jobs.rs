@@ -445,6 +445,9 @@ impl Queue {
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err))
             .env("ES_SERVE_JOB", id.to_string());
+        for var in &self.settings.secret_vars {
+            command.env_remove(var);
+        }
         // SAFETY: prctl(2) is async-signal-safe; it only asks the kernel to send
         // SIGTERM to the child when this thread's process goes away.
         unsafe {
@@ -488,6 +491,9 @@ impl Queue {
             .map(|a| crate::quote::quote(a).into_owned())
             .collect();
         log.line(&format!("$ git {}", shown.join(" ")));
+        for var in &self.settings.secret_vars {
+            command.env_remove(var);
+        }
         let out = command
             .args(args)
             .stdin(Stdio::null())

@@ -43,6 +43,9 @@ pub struct Settings {
     pub notify: Vec<NotifySpec>,
     /// Every secret value, masked in job logs.
     pub secrets: Vec<String>,
+    /// The environment variables the server's own secrets come from: removed
+    /// from the environment of a job's processes, which run the pushed code.
+    pub secret_vars: Vec<String>,
 }
 
 pub struct UserLogin {
@@ -132,11 +135,15 @@ pub fn settings(app: &App) -> Result<Settings> {
     };
     let root = loaded.root().to_path_buf();
     let mut secrets = Vec::new();
+    let mut secret_vars = Vec::new();
     let mut read = |key: &str, source: &Option<SecretSource>| -> Result<Option<String>> {
         match source {
             Some(source) => {
                 let value = source.read(key, &root)?;
                 secrets.push(value.clone());
+                if let SecretSource::Env(var) = source {
+                    secret_vars.push(var.clone());
+                }
                 Ok(Some(value))
             }
             None => Ok(None),
@@ -275,6 +282,7 @@ pub fn settings(app: &App) -> Result<Settings> {
             .collect(),
         notify,
         secrets,
+        secret_vars,
     })
 }
 
