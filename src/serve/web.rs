@@ -411,8 +411,14 @@ async fn login_post(Extract(state): Extract<State>, Form(form): Form<LoginForm>)
                 expires: db::now() + SESSION_SECONDS,
             },
         );
-    let cookie =
-        format!("{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={SESSION_SECONDS}");
+    // Behind a TLS proxy (public_url https://...), the cookie never travels in clear.
+    let secure = match &state.settings.public_url {
+        Some(url) if url.starts_with("https://") => "; Secure",
+        _ => "",
+    };
+    let cookie = format!(
+        "{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={SESSION_SECONDS}{secure}"
+    );
     let mut response = Redirect::to(&next).into_response();
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         response.headers_mut().insert(header::SET_COOKIE, value);
