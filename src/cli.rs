@@ -528,7 +528,9 @@ pub struct SyncArgs {
     #[arg(long = "from", value_name = "URL")]
     pub from: Option<String>,
 
-    /// Also the project's declared dependencies (pyproject.toml [project].dependencies)
+    /// Also the project's dependencies: pyproject.toml's [project].dependencies, or, for a
+    /// setup.py / setup.cfg project (or dynamic dependencies), what its build backend
+    /// declares (pip resolves a copy of the project; the project itself is not uploaded)
     #[arg(long)]
     pub project: bool,
 
