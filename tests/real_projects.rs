@@ -110,6 +110,23 @@ fn es_init_finds_flaskrs_app_factory_and_runs_it_under_gunicorn() {
         deploy["supervisor_template"].as_str(),
         Some("conf/supervisord.conf")
     );
+    // flaskr keeps its SQLite file (and config.py) in its instance folder, which
+    // would otherwise be new with every release.
+    assert_eq!(
+        deploy["shared_dirs"].as_array().unwrap(),
+        &vec![toml::Value::from("var/flaskr-instance")]
+    );
+    assert!(
+        stdout.contains("deploy.shared_dirs keeps var/flaskr-instance across releases"),
+        "{stdout}"
+    );
+    // The tables a migrating user fills in are there to fill in.
+    for table in ["health", "env", "secrets"] {
+        assert!(
+            deploy.get(table).is_some_and(toml::Value::is_table),
+            "{table}"
+        );
+    }
 
     let template = std::fs::read_to_string(dir.join("conf/supervisord.conf")).unwrap();
     let command = template
@@ -152,7 +169,7 @@ fn set(text: &str, table: &str, key: &str, value: &str) -> String {
     let header = format!("[{table}]");
     let start = lines
         .iter()
-        .position(|l| l.trim() == header)
+        .position(|l| l.split('#').next().map(str::trim) == Some(header.as_str()))
         .unwrap_or_else(|| panic!("no {header} in\n{text}"));
     let end = lines[start + 1..]
         .iter()
@@ -317,8 +334,6 @@ fn flaskr_from_pypi_source_to_serving_with_es_commands_only() {
         ("deploy", "virtualenv_prefix", toml_str(&format!("~/{prefix}"))),
         ("deploy", "venv_ports", format!("{{ a = \"{port}\" }}")),
         ("deploy", "default_role", toml_str("prod")),
-        // flaskr keeps its SQLite file and config.py in its instance folder.
-        ("deploy", "shared_dirs", "[\"var/flaskr-instance\"]".into()),
         (
             "deploy",
             "release_hooks",
@@ -336,13 +351,16 @@ fn flaskr_from_pypi_source_to_serving_with_es_commands_only() {
         ),
         // Every host has its own SQLite database.
         ("deploy", "release_hooks_on", toml_str("all")),
+        // The blog's index reads the database: it answers only once the schema is there.
+        ("deploy.health", "path", toml_str("/")),
+        (
+            "deploy.secrets",
+            "FLASKR_SECRET_KEY",
+            "{ env = \"FLASKR_TEST_SECRET\" }".into(),
+        ),
     ] {
         config = set(&config, table, key, &value);
     }
-    // The blog's index reads the database: it answers only once the schema is there.
-    config.push_str(
-        "\n[deploy.health]\npath = \"/\"\ntimeout = 30\n\n[deploy.secrets]\nFLASKR_SECRET_KEY = { env = \"FLASKR_TEST_SECRET\" }\n",
-    );
     std::fs::write(dir.join("deploy.toml"), &config).unwrap();
     common::git(&sb, &dir, &["add", "-A"]);
     common::git(&sb, &dir, &["commit", "-qm", "deploy with es"]);
