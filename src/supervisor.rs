@@ -1,7 +1,7 @@
 //! supervisord in a venv: the remote command lines that drive it, the safe
 //! restart (wait for the old supervisord to be gone), and `es supervisor`.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 
 use crate::app::App;
 use crate::bad_input;
@@ -236,25 +236,24 @@ fn run_action(
             supervisorctl(venv, &["reload"]),
             start_script(venv, spec)
         ),
-        Action::Daemon("start") => format!(
-            "if {} >/dev/null 2>&1; then echo 'supervisord already running'; {}; else {}; fi",
-            supervisorctl(venv, &["pid"]),
-            supervisorctl(venv, &["status"]),
-            start_script(venv, spec)
-        ),
+        // Started, or already running: every program must be RUNNING and
+        // healthy, or the reason is supervisord's (spawnerr) and the logs'.
+        Action::Daemon("start") => start_script(venv, spec),
         Action::Daemon(_) => shutdown_script(venv, spec),
-        Action::Program(name, program) => supervisorctl(venv, &[name, program]),
+        // Through supervisord.py: a refusal is one clear line, a started
+        // process must answer its health check.
+        Action::Program(name, program) => {
+            let mut spec = spec.clone();
+            spec["do"] = serde_json::json!(name);
+            spec["name"] = serde_json::json!(program);
+            supervisord_action(venv, "program", &spec)
+        }
     };
     let out = ctx.exec(&script)?;
     let text = format!("{}{}", out.stdout, out.stderr);
     // supervisorctl status exits 3 when some program is not running: still a result.
     let status_ok = matches!(action, Action::Daemon("status")) && out.status == 3;
     let out = if status_ok { out } else { out.ok()? };
-    if let Action::Program(_, _) = action {
-        if text.contains("ERROR") {
-            bail!("{}", text.trim());
-        }
-    }
     let ui = ctx.ui();
     ui.event(
         "status",
