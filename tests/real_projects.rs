@@ -533,3 +533,139 @@ fn flaskr_from_pypi_source_to_serving_with_es_commands_only() {
     }
     fresh(&tb, &hosts, prefix);
 }
+
+/// The summary line of `entry` (`user@addr`).
+fn summary_line<'a>(stderr: &'a str, entry: &str) -> &'a str {
+    stderr
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with(&format!("{entry} ")))
+        .unwrap_or_else(|| panic!("no summary line for {entry} in\n{stderr}"))
+}
+
+#[test]
+fn a_program_that_cannot_start_shows_supervisords_reason_in_one_line() {
+    let tb = Testbed::get();
+    let sb = Sandbox::new();
+    let host = 36;
+    let prefix = "real_faults";
+    let entry = tb.entries(&[host]).remove(0);
+    fresh(&tb, &[host], prefix);
+
+    // A project of es's default template (a stdlib HTTP service), on the index.
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        % 100_000_000;
+    let name = format!("real_f_{}_{stamp}", std::process::id());
+    let dir = common::create_project(&sb, &name);
+    std::fs::write(
+        dir.join("deploy.toml"),
+        format!("[project]\nname = \"{name}\"\n\n{}", tb.index_section()),
+    )
+    .unwrap();
+    common::git(&sb, &dir, &["commit", "-qam", "the test index"]);
+    expect_code(
+        &common::es_build(&sb, &tb, &dir, &["--version", "1.0.0"]),
+        0,
+    );
+
+    // Three templates: es's default; one whose program is /nonexistent; one with
+    // a sleeper that ignores SIGTERM (it keeps supervisord in its shutdown state).
+    let default =
+        std::fs::read_to_string(common::repo_root().join("templates/supervisord.conf")).unwrap();
+    let program_line = "command={{ venv_dir }}/bin/es-env {{ venv_dir }}/bin/{{ project }} {{ port }}%(process_num)d";
+    assert!(default.contains(program_line));
+    let sleeper = "\n[program:sleeper]\ncommand=/bin/sh -c 'trap \"\" TERM; exec sleep 100000'\nstartsecs=0\nstopwaitsecs=3600\nstdout_logfile={{ venv_dir }}/logs/sleeper.log\n";
+    let work = sb.work.path();
+    std::fs::write(work.join("good.conf"), &default).unwrap();
+    std::fs::write(
+        work.join("bad.conf"),
+        default.replace(
+            program_line,
+            "command=/nonexistent {{ port }}%(process_num)d",
+        ),
+    )
+    .unwrap();
+    std::fs::write(work.join("sleeper.conf"), format!("{default}{sleeper}")).unwrap();
+    let config = |template: &str| {
+        format!(
+            "[project]\nname = \"{name}\"\n\n{}\n[roles]\nweb = [\"{entry}\"]\n\n{}\n[deploy]\nvirtualenv_prefix = \"~/{prefix}\"\nvenv_ports = {{ a = \"862\", b = \"863\", c = \"864\" }}\ndefault_role = \"web\"\nsupervisor_template = \"{template}\"\n\n[deploy.health]\ntimeout = 20\n",
+            tb.index_section(),
+            tb.ssh_section(),
+        )
+    };
+    let es = |args: &[&str], code: i32| expect_code(&sb.es().args(args).output().unwrap(), code);
+    let reason = "can't find command '/nonexistent'";
+
+    // Venv a serves 1.0.0.
+    sb.write_config(&config("good.conf"));
+    es(&["deploy", "1.0.0", "a", "prod"], 0);
+
+    // The same version with a command that does not exist: supervisord's reason,
+    // and the host back on the configuration that serves.
+    sb.write_config(&config("bad.conf"));
+    let (_, stderr) = es(&["deploy", "1.0.0", "a", "prod"], 1);
+    let line = summary_line(&stderr, &entry);
+    assert!(
+        line.contains("FAILED") && line.contains("at switch"),
+        "{line}"
+    );
+    assert!(
+        stderr.contains(&format!("{name}:{name}_0 BACKOFF: {reason}")),
+        "supervisord's reason:\n{stderr}"
+    );
+    assert!(stderr.contains("back on 1.0.0"), "{stderr}");
+    es(&["supervisor", "status", "a"], 0);
+
+    // Venv b has nothing to go back to: it keeps the program that cannot start.
+    let (_, stderr) = es(&["deploy", "1.0.0", "b", "prod"], 1);
+    assert!(stderr.contains(reason), "{stderr}");
+    // es supervisor start (supervisord running, or started afresh) and
+    // start PROGRAM say why, not only that something is not RUNNING.
+    let (_, stderr) = es(&["supervisor", "start", "b"], 1);
+    assert!(stderr.contains(reason), "{stderr}");
+    es(&["supervisor", "shutdown", "b"], 0);
+    let (_, stderr) = es(&["supervisor", "start", "b"], 1);
+    assert!(
+        stderr.contains(&format!("{name}:{name}_0 BACKOFF: {reason}")),
+        "{stderr}"
+    );
+    let (_, stderr) = es(&["supervisor", "start", &name, "b"], 1);
+    assert!(
+        stderr.contains(&format!(
+            "{name}:{name}_0 cannot start: {reason} (supervisord: NO_FILE)"
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("Traceback"), "{stderr}");
+
+    // Faults of supervisord, one line each.
+    let (_, stderr) = es(&["supervisor", "stop", &format!("{name}:nope"), "a"], 1);
+    assert!(
+        stderr.contains(&format!(
+            "supervisord has no process or group {name}:nope; it runs {name}:{name}_0, {name}:{name}_1 (supervisord: BAD_NAME)"
+        )),
+        "{stderr}"
+    );
+    // Already running: nothing to do, and healthy.
+    let (stdout, _) = es(&["-v", "supervisor", "start", &name, "a"], 0);
+    assert!(stdout.contains("already running"), "{stdout}");
+    // supervisord shutting down (it waits for the sleeper of venv c): every
+    // command is refused.
+    sb.write_config(&config("sleeper.conf"));
+    es(&["deploy", "1.0.0", "c", "prod"], 0);
+    let ctl =
+        format!("cd ~/{prefix}/c && .es/tools/bin/supervisorctl -c etc/supervisord.conf shutdown");
+    es(&["run", "--", &ctl], 0);
+    let (_, stderr) = es(&["supervisor", "stop", "sleeper", "c"], 1);
+    assert!(
+        stderr.contains("supervisord is shutting down and takes no commands")
+            && stderr.contains("(supervisord: SHUTDOWN_STATE)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("Traceback"), "{stderr}");
+
+    fresh(&tb, &[host], prefix);
+}
