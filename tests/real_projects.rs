@@ -189,19 +189,22 @@ fn toml_str(s: &str) -> String {
     toml::Value::from(s).to_string()
 }
 
-/// Stops what an earlier run left under `~/PREFIX` on the hosts and removes it.
+/// Stops what an earlier run left under `~/PREFIX` on the hosts (supervisord,
+/// its children, and processes a killed one left behind) and removes it. The
+/// directory is put together from the arguments, so that no process's command
+/// line (this script's own) names it.
 fn fresh(tb: &Testbed, hosts: &[usize], prefix: &str) {
-    let script = format!(
-        r#"for f in /home/{user}/{prefix}/*/tmp/supervisord.pid; do
-  [ -f "$f" ] || continue
-  pid=$(cat "$f"); kill "$pid" 2>/dev/null || continue
-  i=0; while kill -0 "$pid" 2>/dev/null && [ $i -lt 150 ]; do sleep 0.1; i=$((i+1)); done
+    let script = r#"dir="/home/$1/$2/"
+pids() { ps -eo pid=,args= | D="$dir" awk -v want="$1" 'index($0, ENVIRON["D"]) && index($0, want) { print $1 }'; }
+for pid in $(pids "supervisord -c"); do
+  for child in $(ps -o pid= --ppid "$pid"); do kill -KILL "$child"; done
+  kill -KILL "$pid"
 done
-rm -rf /home/{user}/{prefix}"#,
-        user = tb.user
-    );
+for pid in $(pids /); do kill -KILL "$pid"; done
+rm -rf "$dir""#;
     for n in hosts {
-        tb.exec(*n, &["sh", "-c", &script]);
+        let out = tb.exec(*n, &["sh", "-c", script, "sh", &tb.user, prefix]);
+        expect_code(&out, 0);
     }
 }
 
