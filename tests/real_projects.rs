@@ -404,7 +404,11 @@ fn flaskr_from_pypi_source_to_serving_with_es_commands_only() {
     let (stdout, _) = es(&["version", "latest"], 0);
     assert_eq!(stdout.trim(), v1);
 
-    // 4. The deploy: hooks on every host, health-checked.
+    // 4. The deploy. A dry run first proves on every host that the version and
+    // its whole closure resolve from the index; then the hooks on every host,
+    // and the switch, health-checked.
+    let (stdout, _) = es(&["deploy", "--dry-run", "latest", "a", "prod"], 0);
+    assert!(stdout.contains("would run release hook"), "{stdout}");
     let (stdout, stderr) = es(&["deploy", "latest", "a", "prod"], 0);
     assert!(stderr.contains("3 ok, 0 failed"), "{stderr}");
     // The hooks' output, prefixed by host.
@@ -477,6 +481,20 @@ fn flaskr_from_pypi_source_to_serving_with_es_commands_only() {
     let (stdout, _) = es(&["build"], 0);
     let v2 = stdout.lines().last().unwrap().to_string();
     assert_ne!(v1, v2);
+    // The hosts have their tools now: the dry run resolves the closure there.
+    let (stdout, _) = es(&["deploy", "--dry-run", "latest", "a", "prod"], 0);
+    assert_eq!(
+        stdout
+            .matches(&format!(
+                "flaskrrr=={v2} with gunicorn and its dependencies resolve from the index"
+            ))
+            .count(),
+        3,
+        "{stdout}"
+    );
+    for pin in ["flask==", "werkzeug==", "gunicorn=="] {
+        assert!(stdout.contains(pin), "{pin}: {stdout}");
+    }
     let (stdout, stderr) = es(&["-v", "deploy", "latest", "a", "prod"], 0);
     assert!(stderr.contains("3 ok, 0 failed"), "{stderr}");
     assert!(stderr.contains("release hook 2"), "{stderr}");
