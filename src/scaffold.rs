@@ -617,8 +617,12 @@ pub fn init(global: &GlobalOpts, args: &InitArgs) -> Result<bool> {
     if added.is_empty() {
         out.say("nothing to add: every deploy file is already there");
     } else {
+        let sync = std::iter::once("es pypi sync --project")
+            .chain(server.iter().copied())
+            .collect::<Vec<_>>()
+            .join(" ");
         out.say(&format!(
-            "next: edit deploy.toml (index URLs, roles) for {name}, then `es build` and `es deploy -R dev latest a prod`"
+            "next: edit deploy.toml (index URLs, roles; secrets, release hooks, health) for {name}, then `{sync}` (the dependencies onto your index), `es build` and `es deploy -R dev latest a prod`"
         ));
     }
     out.summary(json!({

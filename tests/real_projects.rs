@@ -120,6 +120,10 @@ fn es_init_finds_flaskrs_app_factory_and_runs_it_under_gunicorn() {
         stdout.contains("deploy.shared_dirs keeps var/flaskr-instance across releases"),
         "{stdout}"
     );
+    assert!(
+        stdout.contains("`es pypi sync --project gunicorn` (the dependencies onto your index)"),
+        "{stdout}"
+    );
     // The tables a migrating user fills in are there to fill in.
     for table in ["health", "env", "secrets"] {
         assert!(
