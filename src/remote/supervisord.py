@@ -41,6 +41,7 @@ import time
 import xmlrpc.client
 
 from supervisor.options import ClientOptions
+from supervisor.xmlrpc import Faults
 
 TICK = 0.05
 # Sections that configure supervisord itself: a change needs a new supervisord.
@@ -52,14 +53,8 @@ class Failure(Exception):
     """What went wrong, said in one line, with log lines to show."""
 
 
-# supervisor.xmlrpc.Faults, by code.
-FAULTS = {
-    1: "UNKNOWN_METHOD", 2: "INCORRECT_PARAMETERS", 3: "BAD_ARGUMENTS",
-    4: "SIGNATURE_UNSUPPORTED", 6: "SHUTDOWN_STATE", 10: "BAD_NAME", 11: "BAD_SIGNAL",
-    20: "NO_FILE", 21: "NOT_EXECUTABLE", 30: "FAILED", 40: "ABNORMAL_TERMINATION",
-    50: "SPAWN_ERROR", 60: "ALREADY_STARTED", 70: "NOT_RUNNING", 80: "SUCCESS",
-    90: "ALREADY_ADDED", 91: "STILL_RUNNING", 92: "CANT_REREAD",
-}
+# supervisor's fault names, by code (SHUTDOWN_STATE, BAD_NAME, NO_FILE, ...).
+FAULTS = {code: name for name, code in vars(Faults).items() if name.isupper() and isinstance(code, int)}
 # spawnerr texts of supervisor's get_execv_args: retrying cannot help.
 PERMANENT_SPAWNERR = ("can't find command", "command at ", "no permission to run command")
 
@@ -79,7 +74,7 @@ def fault_line(fault, name=None):
         "BAD_NAME": "supervisord has no process or group %s" % (name or detail),
         "NO_FILE": "%s cannot start: %s" % (what, detail or "its command does not exist"),
         "NOT_EXECUTABLE": "%s cannot start: %s" % (what, detail or "its command is not executable"),
-        "SPAWN_ERROR": "%s could not be spawned: %s" % (what, detail or "see its log"),
+        "SPAWN_ERROR": "%s could not be spawned (its log and supervisord's say why)" % what,
         "ABNORMAL_TERMINATION": "%s exited as soon as it was started" % what,
         "ALREADY_STARTED": "%s is already running" % what,
         "NOT_RUNNING": "%s is not running" % what,
