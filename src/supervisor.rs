@@ -62,6 +62,9 @@ pub struct ProgramStatus {
     pub state: String,
     pub pid: String,
     pub uptime: String,
+    /// What supervisorctl says beside a state other than RUNNING (supervisord's
+    /// reason: `can't find command '/x'`, `Exited too quickly ...`, `Not started`).
+    pub detail: String,
 }
 
 /// Parses `supervisorctl status` output:
@@ -86,11 +89,16 @@ pub fn parse_status(text: &str) -> Vec<ProgramStatus> {
                 .split_once("uptime ")
                 .map(|(_, u)| u.to_string())
                 .unwrap_or_default();
+            let detail = match state.as_str() {
+                "RUNNING" => String::new(),
+                _ => rest.clone(),
+            };
             Some(ProgramStatus {
                 program,
                 state,
                 pid,
                 uptime,
+                detail,
             })
         })
         .collect()
@@ -151,7 +159,10 @@ pub fn command(app: &App, args: &SupervisorArgs) -> Result<bool> {
             parse_status(stdout)
                 .into_iter()
                 .filter(|p| p.state != "RUNNING")
-                .map(move |p| format!("{host} {} {}", p.program, p.state))
+                .map(move |p| match p.detail.is_empty() {
+                    true => format!("{host} {} {}", p.program, p.state),
+                    false => format!("{host} {} {} ({})", p.program, p.state, p.detail),
+                })
         })
         .collect();
     if !not_running.is_empty() {
@@ -300,6 +311,12 @@ mod tests {
         assert_eq!(parsed[0].uptime, "0:01:02");
         assert_eq!(parsed[1].state, "FATAL");
         assert_eq!(parsed[2].pid, "");
+        assert_eq!(parsed[0].detail, "");
+        assert_eq!(
+            parsed[1].detail,
+            "Exited too quickly (process log may have details)"
+        );
+        assert_eq!(parsed[2].detail, "Not started");
     }
 
     #[test]

@@ -647,6 +647,12 @@ fn a_program_that_cannot_start_shows_supervisords_reason_in_one_line() {
     // Venv b has nothing to go back to: it keeps the program that cannot start.
     let (_, stderr) = es(&["deploy", "1.0.0", "b", "prod"], 1);
     assert!(stderr.contains(reason), "{stderr}");
+    // es supervisor status names what is not RUNNING, with supervisord's reason.
+    let (_, stderr) = es(&["supervisor", "status", "b"], 1);
+    assert!(
+        stderr.contains(&format!("{entry} {name}:{name}_0 ")) && stderr.contains(reason),
+        "{stderr}"
+    );
     // es supervisor start (supervisord running, or started afresh) and
     // start PROGRAM say why, not only that something is not RUNNING.
     let (_, stderr) = es(&["supervisor", "start", "b"], 1);
