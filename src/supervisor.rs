@@ -89,8 +89,12 @@ pub fn parse_status(text: &str) -> Vec<ProgramStatus> {
                 .split_once("uptime ")
                 .map(|(_, u)| u.to_string())
                 .unwrap_or_default();
+            // A stopped or exited process: supervisorctl gives the time it stopped.
             let detail = match state.as_str() {
                 "RUNNING" => String::new(),
+                "STOPPED" | "EXITED" if !rest.is_empty() && rest != "Not started" => {
+                    format!("since {rest}")
+                }
                 _ => rest.clone(),
             };
             Some(ProgramStatus {
@@ -304,9 +308,10 @@ mod tests {
 
     #[test]
     fn parses_supervisorctl_status() {
-        let text = "hello:hello_0   RUNNING   pid 4121, uptime 0:01:02\nhello:hello_1   FATAL     Exited too quickly (process log may have details)\nhello:hello_2   STOPPED   Not started\n";
+        let text = "hello:hello_0   RUNNING   pid 4121, uptime 0:01:02\nhello:hello_1   FATAL     Exited too quickly (process log may have details)\nhello:hello_2   STOPPED   Not started\nhello:hello_3   STOPPED   Dec 01 07:43 PM\n";
         let parsed = parse_status(text);
-        assert_eq!(parsed.len(), 3);
+        assert_eq!(parsed.len(), 4);
+        assert_eq!(parsed[3].detail, "since Dec 01 07:43 PM");
         assert_eq!(parsed[0].pid, "4121");
         assert_eq!(parsed[0].uptime, "0:01:02");
         assert_eq!(parsed[1].state, "FATAL");
