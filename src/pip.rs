@@ -171,6 +171,11 @@ pub fn install(args: &[String]) -> Result<bool> {
 pub fn sync(app: &App, sync: &crate::cli::SyncArgs) -> Result<bool> {
     let config = app.config();
     let mut packages = sync.packages.clone();
+    if packages.is_empty() && sync.requirements.is_empty() && !sync.project {
+        bad_input!("nothing to sync: give packages, --project or -r FILE");
+    }
+    // Where to upload (credentials included), checked before any work.
+    let target = index::upload_target(&config.index, std::env::var_os("HOME").map(Into::into))?;
     let tmp = tempfile::Builder::new()
         .prefix("es-sync-")
         .tempdir()
@@ -203,7 +208,6 @@ pub fn sync(app: &App, sync: &crate::cli::SyncArgs) -> Result<bool> {
     if packages.is_empty() && sync.requirements.is_empty() {
         bad_input!("nothing to sync: give packages, --project or -r FILE");
     }
-    let target = index::upload_target(&config.index, std::env::var_os("HOME").map(Into::into))?;
     // The whole closure: pip resolves the dependencies too.
     let mut args = vec![
         "download".to_string(),
