@@ -471,7 +471,138 @@ fn stamp(
             }
         }
     }
+    // A setuptools project that writes its version as a literal (as essay's
+    // projects and most setup.py files do): that literal becomes the version.
+    let setup_py = src.join("setup.py");
+    if setup_py.is_file() {
+        let text = std::fs::read_to_string(&setup_py)
+            .with_context(|| format!("reading {}", setup_py.display()))?;
+        match stamp_setup_py(&text, &version.to_string()) {
+            Ok(Some(stamped)) => {
+                std::fs::write(&setup_py, stamped)?;
+                if app.ui.verbose {
+                    app.ui
+                        .note(&format!("es: stamped version=\"{version}\" in setup.py"));
+                }
+            }
+            Ok(None) => {}
+            Err(message) => return Err(anyhow!("setup.py: {message}")),
+        }
+    }
+    let setup_cfg = src.join("setup.cfg");
+    if setup_cfg.is_file() {
+        let text = std::fs::read_to_string(&setup_cfg)
+            .with_context(|| format!("reading {}", setup_cfg.display()))?;
+        if let Some(stamped) = stamp_setup_cfg(&text, &version.to_string()) {
+            std::fs::write(&setup_cfg, stamped)?;
+            if app.ui.verbose {
+                app.ui.note(&format!(
+                    "es: stamped [metadata] version = {version} in setup.cfg"
+                ));
+            }
+        }
+    }
     Ok(())
+}
+
+/// setup.py with its one literal `version="..."` (or `version='...'`, a keyword
+/// argument or an assignment) set to `version`. `None` when there is no such
+/// literal or it already says `version`; an error when there are several (es
+/// cannot tell which one setuptools gets). Comment lines are skipped; a `version`
+/// that is a name (`version=__version__`) is not a literal and is left alone.
+fn stamp_setup_py(text: &str, version: &str) -> Result<Option<String>, String> {
+    let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '.';
+    // (start, end) of each literal's content.
+    let mut found: Vec<(usize, usize)> = Vec::new();
+    let mut line_start = 0;
+    for line in text.split_inclusive('\n') {
+        let code = match line.trim_start().starts_with('#') {
+            true => "",
+            false => line,
+        };
+        let mut from = 0;
+        while let Some(at) = code[from..].find("version").map(|i| from + i) {
+            from = at + "version".len();
+            if code[..at].chars().next_back().is_some_and(is_ident) {
+                continue;
+            }
+            let rest = &code[from..];
+            let after_key = rest.trim_start();
+            let Some(after_eq) = after_key.strip_prefix('=') else {
+                continue;
+            };
+            if after_eq.starts_with('=') {
+                continue;
+            }
+            let value = after_eq.trim_start();
+            let Some(quote) = value.chars().next().filter(|c| *c == '"' || *c == '\'') else {
+                continue;
+            };
+            let content = &value[1..];
+            let Some(len) = content.find(quote) else {
+                continue;
+            };
+            if content[..len].contains('\\')
+                || content[len..].starts_with(&format!("{quote}{quote}"))
+            {
+                continue;
+            }
+            let start = line_start + code.len() - content.len();
+            found.push((start, start + len));
+        }
+        line_start += line.len();
+    }
+    match found.as_slice() {
+        [] => Ok(None),
+        [(start, end)] if &text[*start..*end] == version => Ok(None),
+        [(start, end)] => Ok(Some(format!(
+            "{}{version}{}",
+            &text[..*start],
+            &text[*end..]
+        ))),
+        many => Err(format!(
+            "{} literal `version=` values ({}); es stamps one: keep one, or use version=\"${{version}}\"",
+            many.len(),
+            many.iter()
+                .map(|(s, e)| format!("\"{}\"", &text[*s..*e]))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
+/// setup.cfg with `[metadata] version` set to `version` (whatever it said: a
+/// literal, `attr:` or `file:`); `None` when it has none or it already says so.
+fn stamp_setup_cfg(text: &str, version: &str) -> Option<String> {
+    let mut in_metadata = false;
+    let mut changed = false;
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim();
+        if trimmed.starts_with('[') {
+            in_metadata = trimmed.trim_end_matches(|c| c != ']') == "[metadata]";
+        } else if in_metadata && !line.starts_with([' ', '\t']) {
+            let split = line.find(['=', ':']);
+            if let Some(at) = split.filter(|at| line[..*at].trim() == "version") {
+                let new = format!("{} = {version}", line[..at].trim_end());
+                let ending = if line.ends_with("\r\n") {
+                    "\r\n"
+                } else if line.ends_with('\n') {
+                    "\n"
+                } else {
+                    ""
+                };
+                if line[at + 1..].trim() != version {
+                    changed = true;
+                }
+                out.push_str(&new);
+                out.push_str(ending);
+                continue;
+            }
+        }
+        out.push_str(line);
+    }
+    changed.then_some(out)
 }
 
 /// pyproject.toml with `[project] version` set to `version`; `None` when there is no
@@ -740,8 +871,7 @@ fn check_artifacts(out_dir: &Path, project: &str, version: &Version) -> Result<V
             "the build backend did not make both an sdist (.tar.gz) and a wheel"
         ));
     };
-    let hint =
-        "does pyproject.toml have a [project] version, or setup.py use version=\"${version}\"?";
+    let hint = "does pyproject.toml have a [project] version, setup.py one literal version=\"...\" (or version=\"${version}\"), or setup.cfg a [metadata] version?";
     for file in [&sdist, &wheel] {
         let name = file_name(file);
         let dist = version::parse_filename(&name)
@@ -794,6 +924,61 @@ mod tests {
             parsed["project"]["dynamic"].as_array().unwrap().len(),
             1,
             "{out}"
+        );
+    }
+
+    #[test]
+    fn stamps_the_literal_version_of_setup_py() {
+        let text = "from setuptools import setup\n\nsetup(\n    name=\"flaskrrr\",\n    version=\"1.0.0\",\n    python_version='3',\n    install_requires=[\"flask\"],\n)\n";
+        let out = stamp_setup_py(text, "2026.12.1.1").unwrap().unwrap();
+        assert_eq!(out, text.replace("1.0.0", "2026.12.1.1"));
+        // Single quotes, spaces around `=`, an assignment passed on.
+        let text =
+            "# version='0.1' was the first\nversion = '0.9'\nsetup(name='a', version=version)\n";
+        let out = stamp_setup_py(text, "1.2").unwrap().unwrap();
+        assert_eq!(
+            out,
+            "# version='0.1' was the first\nversion = '1.2'\nsetup(name='a', version=version)\n"
+        );
+        // Already the version (a filled-in ${version}): nothing to write.
+        assert_eq!(
+            stamp_setup_py("setup(version=\"1.2\")\n", "1.2").unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn setup_py_without_one_literal_version_is_not_guessed() {
+        for text in [
+            "setup(name=\"a\", version=__version__)\n",
+            "setup(name=\"a\", use_scm_version=True)\n",
+            "if version == \"1\": pass\n",
+            "setup(my_version=\"1\", version_file=\"v.txt\")\n",
+            "setup(version=\"\"\"1\"\"\")\n",
+        ] {
+            assert_eq!(stamp_setup_py(text, "2.0").unwrap(), None, "{text}");
+        }
+        let err = stamp_setup_py(
+            "V='1'\nsetup(version='1.0')\nsetup(version=\"1.1\")\n",
+            "2.0",
+        )
+        .unwrap_err();
+        assert!(err.contains("2 literal `version=` values"), "{err}");
+    }
+
+    #[test]
+    fn stamps_the_metadata_version_of_setup_cfg() {
+        let text =
+            "[metadata]\nname = a\nversion = attr: a.__version__\n\n[options]\nversion = keep\n";
+        assert_eq!(
+            stamp_setup_cfg(text, "3.1").unwrap(),
+            "[metadata]\nname = a\nversion = 3.1\n\n[options]\nversion = keep\n"
+        );
+        assert_eq!(stamp_setup_cfg("[metadata]\nversion=3.1\n", "3.1"), None);
+        assert_eq!(stamp_setup_cfg("[egg_info]\ntag_build =\n", "3.1"), None);
+        assert_eq!(
+            stamp_setup_cfg("[metadata]\r\nversion: 1\r\n", "3.1").unwrap(),
+            "[metadata]\r\nversion = 3.1\r\n"
         );
     }
 

@@ -177,7 +177,9 @@ pub enum Command {
     /// status, reload, start and shutdown act on supervisord itself; start, stop and
     /// restart with a PROGRAM (`name`, `name:*` or `name:name_0`) act on one program.
     /// `status` prints one table for the fleet and exits 1 unless every program on
-    /// every host is RUNNING.
+    /// every host is RUNNING. `start` (supervisord or a program) and `restart` wait
+    /// until the processes answer deploy.health; what fails is said in one line with
+    /// supervisord's reason (spawnerr, or its fault: NO_FILE, BAD_NAME, SHUTDOWN_STATE, ...).
     #[command(
         after_help = "Examples:\n  es supervisor status a\n  es supervisor reload a\n  es supervisor restart hello_es:* a\n  es supervisor stop hello_es:hello_es_1 b"
     )]
@@ -622,7 +624,9 @@ pub struct SyncArgs {
     #[arg(long = "from", value_name = "URL")]
     pub from: Option<String>,
 
-    /// Also the project's declared dependencies (pyproject.toml [project].dependencies)
+    /// Also the project's dependencies: pyproject.toml's [project].dependencies, or, for a
+    /// setup.py / setup.cfg project (or dynamic dependencies), what its build backend
+    /// declares (pip resolves a copy of the project; the project itself is not uploaded)
     #[arg(long)]
     pub project: bool,
 

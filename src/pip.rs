@@ -1,6 +1,7 @@
 //! Local pip commands: `es pinstall` (from the project's index), `es install` (plain
 //! pass-through) and `es pypi sync` (copy packages from upstream into the index).
 
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use anyhow::{anyhow, Context, Result};
@@ -49,28 +50,113 @@ pub fn trusted_host(url: &str) -> String {
         .unwrap_or_default()
 }
 
-/// The project's declared dependencies: pyproject.toml's [project].dependencies.
-fn project_dependencies(app: &App) -> Result<Vec<String>> {
-    let loaded = app.require_config()?;
-    let path = loaded.root().join("pyproject.toml");
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
+/// What `--project` asks pip for.
+#[derive(Debug, PartialEq)]
+enum ProjectDeps {
+    /// pyproject.toml's static `[project] dependencies`.
+    Listed(Vec<String>),
+    /// A setuptools project (setup.py, setup.cfg, or dynamic dependencies):
+    /// pip reads its metadata through the build backend and resolves the
+    /// project's own directory, from a copy (the backend writes egg-info).
+    Resolve,
+}
+
+/// How the project in `root` declares its dependencies.
+fn project_dependencies(root: &Path) -> Result<ProjectDeps> {
+    let path = root.join("pyproject.toml");
+    let pyproject = match std::fs::read_to_string(&path) {
+        Ok(text) => match toml::from_str::<toml::Value>(&text) {
+            Ok(value) => Some(value),
+            Err(err) => bad_input!("--project: {}: {err}", path.display()),
+        },
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
         Err(err) => bad_input!("--project: cannot read {}: {err}", path.display()),
     };
-    let value: toml::Value = match toml::from_str(&text) {
-        Ok(value) => value,
-        Err(err) => bad_input!("--project: {}: {err}", path.display()),
-    };
-    Ok(value
-        .get("project")
-        .and_then(|p| p.get("dependencies"))
+    let project = pyproject.as_ref().and_then(|p| p.get("project"));
+    let dynamic = project
+        .and_then(|p| p.get("dynamic"))
         .and_then(|d| d.as_array())
-        .map(|deps| {
-            deps.iter()
-                .filter_map(|d| d.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default())
+        .is_some_and(|d| d.iter().any(|i| i.as_str() == Some("dependencies")));
+    if let Some(project) = project.filter(|_| !dynamic) {
+        return Ok(ProjectDeps::Listed(
+            project
+                .get("dependencies")
+                .and_then(|d| d.as_array())
+                .map(|deps| {
+                    deps.iter()
+                        .filter_map(|d| d.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        ));
+    }
+    if pyproject.is_some() || root.join("setup.py").is_file() || root.join("setup.cfg").is_file() {
+        return Ok(ProjectDeps::Resolve);
+    }
+    bad_input!(
+        "--project: {} has no pyproject.toml, setup.py or setup.cfg to read the dependencies from",
+        root.display()
+    )
+}
+
+/// Copies the project's files into `dest`: what git tracks or would track
+/// (`.gitignore` honoured) in a git work tree, else everything but hidden
+/// entries, `__pycache__` and virtualenvs.
+fn copy_project(root: &Path, dest: &Path) -> Result<()> {
+    let listed = Command::new("git")
+        .args([
+            "--no-optional-locks",
+            "ls-files",
+            "-z",
+            "--cached",
+            "--others",
+            "--exclude-standard",
+        ])
+        .current_dir(root)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output();
+    match listed {
+        Ok(out) if out.status.success() => {
+            for name in out.stdout.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+                let rel = Path::new(std::str::from_utf8(name).context("a file name git listed")?);
+                let from = root.join(rel);
+                // Deleted but still tracked, or a submodule.
+                if !from.is_file() {
+                    continue;
+                }
+                let to = dest.join(rel);
+                if let Some(parent) = to.parent() {
+                    std::fs::create_dir_all(parent)
+                        .with_context(|| format!("making {}", parent.display()))?;
+                }
+                std::fs::copy(&from, &to).with_context(|| format!("copying {}", from.display()))?;
+            }
+            Ok(())
+        }
+        _ => copy_tree(root, dest),
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to).with_context(|| format!("making {}", to.display()))?;
+    for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let text = name.to_string_lossy();
+        let path = entry.path();
+        if text.starts_with('.') || text == "__pycache__" || path.join("pyvenv.cfg").is_file() {
+            continue;
+        }
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            copy_tree(&path, &to.join(&name))?;
+        } else if path.is_file() {
+            std::fs::copy(&path, to.join(&name))
+                .with_context(|| format!("copying {}", path.display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// `es pinstall PKG...`
@@ -96,23 +182,49 @@ pub fn install(args: &[String]) -> Result<bool> {
 pub fn sync(app: &App, sync: &crate::cli::SyncArgs) -> Result<bool> {
     let config = app.config();
     let mut packages = sync.packages.clone();
-    if sync.project {
-        packages.extend(project_dependencies(app)?);
-    }
-    if packages.is_empty() && sync.requirements.is_empty() {
+    if packages.is_empty() && sync.requirements.is_empty() && !sync.project {
         bad_input!("nothing to sync: give packages, --project or -r FILE");
     }
+    // Where to upload (credentials included), checked before any work.
     let target = index::upload_target(&config.index, std::env::var_os("HOME").map(Into::into))?;
     let tmp = tempfile::Builder::new()
         .prefix("es-sync-")
         .tempdir()
         .context("making a temporary directory")?;
+    let downloads = tmp.path().join("files");
+    // The project's own distribution name, when pip resolves the project itself.
+    let mut own_name = None;
+    if sync.project {
+        let loaded = app.require_config()?;
+        match project_dependencies(loaded.root())? {
+            ProjectDeps::Listed(deps) => packages.extend(deps),
+            ProjectDeps::Resolve => {
+                let copy = tmp.path().join("project");
+                copy_project(loaded.root(), &copy)?;
+                app.ui.note(&format!(
+                    "es: reading the dependencies of {} through its build backend",
+                    loaded.root().display()
+                ));
+                packages.push(copy.display().to_string());
+                own_name = Some(
+                    config
+                        .project
+                        .name
+                        .clone()
+                        .map(|n| crate::version::normalize_name(&n)),
+                );
+            }
+        }
+    }
+    if packages.is_empty() && sync.requirements.is_empty() {
+        bad_input!("nothing to sync: give packages, --project or -r FILE");
+    }
     // The whole closure: pip resolves the dependencies too.
     let mut args = vec![
         "download".to_string(),
         "--disable-pip-version-check".to_string(),
         "-d".to_string(),
-        tmp.path().display().to_string(),
+        downloads.display().to_string(),
     ];
     let python = sync.python.clone().or_else(|| config.index.python.clone());
     let platforms = if sync.platform.is_empty() {
@@ -153,15 +265,36 @@ pub fn sync(app: &App, sync: &crate::cli::SyncArgs) -> Result<bool> {
             if packages.is_empty() {
                 "the requirements".to_string()
             } else {
-                packages.join(" ")
+                packages
+                    .iter()
+                    .map(|p| match Path::new(p).starts_with(tmp.path()) {
+                        true => "the project's dependencies",
+                        false => p.as_str(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ")
             }
         ));
     }
     let client = IndexClient::new(app.ui.verbose, app.index_timeout());
-    let mut files: Vec<_> = std::fs::read_dir(tmp.path())?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
+    let mut files: Vec<_> = match std::fs::read_dir(&downloads) {
+        Ok(dir) => dir.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+        // Nothing to download (a project without dependencies): pip made no directory.
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(err) => return Err(err).context("reading pip's downloads"),
+    };
     files.sort();
+    // The project itself is es build's to upload, not a copy of the work tree.
+    if let Some(own) = own_name {
+        files.retain(|f| {
+            let name = f.file_name().map(|n| n.to_string_lossy().into_owned());
+            let dist = name.as_deref().and_then(crate::version::parse_filename);
+            match (&own, dist) {
+                (Some(own), Some(dist)) => crate::version::normalize_name(&dist.name) != *own,
+                _ => true,
+            }
+        });
+    }
     for file in files {
         let name = file
             .file_name()
@@ -186,6 +319,63 @@ mod tests {
     fn trusted_host_only_for_plain_http() {
         assert_eq!(trusted_host("http://u:p@10.0.0.2:8080/simple/"), "10.0.0.2");
         assert_eq!(trusted_host("https://index.example/simple/"), "");
+    }
+
+    #[test]
+    fn setuptools_projects_are_resolved_by_pip_and_static_lists_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        assert!(project_dependencies(root).is_err());
+        std::fs::write(root.join("setup.py"), "setup(install_requires=['flask'])\n").unwrap();
+        assert_eq!(project_dependencies(root).unwrap(), ProjectDeps::Resolve);
+        std::fs::remove_file(root.join("setup.py")).unwrap();
+        std::fs::write(
+            root.join("setup.cfg"),
+            "[options]\ninstall_requires = flask\n",
+        )
+        .unwrap();
+        assert_eq!(project_dependencies(root).unwrap(), ProjectDeps::Resolve);
+        std::fs::write(
+            root.join("pyproject.toml"),
+            "[project]\nname = \"a\"\ndependencies = [\"flask>=3\", \"click\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            project_dependencies(root).unwrap(),
+            ProjectDeps::Listed(vec!["flask>=3".into(), "click".into()])
+        );
+        std::fs::write(
+            root.join("pyproject.toml"),
+            "[project]\nname = \"a\"\ndynamic = [\"version\", \"dependencies\"]\n",
+        )
+        .unwrap();
+        assert_eq!(project_dependencies(root).unwrap(), ProjectDeps::Resolve);
+        std::fs::write(root.join("pyproject.toml"), "[project\n").unwrap();
+        assert!(project_dependencies(root).is_err());
+    }
+
+    #[test]
+    fn the_project_is_copied_without_hidden_entries_or_venvs() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("p");
+        for d in ["pkg/__pycache__", ".hidden", "venv/bin"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        std::fs::write(root.join("setup.py"), "x").unwrap();
+        std::fs::write(root.join("pkg/__init__.py"), "y").unwrap();
+        std::fs::write(root.join("pkg/__pycache__/a.pyc"), "z").unwrap();
+        std::fs::write(root.join(".hidden/k"), "z").unwrap();
+        std::fs::write(root.join("venv/pyvenv.cfg"), "home = /usr/bin").unwrap();
+        let dest = dir.path().join("copy");
+        copy_tree(&root, &dest).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dest.join("pkg/__init__.py")).unwrap(),
+            "y"
+        );
+        assert!(dest.join("setup.py").is_file());
+        for gone in ["pkg/__pycache__", ".hidden", "venv"] {
+            assert!(!dest.join(gone).exists(), "{gone}");
+        }
     }
 
     #[test]

@@ -555,6 +555,7 @@ pub fn init(global: &GlobalOpts, args: &InitArgs) -> Result<bool> {
     let (conf, advice) =
         crate::scaffold_detect::template_for(DEFAULT_SUPERVISOR_TEMPLATE, &entry, &name);
     let server = crate::scaffold_detect::app_server(&entry);
+    let instance = crate::scaffold_detect::flask_instance_dir(&cwd, &entry);
     for file in files.iter_mut() {
         if file.path == Path::new("conf/supervisord.conf") {
             file.contents = conf.clone();
@@ -567,6 +568,13 @@ pub fn init(global: &GlobalOpts, args: &InitArgs) -> Result<bool> {
                 server.iter().map(|p| format!("\"{p}\"")).collect::<Vec<_>>().join(", ")
             );
             file.contents = file.contents.replacen("[deploy]\n", &line, 1);
+        }
+        if let (true, Some(dir)) = (file.path == Path::new("deploy.toml"), &instance) {
+            file.contents = file.contents.replacen(
+                "shared_dirs = []                # e.g. [\"var/app-instance\"]",
+                &format!("shared_dirs = [\"{dir}\"]   # the app's instance folder (its data, config.py), kept across releases"),
+                1,
+            );
         }
     }
     if !packaged && args.package {
@@ -601,11 +609,20 @@ pub fn init(global: &GlobalOpts, args: &InitArgs) -> Result<bool> {
         out.say(&format!("skipped {path} (exists; left as it is)"));
     }
     out.say(&advice);
+    if let Some(dir) = &instance {
+        out.say(&format!(
+            "the Flask app keeps its data in its instance folder: deploy.shared_dirs keeps {dir} across releases"
+        ));
+    }
     if added.is_empty() {
         out.say("nothing to add: every deploy file is already there");
     } else {
+        let sync = std::iter::once("es pypi sync --project")
+            .chain(server.iter().copied())
+            .collect::<Vec<_>>()
+            .join(" ");
         out.say(&format!(
-            "next: edit deploy.toml (index URLs, roles) for {name}, then `es build` and `es deploy -R dev latest a prod`"
+            "next: edit deploy.toml (index URLs, roles; secrets, release hooks, health) for {name}, then `{sync}` (the dependencies onto your index), `es build` and `es deploy -R dev latest a prod`"
         ));
     }
     out.summary(json!({

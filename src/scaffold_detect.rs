@@ -128,6 +128,26 @@ fn module_name(root: &Path, file: &Path) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join("."))
 }
 
+/// The instance folder of a Flask app that keeps its data there
+/// (`Flask(__name__, instance_relative_config=True)`, or `app.instance_path` used):
+/// `var/MODULE-instance`, where Flask puts it for a package installed in a venv.
+/// Inside a release it would be new (empty) with every release: it belongs in
+/// deploy.shared_dirs.
+pub fn flask_instance_dir(dir: &Path, entry: &Entry) -> Option<String> {
+    let Entry::Wsgi(target) = entry else {
+        return None;
+    };
+    let module = target.split(':').next()?;
+    let base = dir.join(module.replace('.', "/"));
+    let text = [base.with_extension("py"), base.join("__init__.py")]
+        .iter()
+        .find_map(|f| fs::read_to_string(f).ok())?;
+    let flask = text.contains("Flask(__name__");
+    let uses_instance =
+        text.contains("instance_relative_config=True") || text.contains("instance_path");
+    (flask && uses_instance).then(|| format!("var/{module}-instance"))
+}
+
 /// The supervisord template running `entry`, from the default one; and what
 /// the user must know or do.
 pub fn template_for(default: &str, entry: &Entry, name: &str) -> (String, String) {
@@ -225,5 +245,32 @@ mod tests {
         .unwrap();
         assert_eq!(entry(d, "shop"), Entry::Script("shop".into()));
         assert_eq!(packages(d), ["shop"]);
+    }
+
+    #[test]
+    fn a_flask_instance_folder_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        fs::create_dir_all(d.join("blog")).unwrap();
+        fs::write(
+            d.join("blog/__init__.py"),
+            "from flask import Flask\n\ndef create_app():\n    app = Flask(__name__, instance_relative_config=True)\n    return app\n",
+        )
+        .unwrap();
+        let found = entry(d, "blog");
+        assert_eq!(found, Entry::Wsgi("blog:create_app()".into()));
+        assert_eq!(
+            flask_instance_dir(d, &found).as_deref(),
+            Some("var/blog-instance")
+        );
+        fs::write(
+            d.join("blog/__init__.py"),
+            "from flask import Flask\n\napp = Flask(__name__)\n",
+        )
+        .unwrap();
+        let found = entry(d, "blog");
+        assert_eq!(found, Entry::Wsgi("blog:app".into()));
+        assert_eq!(flask_instance_dir(d, &found), None);
+        assert_eq!(flask_instance_dir(d, &Entry::None), None);
     }
 }

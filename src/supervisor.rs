@@ -1,7 +1,7 @@
 //! supervisord in a venv: the remote command lines that drive it, the safe
 //! restart (wait for the old supervisord to be gone), and `es supervisor`.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 
 use crate::app::App;
 use crate::bad_input;
@@ -62,6 +62,9 @@ pub struct ProgramStatus {
     pub state: String,
     pub pid: String,
     pub uptime: String,
+    /// What supervisorctl says beside a state other than RUNNING (supervisord's
+    /// reason: `can't find command '/x'`, `Exited too quickly ...`, `Not started`).
+    pub detail: String,
 }
 
 /// Parses `supervisorctl status` output:
@@ -86,11 +89,20 @@ pub fn parse_status(text: &str) -> Vec<ProgramStatus> {
                 .split_once("uptime ")
                 .map(|(_, u)| u.to_string())
                 .unwrap_or_default();
+            // A stopped or exited process: supervisorctl gives the time it stopped.
+            let detail = match state.as_str() {
+                "RUNNING" => String::new(),
+                "STOPPED" | "EXITED" if !rest.is_empty() && rest != "Not started" => {
+                    format!("since {rest}")
+                }
+                _ => rest.clone(),
+            };
             Some(ProgramStatus {
                 program,
                 state,
                 pid,
                 uptime,
+                detail,
             })
         })
         .collect()
@@ -151,7 +163,10 @@ pub fn command(app: &App, args: &SupervisorArgs) -> Result<bool> {
             parse_status(stdout)
                 .into_iter()
                 .filter(|p| p.state != "RUNNING")
-                .map(move |p| format!("{host} {} {}", p.program, p.state))
+                .map(move |p| match p.detail.is_empty() {
+                    true => format!("{host} {} {}", p.program, p.state),
+                    false => format!("{host} {} {} ({})", p.program, p.state, p.detail),
+                })
         })
         .collect();
     if !not_running.is_empty() {
@@ -236,25 +251,24 @@ fn run_action(
             supervisorctl(venv, &["reload"]),
             start_script(venv, spec)
         ),
-        Action::Daemon("start") => format!(
-            "if {} >/dev/null 2>&1; then echo 'supervisord already running'; {}; else {}; fi",
-            supervisorctl(venv, &["pid"]),
-            supervisorctl(venv, &["status"]),
-            start_script(venv, spec)
-        ),
+        // Started, or already running: every program must be RUNNING and
+        // healthy, or the reason is supervisord's (spawnerr) and the logs'.
+        Action::Daemon("start") => start_script(venv, spec),
         Action::Daemon(_) => shutdown_script(venv, spec),
-        Action::Program(name, program) => supervisorctl(venv, &[name, program]),
+        // Through supervisord.py: a refusal is one clear line, a started
+        // process must answer its health check.
+        Action::Program(name, program) => {
+            let mut spec = spec.clone();
+            spec["do"] = serde_json::json!(name);
+            spec["name"] = serde_json::json!(program);
+            supervisord_action(venv, "program", &spec)
+        }
     };
     let out = ctx.exec(&script)?;
     let text = format!("{}{}", out.stdout, out.stderr);
     // supervisorctl status exits 3 when some program is not running: still a result.
     let status_ok = matches!(action, Action::Daemon("status")) && out.status == 3;
     let out = if status_ok { out } else { out.ok()? };
-    if let Action::Program(_, _) = action {
-        if text.contains("ERROR") {
-            bail!("{}", text.trim());
-        }
-    }
     let ui = ctx.ui();
     ui.event(
         "status",
@@ -294,13 +308,20 @@ mod tests {
 
     #[test]
     fn parses_supervisorctl_status() {
-        let text = "hello:hello_0   RUNNING   pid 4121, uptime 0:01:02\nhello:hello_1   FATAL     Exited too quickly (process log may have details)\nhello:hello_2   STOPPED   Not started\n";
+        let text = "hello:hello_0   RUNNING   pid 4121, uptime 0:01:02\nhello:hello_1   FATAL     Exited too quickly (process log may have details)\nhello:hello_2   STOPPED   Not started\nhello:hello_3   STOPPED   Dec 01 07:43 PM\n";
         let parsed = parse_status(text);
-        assert_eq!(parsed.len(), 3);
+        assert_eq!(parsed.len(), 4);
+        assert_eq!(parsed[3].detail, "since Dec 01 07:43 PM");
         assert_eq!(parsed[0].pid, "4121");
         assert_eq!(parsed[0].uptime, "0:01:02");
         assert_eq!(parsed[1].state, "FATAL");
         assert_eq!(parsed[2].pid, "");
+        assert_eq!(parsed[0].detail, "");
+        assert_eq!(
+            parsed[1].detail,
+            "Exited too quickly (process log may have details)"
+        );
+        assert_eq!(parsed[2].detail, "Not started");
     }
 
     #[test]

@@ -865,13 +865,21 @@ fn resolve_on_host(ctx: &mut HostCtx<'_>, plan: &Plan, facts: &Facts) -> Result<
     let env_path = format!("{root}/.es/dry-run-index.env");
     let index = crate::remote::env_file([("ES_INDEX_URL", plan.index_url.as_str())]);
     ctx.conn.upload(index.as_bytes(), &env_path, 0o600)?;
-    let requirement = format!("{}=={}", plan.project, plan.version);
+    // The project, and what deploy.requirements installs beside it.
+    let mut requirement = format!("{}=={}", plan.project, plan.version);
+    let reqs: Vec<String> = std::iter::once(requirement.as_str())
+        .chain(plan.requirements.iter().map(String::as_str))
+        .map(|r| crate::quote::quote(r).into_owned())
+        .collect();
+    if !plan.requirements.is_empty() {
+        requirement = format!("{requirement} with {}", plan.requirements.join(", "));
+    }
     let script = format!(
         "set -a; . {env}; set +a; rm -f {env}\n\
          [ -x {uv} ] || {{ echo es-no-uv; exit 0; }}\n\
          printf '%s\\n' {req} | UV_INDEX_URL=\"$ES_INDEX_URL\" {uv} pip compile -q --no-header --python python3 - 2>&1",
         env = crate::quote::quote(&env_path),
-        req = crate::quote::quote(&requirement),
+        req = reqs.join(" "),
         uv = crate::quote::quote(&format!("{root}/.es/tools/bin/uv")),
     );
     let out = ctx.exec(&script)?;

@@ -98,6 +98,61 @@ mod tests {
         stdout
     }
 
+    /// supervisord.py's fault_line, run by python3 with a stand-in for the
+    /// `supervisor` package (its Faults codes as supervisor 4 defines them).
+    #[test]
+    fn supervisord_refusals_are_one_line_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let pkg = dir.path().join("supervisor");
+        std::fs::create_dir(&pkg).unwrap();
+        std::fs::write(pkg.join("__init__.py"), "").unwrap();
+        std::fs::write(pkg.join("options.py"), "class ClientOptions:\n    pass\n").unwrap();
+        std::fs::write(
+            pkg.join("xmlrpc.py"),
+            "class Faults:\n    UNKNOWN_METHOD = 1\n    SHUTDOWN_STATE = 6\n    BAD_NAME = 10\n    NO_FILE = 20\n    NOT_EXECUTABLE = 21\n    FAILED = 30\n    ABNORMAL_TERMINATION = 40\n    SPAWN_ERROR = 50\n    ALREADY_STARTED = 60\n    NOT_RUNNING = 70\n",
+        )
+        .unwrap();
+        let cases = [
+            (6, "SHUTDOWN_STATE", None, "supervisord is shutting down and takes no commands: run `es supervisor start VENV` once it has stopped (supervisord: SHUTDOWN_STATE)"),
+            (10, "BAD_NAME: web:nope", None, "supervisord has no process or group web:nope (supervisord: BAD_NAME)"),
+            (20, "NO_FILE: can't find command '/nonexistent'", Some("web:web_0"), "web:web_0 cannot start: can't find command '/nonexistent' (supervisord: NO_FILE)"),
+            (21, "NOT_EXECUTABLE: command at '/etc/passwd' is not executable", Some("web:web_1"), "web:web_1 cannot start: command at '/etc/passwd' is not executable (supervisord: NOT_EXECUTABLE)"),
+            (50, "SPAWN_ERROR: web:web_0", Some("web:web_0"), "web:web_0 could not be spawned (its log and supervisord's say why) (supervisord: SPAWN_ERROR)"),
+            (40, "ABNORMAL_TERMINATION: web:web_0", Some("web:web_0"), "web:web_0 exited as soon as it was started (supervisord: ABNORMAL_TERMINATION)"),
+            (70, "NOT_RUNNING: web:web_0", Some("web:web_0"), "web:web_0 is not running (supervisord: NOT_RUNNING)"),
+            (99, "SOMETHING_NEW: odd", None, "supervisord refused: SOMETHING_NEW: odd (supervisord: fault 99)"),
+        ];
+        // The functions, without the call of main.
+        let mut script = SUPERVISORD
+            .source
+            .strip_suffix("main(sys.argv[1:])\n")
+            .expect("supervisord.py ends by calling main")
+            .to_string();
+        script.push_str("\nimport xmlrpc.client\n");
+        for (code, text, name, _) in &cases {
+            let name = name.map_or("None".to_string(), |n| format!("{n:?}"));
+            script.push_str(&format!(
+                "print(fault_line(xmlrpc.client.Fault({code}, {text:?}), {name}))\n"
+            ));
+        }
+        let out = Command::new("python3")
+            .arg("-c")
+            .arg(&script)
+            .env("PYTHONPATH", dir.path())
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let lines: Vec<&str> = stdout.lines().collect();
+        let expected: Vec<&str> = cases.iter().map(|c| c.3).collect();
+        assert_eq!(lines, expected);
+    }
+
     #[test]
     fn facts_takes_the_lock_once_and_reports_its_holder() {
         let dir = tempfile::tempdir().unwrap();

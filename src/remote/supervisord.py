@@ -12,6 +12,13 @@ ACTION is one of
   check   report every process's state and health, changing nothing.
   start   start supervisord (if it is not running) and wait for health.
   stop    stop supervisord and wait until its pid is gone.
+  program JSON.do (start, stop or restart) the processes JSON.name names
+          (`group:*`, `group:name` or `all`); started ones must answer their
+          health check.
+
+A refusal of supervisord (an XML-RPC fault: BAD_NAME, NO_FILE, SHUTDOWN_STATE,
+...) is said in one line naming the process, supervisord's reason and the
+fault's name, not as a traceback.
 
 JSON holds: root (the venv's absolute directory), release (switch), program
 (the group whose process N listens on ports[N]), ports, health {path, status
@@ -34,6 +41,7 @@ import time
 import xmlrpc.client
 
 from supervisor.options import ClientOptions
+from supervisor.xmlrpc import Faults
 
 TICK = 0.05
 # Sections that configure supervisord itself: a change needs a new supervisord.
@@ -43,6 +51,41 @@ FAILED_STATES = ("FATAL", "BACKOFF", "EXITED", "STOPPED", "UNKNOWN")
 
 class Failure(Exception):
     """What went wrong, said in one line, with log lines to show."""
+
+
+# supervisor's fault names, by code (SHUTDOWN_STATE, BAD_NAME, NO_FILE, ...).
+FAULTS = {code: name for name, code in vars(Faults).items() if name.isupper() and isinstance(code, int)}
+# spawnerr texts of supervisor's get_execv_args: retrying cannot help.
+PERMANENT_SPAWNERR = ("can't find command", "command at ", "no permission to run command")
+
+
+def fault_name(fault):
+    return FAULTS.get(fault.faultCode, "fault %s" % fault.faultCode)
+
+
+def fault_line(fault, name=None):
+    """One line for supervisord's refusal `fault` (about process `name`)."""
+    code = fault_name(fault)
+    text = fault.faultString or ""
+    detail = text.split(":", 1)[1].strip() if text.startswith(code + ":") else text
+    what = name or detail or "the program"
+    lines = {
+        "SHUTDOWN_STATE": "supervisord is shutting down and takes no commands: run `es supervisor start VENV` once it has stopped",
+        "BAD_NAME": "supervisord has no process or group %s" % (name or detail),
+        "NO_FILE": "%s cannot start: %s" % (what, detail or "its command does not exist"),
+        "NOT_EXECUTABLE": "%s cannot start: %s" % (what, detail or "its command is not executable"),
+        "SPAWN_ERROR": "%s could not be spawned (its log and supervisord's say why)" % what,
+        "ABNORMAL_TERMINATION": "%s exited as soon as it was started" % what,
+        "ALREADY_STARTED": "%s is already running" % what,
+        "NOT_RUNNING": "%s is not running" % what,
+        "STILL_RUNNING": "%s is still running: stop it first" % what,
+        "ALREADY_ADDED": "%s is already in supervisord's configuration" % what,
+        "CANT_REREAD": "supervisord cannot read its configuration: %s" % detail,
+        "FAILED": "supervisord failed%s: %s" % (" on " + name if name else "", detail),
+        "BAD_SIGNAL": "supervisord does not know the signal %s" % detail,
+    }
+    line = lines.get(code, "supervisord refused%s: %s" % (" " + name if name else "", text))
+    return "%s (supervisord: %s)" % (line, code)
 
 
 def client(conf):
@@ -184,7 +227,11 @@ def log_tail(path, lines=12):
 def supervisord_reasons(root, name):
     """supervisord's own log lines about `name` (spawnerr, exited, gave up)."""
     short = name.split(":")[-1]
-    return [line for line in log_tail(os.path.join(root, "logs", "supervisord.log"), 200)
+    lines = log_tail(os.path.join(root, "logs", "supervisord.log"), 200)
+    # Only what the running supervisord wrote, not an earlier one's lines.
+    starts = [i for i, line in enumerate(lines) if "supervisord started with pid" in line]
+    lines = lines[starts[-1]:] if starts else lines
+    return [line for line in lines
             if short in line and re.search(r"spawnerr|exited|gave up|could not|Errno", line)][-5:]
 
 
@@ -221,6 +268,9 @@ def wait_healthy(proxy, spec, name, started_pid=None):
                         if status is not None else "port %d: %s" % (port, error))
         elif state in FAILED_STATES and (pid is not None or state in ("FATAL", "EXITED", "STOPPED")):
             raise unhealthy(spec, info, "%s: %s" % (state, info.get("description", "")))
+        elif state == "BACKOFF" and (info.get("spawnerr") or "").startswith(PERMANENT_SPAWNERR):
+            # supervisord would retry startretries times; the command will not appear.
+            raise unhealthy(spec, info, "%s: %s" % (state, info["spawnerr"]))
         else:
             last = state
         if time.time() > deadline:
@@ -228,8 +278,9 @@ def wait_healthy(proxy, spec, name, started_pid=None):
         time.sleep(TICK)
 
 
-def unhealthy(spec, info, reason):
-    """The failure: the log lines first, the reason last (a tail keeps it)."""
+def unhealthy(spec, info, reason, whole=False):
+    """The failure: the log lines first, the reason last (a tail keeps it),
+    after the process's name unless `whole` (the reason names it)."""
     name = "%s:%s" % (info["group"], info["name"])
     lines = ["supervisord.log: " + line for line in supervisord_reasons(spec["root"], name)]
     logfile = info.get("stdout_logfile")
@@ -237,7 +288,7 @@ def unhealthy(spec, info, reason):
         # The app's last words, without app servers' routine INFO lines.
         tail = [line for line in log_tail(logfile, 60) if "[INFO]" not in line][-12:]
         lines += ["%s: %s" % (os.path.basename(logfile), line) for line in tail]
-    return Failure("\n".join(lines + ["%s %s" % (name, reason)]))
+    return Failure("\n".join(lines + [reason if whole else "%s %s" % (name, reason)]))
 
 
 def wait_all_running(proxy, spec, names):
@@ -372,13 +423,70 @@ def wait_running(conf, wait):
 def start(spec):
     root = spec["root"]
     conf = os.path.join(root, "etc", "supervisord.conf")
-    if running_pid(conf) is None:
+    pid = running_pid(conf)
+    if pid is None:
+        remember_logs(root)  # earlier runs' lines are not this start's reasons
         start_daemon(root, conf, spec["wait"])
+    else:
+        print("supervisord already running (pid %d)" % pid, flush=True)
     proxy = wait_running(conf, spec["wait"])
     names = all_names(proxy)
     for name in names:
         report(name, wait_healthy(proxy, spec, name))
     wait_all_running(proxy, spec, names)
+
+
+def select(proxy, pattern):
+    """The processes `pattern` names: `group:*`, `group:name`, `name` or `all`."""
+    infos = sorted(proxy.supervisor.getAllProcessInfo(), key=order)
+    every = ["%s:%s" % (i["group"], i["name"]) for i in infos]
+    if pattern == "all":
+        return every
+    if pattern.endswith(":*"):
+        found = [n for n in every if n.split(":")[0] == pattern[:-2]]
+    else:
+        found = [n for n in every if pattern in (n, n.split(":")[-1])]
+    if not found:
+        raise Failure("supervisord has no process or group %s; it runs %s (supervisord: BAD_NAME)"
+                      % (pattern, ", ".join(every) or "nothing"))
+    return found
+
+
+def program(spec):
+    """es supervisor start|stop|restart PROGRAM: one line per process."""
+    root = spec["root"]
+    conf = os.path.join(root, "etc", "supervisord.conf")
+    if running_pid(conf) is None:
+        raise Failure("supervisord of this venv is not running: start it with `es supervisor start VENV`")
+    proxy = client(conf)
+    names = select(proxy, spec["name"])
+    remember_logs(root)
+    for name in names:
+        action = spec["do"]
+        try:
+            if action in ("stop", "restart"):
+                try:
+                    proxy.supervisor.stopProcess(name, True)
+                    if action == "stop":
+                        report(name, "stopped")
+                except xmlrpc.client.Fault as fault:
+                    if fault_name(fault) != "NOT_RUNNING":
+                        raise
+                    if action == "stop":
+                        report(name, "was not running")
+            if action == "stop":
+                continue
+            try:
+                proxy.supervisor.startProcess(name, False)
+            except xmlrpc.client.Fault as fault:
+                if fault_name(fault) != "ALREADY_STARTED":
+                    raise
+                report(name, "already running")
+                continue
+        except xmlrpc.client.Fault as fault:
+            info = proxy.supervisor.getProcessInfo(name)
+            raise unhealthy(spec, info, fault_line(fault, name), whole=True)
+        report(name, wait_healthy(proxy, spec, name))
 
 
 def check(spec):
@@ -413,12 +521,14 @@ def main(argv):
             stop(os.path.join(spec["root"], "etc", "supervisord.conf"), spec["wait"])
         elif action == "check":
             check(spec)
+        elif action == "program":
+            program(spec)
         else:
             sys.exit("unknown action %r" % action)
     except Failure as failure:
         sys.exit(str(failure))
     except xmlrpc.client.Fault as fault:
-        sys.exit("supervisord refused: %s" % fault.faultString)
+        sys.exit(fault_line(fault))
     except (OSError, socket.error) as exc:
         sys.exit("supervisord: %s" % exc)
 
