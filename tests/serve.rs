@@ -873,6 +873,24 @@ fn browser_check(p: &Project, id: i64, version: &str) {
         std::fs::write(shots.join(name), png).unwrap();
     };
 
+    // A click that submits a form or follows a link may return before the next
+    // page is there: wait (bounded) for the page that should follow.
+    let page_with = |wanted: &str| -> String {
+        let started = Instant::now();
+        loop {
+            let source = call("GET", &s("/source"), Value::Null);
+            let source = source.as_str().unwrap().to_string();
+            if source.contains(wanted) {
+                return source;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the page never showed {wanted:?}:\n{source}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+
     call("POST", &s("/url"), json!({"url": url(p, "/")}));
     let source = call("GET", &s("/source"), Value::Null);
     assert!(
@@ -887,25 +905,16 @@ fn browser_check(p: &Project, id: i64, version: &str) {
     );
     let button = element("#login button[type=submit]");
     call("POST", &s(&format!("/element/{button}/click")), json!({}));
-    let source = call("GET", &s("/source"), Value::Null);
-    let source = source.as_str().unwrap();
+    let source = page_with("Deploy by hand");
     assert!(
         source.contains("Deploys") && source.contains(version),
         "{source}"
     );
-    assert!(
-        source.contains("Deploy by hand"),
-        "a deploy login gets the form"
-    );
     screenshot("jobs.png");
     let link = element(&format!("a[href=\"/jobs/{id}\"]"));
     call("POST", &s(&format!("/element/{link}/click")), json!({}));
-    let source = call("GET", &s("/source"), Value::Null);
-    let source = source.as_str().unwrap();
-    assert!(
-        source.contains(&format!("Job {id}")) && source.contains("switched"),
-        "{source}"
-    );
+    let source = page_with(&format!("Job {id}"));
+    assert!(source.contains("switched"), "{source}");
     assert!(source.contains("Deploy this commit again"), "{source}");
     screenshot("job.png");
 
@@ -913,14 +922,20 @@ fn browser_check(p: &Project, id: i64, version: &str) {
     // log grows and the page shows the outcome without a reload by hand).
     let again = element("#redeploy");
     call("POST", &s(&format!("/element/{again}/click")), json!({}));
-    let at = call("GET", &s("/url"), Value::Null);
-    let at = at.as_str().unwrap().to_string();
-    let new_id: i64 = at
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap_or_else(|_| panic!("{at}"));
+    let started = Instant::now();
+    let (at, new_id) = loop {
+        let at = call("GET", &s("/url"), Value::Null);
+        let at = at.as_str().unwrap().to_string();
+        let shown: i64 = at.rsplit('/').next().unwrap().parse().unwrap_or(0);
+        if shown != id {
+            break (at, shown);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the button led nowhere: {at}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
     assert!(new_id > id, "{at}");
     let started = Instant::now();
     let mut shot_running = false;
