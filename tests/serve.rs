@@ -447,6 +447,16 @@ fn page(p: &Project, path: &str) -> (u16, String) {
     )
 }
 
+/// A job's log lines as the database keeps them.
+fn job_log(db: &rusqlite::Connection, id: i64) -> Vec<String> {
+    db.prepare("SELECT line FROM log_lines WHERE job_id = ?1 ORDER BY seq")
+        .unwrap()
+        .query_map([id], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
 fn serving(tb: &Testbed, p: &Project, n: usize, i: usize) -> String {
     let out = Command::new("curl")
         .args([
@@ -671,13 +681,7 @@ fn a_signed_push_builds_and_deploys_the_newest_commit_and_keeps_the_history() {
         )
         .unwrap();
     assert_eq!(hosts_rows, 2);
-    let log: Vec<String> = db
-        .prepare("SELECT line FROM log_lines WHERE job_id = ?1 ORDER BY seq")
-        .unwrap()
-        .query_map([id], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let log = job_log(&db, id);
     let log_text = log.join("\n");
     assert!(
         log_text.contains("$ es -c") && log_text.contains(" build --commit "),
@@ -773,13 +777,7 @@ fn a_signed_push_builds_and_deploys_the_newest_commit_and_keeps_the_history() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let log_after: Vec<String> = db
-        .prepare("SELECT line FROM log_lines WHERE job_id = ?1 ORDER BY seq")
-        .unwrap()
-        .query_map([id], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let log_after = job_log(&db, id);
     assert!(
         log_after
             .iter()
@@ -1100,13 +1098,6 @@ fn a_killed_server_shows_the_job_interrupted_and_sigterm_stops_gracefully() {
     assert_eq!(state, "interrupted", "{error}");
     assert!(error.contains("interrupted"), "{error}");
     wait_unlocked(&tb, &p);
-    let log: String = db
-        .prepare("SELECT line FROM log_lines WHERE job_id = ?1 ORDER BY seq")
-        .unwrap()
-        .query_map([id2], |r| r.get::<_, String>(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect::<Vec<_>>()
-        .join("\n");
+    let log = job_log(&db, id2).join("\n");
     assert!(log.contains("es: interrupted"), "es's own guard ran: {log}");
 }
