@@ -513,7 +513,7 @@ fn a_signed_push_builds_and_deploys_the_newest_commit_and_keeps_the_history() {
         .unwrap();
     let (_, stderr) = expect_code(&out, 2);
     assert!(
-        stderr.contains("serve.github_secret") && stderr.contains("TEST_GH_SECRET"),
+        stderr.contains("deploy.toml: serve.github_secret:") && stderr.contains("TEST_GH_SECRET"),
         "{stderr}"
     );
 

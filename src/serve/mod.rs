@@ -139,7 +139,9 @@ pub fn settings(app: &App) -> Result<Settings> {
     let mut read = |key: &str, source: &Option<SecretSource>| -> Result<Option<String>> {
         match source {
             Some(source) => {
-                let value = source.read(key, &root)?;
+                let value = source.read(key, &root).map_err(|err| {
+                    crate::error::BadInput(format!("{}: {err:#}", loaded.path.display()))
+                })?;
                 secrets.push(value.clone());
                 if let SecretSource::Env(var) = source {
                     secret_vars.push(var.clone());
