@@ -461,7 +461,7 @@ cmd_status() {
 # ---------------------------------------------------------------- commands
 
 cmd_up() {
-    local n=${1:-36} cur i t0=$SECONDS
+    local n=${1:-60} cur i t0=$SECONDS
     [[ $n =~ ^[0-9]+$ ]] && [ "$n" -ge 1 ] && [ "$n" -le 200 ] || die "bad host count: $n"
     cur=$(current_count)
     why=

@@ -14,6 +14,11 @@
 //!   31-32 tests/serve.rs (es serve)
 //!   33    tests/build.rs (the build role)
 //!   34-36 tests/real_projects.rs (third-party apps, day-2 commands)
+//!   37-41 the host-guarded switch (never half-switched)
+//!   42-44 real projects, round two
+//!   45-50 fleet operations (locks, exec, adoption, maintenance)
+//!   51-53 es serve hardening
+//!   54-60 speed (first deploy on fresh hosts)
 #![allow(dead_code)]
 
 use std::collections::HashMap;
