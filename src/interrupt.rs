@@ -11,7 +11,11 @@ static SIGNAL: AtomicI32 = AtomicI32::new(0);
 
 extern "C" fn on_signal(signal: libc::c_int) {
     // Only async-signal-safe work here: an atomic swap, write(2) and _exit(2).
-    let first = SIGNAL.swap(signal, Ordering::SeqCst);
+    // The first signal wins: SIGINT then SIGTERM still exits 130.
+    let first = match SIGNAL.compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst) {
+        Ok(_) => 0,
+        Err(earlier) => earlier,
+    };
     if first == 0 {
         let note: &[u8] =
             b"\nes: interrupted: finishing the steps under way (Ctrl-C again to abort at once)\n";
@@ -56,13 +60,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_signal_is_noted_and_gives_its_exit_code() {
+    fn a_signal_is_noted_and_the_first_one_gives_the_exit_code() {
         install();
         assert!(!requested());
         // SAFETY: raising SIGTERM in this process runs the handler installed above.
         unsafe { libc::raise(libc::SIGTERM) };
         assert!(requested());
         assert_eq!(exit_code(), Some(143));
+        SIGNAL.store(0, Ordering::SeqCst);
+
+        // The first signal gives the exit code.
+        on_signal(libc::SIGINT);
+        // A SIGTERM after the Ctrl-C (a supervisor stopping es) does not
+        // change what es reports.
+        on_signal(libc::SIGTERM);
+        assert_eq!(exit_code(), Some(130));
         SIGNAL.store(0, Ordering::SeqCst);
     }
 }

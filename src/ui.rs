@@ -73,6 +73,15 @@ impl Ui {
         neutralize(&masked)
     }
 
+    /// `value` with every registered secret masked in its strings (keys
+    /// included). Masking the strings, not the serialized text, catches a
+    /// secret holding `"` or `\\` (which JSON escapes) and can never break the
+    /// JSON itself, whatever a short secret happens to match.
+    fn mask_json(&self, value: Value) -> Value {
+        let secrets = self.secrets.lock().unwrap_or_else(|e| e.into_inner());
+        mask_strings(value, &secrets)
+    }
+
     /// A progress line for one host (drawn only on a terminal).
     pub fn host_line(&self, label: &str, width: usize) -> HostLine {
         let bar = self.multi.as_ref().map(|multi| {
@@ -126,7 +135,7 @@ impl Ui {
     /// Prints one JSON object on a line of its own (only with `--json`).
     pub fn json(&self, value: Value) {
         if self.mode == Mode::Json {
-            print_stdout(&format!("{}\n", self.mask(&value.to_string())));
+            print_stdout(&format!("{}\n", self.mask_json(value)));
         }
     }
 
@@ -138,7 +147,7 @@ impl Ui {
     /// The closing summary: printed with `--json`, written to the `--report` file.
     pub fn summary(&self, value: Value) {
         if let Some(path) = &self.report {
-            let text = format!("{}\n", self.mask(&value.to_string()));
+            let text = format!("{}\n", self.mask_json(value.clone()));
             if let Err(err) = std::fs::write(path, text) {
                 eprintln!("es: cannot write the report {}: {err}", path.display());
             }
@@ -212,6 +221,30 @@ fn neutralize(text: &str) -> String {
         .collect()
 }
 
+/// Every string of `value` (and every key) with each of `secrets` replaced by `****`.
+fn mask_strings(value: Value, secrets: &[String]) -> Value {
+    let mask = |text: String| {
+        secrets
+            .iter()
+            .fold(text, |text, secret| text.replace(secret.as_str(), "****"))
+    };
+    match value {
+        Value::String(text) => Value::String(mask(text)),
+        Value::Array(items) => Value::Array(
+            items
+                .into_iter()
+                .map(|item| mask_strings(item, secrets))
+                .collect(),
+        ),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(key, item)| (mask(key), mask_strings(item, secrets)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
 fn print_stdout(text: &str) {
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes());
@@ -246,5 +279,25 @@ mod tests {
         assert_eq!(neutralize("plain\ttext\n"), "plain\ttext\n");
         assert_eq!(neutralize("\u{1b}[2Jgone\r"), "\\u{1b}[2Jgone\\u{d}");
         assert_eq!(neutralize("bell\u{7}\u{9b}31m"), "bell\\u{7}\\u{9b}31m");
+    }
+
+    #[test]
+    fn secrets_are_masked_in_json_strings_whatever_json_escapes() {
+        let secrets = vec![r#"pa"ss\word"#.to_string(), "true".to_string()];
+        let value = json!({
+            "error": r#"login with pa"ss\word failed"#,
+            "ok": true,
+            "hosts": [{ "note": "it is true" }],
+        });
+        let masked = mask_strings(value, &secrets).to_string();
+        assert!(!masked.contains("ss\\\\word"), "{masked}");
+        assert!(
+            masked.contains(r#""error":"login with **** failed""#),
+            "{masked}"
+        );
+        // A secret that matches JSON's own words leaves the JSON valid.
+        let back: Value = serde_json::from_str(&masked).expect("valid JSON");
+        assert_eq!(back["ok"], json!(true));
+        assert_eq!(back["hosts"][0]["note"], json!("it is ****"));
     }
 }

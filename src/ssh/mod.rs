@@ -138,11 +138,22 @@ impl Connection {
         match self {
             Connection::Ssh(session) => session.upload(contents, path, mode),
             Connection::Local => {
-                use std::os::unix::fs::PermissionsExt;
+                use std::io::Write;
+                use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
                 let path = expand_tilde(path);
                 let temp = path.with_extension(format!("es-tmp-{}", std::process::id()));
-                std::fs::write(&temp, contents)
+                // Created with its final mode: a secret never sits in a file
+                // that the umask left readable, not even for a moment.
+                let _ = std::fs::remove_file(&temp);
+                let mut file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(mode as u32)
+                    .open(&temp)
+                    .with_context(|| format!("creating {}", temp.display()))?;
+                file.write_all(contents)
                     .with_context(|| format!("writing {}", temp.display()))?;
+                // The umask may have cleared bits the caller asked for.
                 std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(mode as u32))?;
                 std::fs::rename(&temp, &path)
                     .with_context(|| format!("renaming into {}", path.display()))
