@@ -19,6 +19,9 @@
 //!   45-50 fleet operations (locks, exec, adoption, maintenance)
 //!   51-53 es serve hardening
 //!   54-60 speed (first deploy on fresh hosts)
+//!
+//! The systemd hosts (`systemd_hosts`, numbered 1..=3 by `testbed.sh
+//! systemd-restart K`): 3 is restarted by tests/systemd_bed.rs.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -37,6 +40,8 @@ pub struct Testbed {
     pub index_user: String,
     pub index_password: String,
     pub bridge_addr: String,
+    /// Hosts whose PID 1 is systemd, each on its own root (testbed/systemd-hosts.sh).
+    pub systemd_hosts: Vec<String>,
 }
 
 /// The repository's root.
@@ -104,6 +109,10 @@ impl Testbed {
             index_user: get("ES_TB_INDEX_USER"),
             index_password: get("ES_TB_INDEX_PASSWORD"),
             bridge_addr: get("ES_TB_BRIDGE_ADDR"),
+            systemd_hosts: get("ES_TB_SYSTEMD_HOSTS")
+                .split_whitespace()
+                .map(str::to_string)
+                .collect(),
         }
     }
 
