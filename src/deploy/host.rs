@@ -239,7 +239,7 @@ pub fn stage(
         "project": plan.project,
         "version": plan.version,
         "profile": plan.profile,
-        "staged_at": super::plan::now_utc(),
+        "staged_at": crate::clock::now_utc(),
         "staged_by": plan.deployer,
     });
     let index = crate::remote::env_file([

@@ -36,7 +36,6 @@ use crate::hosts::Target;
 use crate::ui::Mode;
 use host::{Facts, LockMode};
 pub use plan::DEFAULT_SUPERVISOR_TEMPLATE;
-pub use plan::{format_utc, login, machine, now_utc};
 use plan::{Plan, Request};
 pub use status::{releases, status};
 
@@ -495,7 +494,7 @@ fn check_holder_is_gone(facts: &Facts, command_timeout: Duration) -> Result<()> 
         .as_deref()
         .and_then(|o| serde_json::from_str(o).ok())
         .unwrap_or(Value::Null);
-    let same_machine = owner["machine"].as_str() == Some(machine().as_str());
+    let same_machine = owner["machine"].as_str() == Some(crate::identity::machine().as_str());
     if let (true, Some(pid)) = (same_machine, owner["pid"].as_u64()) {
         let alive = std::fs::read_to_string(format!("/proc/{pid}/comm"))
             .map(|comm| comm.trim() == "es")

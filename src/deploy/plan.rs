@@ -302,42 +302,11 @@ pub fn deployer() -> serde_json::Value {
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     json!({
-        "user": login(),
-        "machine": machine(),
+        "user": crate::identity::login(),
+        "machine": crate::identity::machine(),
         "pid": std::process::id(),
         "deploy_id": format!("{:x}-{:x}", std::process::id(), nanos),
     })
-}
-
-/// Who runs es: $USER, $LOGNAME, else the password database.
-pub fn login() -> String {
-    std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| login_name().unwrap_or_else(|| "unknown".into()))
-}
-
-/// This machine's name.
-pub fn machine() -> String {
-    std::fs::read_to_string("/etc/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into())
-}
-
-/// The name of the user running es, from the password database.
-fn login_name() -> Option<String> {
-    // SAFETY: getpwuid returns a pointer into static storage or null; the name is
-    // copied out at once, before any other call could reuse that storage.
-    unsafe {
-        let entry = libc::getpwuid(libc::getuid());
-        if entry.is_null() || (*entry).pw_name.is_null() {
-            return None;
-        }
-        Some(
-            std::ffi::CStr::from_ptr((*entry).pw_name)
-                .to_string_lossy()
-                .into_owned(),
-        )
-    }
 }
 
 fn template_env() -> Environment<'static> {
@@ -488,44 +457,13 @@ impl Plan {
     pub fn owner_line(&self) -> String {
         let mut owner = self.deployer.clone();
         owner["version"] = json!(self.version);
-        owner["since"] = json!(now_utc());
+        owner["since"] = json!(crate::clock::now_utc());
         owner.to_string()
     }
 
     pub fn deploy_id(&self) -> &str {
         self.deployer["deploy_id"].as_str().unwrap_or("")
     }
-}
-
-/// The time now, as UTC RFC 3339 (seconds).
-pub fn now_utc() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    format_utc(secs)
-}
-
-/// Unix seconds as `YYYY-MM-DDTHH:MM:SSZ`.
-pub fn format_utc(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 #[cfg(test)]
@@ -562,12 +500,5 @@ mod tests {
         for bad in ["", "/etc", "../x", "a/../../b", "./a", "a\nb"] {
             assert!(check_relative("k", bad).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn utc_time_is_rfc3339() {
-        let now = now_utc();
-        assert_eq!(now.len(), 20, "{now}");
-        assert!(now.starts_with("20") && now.ends_with('Z'));
     }
 }

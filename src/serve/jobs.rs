@@ -72,7 +72,7 @@ impl Queue {
             let mut log = JobLog::open(&self.settings, job.id, job.log_offset)?;
             log.line(&format!(
                 "es serve: the server stopped while this job ran (restarted at {})",
-                crate::deploy::now_utc()
+                crate::clock::now_utc()
             ));
             log.sync(&self.db, true);
             self.db.finish(
