@@ -20,4 +20,4 @@ bash testbed/testbed.sh up
 rm -f "$probe"
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
-cargo test --no-fail-fast
+ES_TB_REQUIRED=1 cargo test --no-fail-fast

@@ -40,7 +40,7 @@ impl Drop for Probes {
 
 #[test]
 fn systemd_hosts_run_systemd_as_pid_1_with_a_lingering_user_manager() {
-    let tb = Testbed::get();
+    let tb = bed!();
     assert!(tb.systemd_hosts.len() >= 3, "{:?}", tb.systemd_hosts);
     let out = es_run(
         &tb,
@@ -63,7 +63,7 @@ fn systemd_hosts_run_systemd_as_pid_1_with_a_lingering_user_manager() {
 
 #[test]
 fn a_user_unit_outlives_the_ssh_session_and_its_parent_is_the_hosts_systemd() {
-    let tb = Testbed::get();
+    let tb = bed!();
     let unit = unique("es-probe");
     let out = es_run(
         &tb,
@@ -94,7 +94,7 @@ fn a_user_unit_outlives_the_ssh_session_and_its_parent_is_the_hosts_systemd() {
 /// `/tmp` and `/var/tmp` where it was, however old.
 #[test]
 fn booting_a_systemd_host_leaves_the_machines_tmp_and_var_tmp_alone() {
-    let tb = Testbed::get();
+    let tb = bed!();
     let name = unique("es-survives-boot");
     let probes = Probes(vec![
         PathBuf::from("/tmp").join(&name),
