@@ -185,6 +185,35 @@ pub enum Command {
     )]
     Supervisor(SupervisorArgs),
 
+    /// Every process of every host: state, pid, uptime, release, health (any process manager)
+    ///
+    /// Exits 1 unless every process of every host is RUNNING.
+    #[command(after_help = "Examples:\n  es ps -R prod a")]
+    Ps(VenvArg),
+
+    /// Start processes of a venv on every host, each checked for health
+    ///
+    /// PROGRAM: a process number N, the project's name (all of them, the default), or
+    /// the manager's own name (`name:name_0` under supervisord, `PROJECT-VENV@0.service` under systemd).
+    #[command(after_help = "Examples:\n  es start a\n  es start 1 a")]
+    Start(ProgramArgs),
+
+    /// Stop processes of a venv on every host (PROGRAM as for start)
+    #[command(after_help = "Examples:\n  es stop 1 a")]
+    Stop(ProgramArgs),
+
+    /// Restart processes of a venv on every host, one at a time, each checked for health before the next
+    #[command(after_help = "Examples:\n  es restart a\n  es restart -R prod 0 b")]
+    Restart(ProgramArgs),
+
+    /// The program logs of a venv, each line prefixed by its host
+    ///
+    /// The programs' log files under supervisord, the units' journal under systemd.
+    /// PROGRAM: a process number N (default: every process). With -f every host is
+    /// followed live, merged, until Ctrl-C.
+    #[command(after_help = "Examples:\n  es logs a -n 50\n  es logs 0 a -f")]
+    Logs(LogsArgs),
+
     /// Start, stop, reload or test nginx, or switch its config, on every host of the role
     ///
     /// nginx runs as `BIN -c CONF` ([nginx] bin and conf, or --bin / --conf); with
@@ -463,6 +492,30 @@ pub struct SupervisorArgs {
     /// [PROGRAM] [VENV]: VENV defaults to deploy.default_venv
     #[arg(num_args = 0..=2, value_names = ["PROGRAM", "VENV"])]
     pub args: Vec<String>,
+}
+
+/// `[PROGRAM] [VENV]` of es start, stop and restart.
+#[derive(Args, Debug)]
+pub struct ProgramArgs {
+    /// [PROGRAM] [VENV]: VENV defaults to deploy.default_venv
+    #[arg(num_args = 0..=2, value_names = ["PROGRAM", "VENV"])]
+    pub args: Vec<String>,
+}
+
+/// `es logs`
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    /// [PROGRAM] [VENV]: VENV defaults to deploy.default_venv
+    #[arg(num_args = 0..=2, value_names = ["PROGRAM", "VENV"])]
+    pub args: Vec<String>,
+
+    /// Lines of each log to show
+    #[arg(short = 'n', long, default_value_t = 20, value_name = "N")]
+    pub lines: u32,
+
+    /// Keep following every host's logs until Ctrl-C
+    #[arg(short = 'f', long)]
+    pub follow: bool,
 }
 
 #[derive(Args, Debug)]

@@ -42,6 +42,15 @@ pub fn install() {
     }
 }
 
+/// Ctrl-C and SIGTERM end es at once, as for any program: for a command with
+/// nothing to finish or undo (`es logs -f`).
+pub fn end_at_once() {
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: restoring the default disposition of a signal.
+        unsafe { libc::signal(signal, libc::SIG_DFL) };
+    }
+}
+
 /// Whether es was asked to stop.
 pub fn requested() -> bool {
     SIGNAL.load(Ordering::SeqCst) != 0

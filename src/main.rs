@@ -17,6 +17,7 @@ mod interrupt;
 mod nginx;
 mod paths;
 mod pip;
+mod processes;
 mod provenance;
 mod quote;
 mod remote;
@@ -87,6 +88,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<bool> {
         Command::Status(args) => deploy::status(&app, &args),
         Command::Releases(args) => deploy::releases(&app, &args),
         Command::Supervisor(args) => supervisor::command(&app, &args),
+        Command::Ps(args) => processes::ps(&app, args.venv.as_deref()),
+        Command::Start(args) => processes::program(&app, "start", &args),
+        Command::Stop(args) => processes::program(&app, "stop", &args),
+        Command::Restart(args) => processes::program(&app, "restart", &args),
+        Command::Logs(args) => processes::logs(&app, &args),
         Command::Nginx(args) => nginx::command(&app, &args),
         Command::Validate(args) => validate::validate(&app, &args),
         Command::Serve(args) => serve::command(&app, &args),

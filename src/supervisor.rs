@@ -26,23 +26,10 @@ pub fn supervisorctl(venv: &Venv, args: &[&str]) -> String {
     line
 }
 
-/// supervisord.py ACTION for the venv, run from its directory (the script
-/// takes the root `.` as that directory), with the deploy's health settings so
+/// supervisord.py ACTION for the venv, with the deploy's health settings so
 /// that `start` waits for health as a deploy does.
 fn supervisord_action(venv: &Venv, action: &str, spec: &serde_json::Value) -> String {
-    let mut spec = spec.clone();
-    spec["root"] = serde_json::json!(".");
-    format!(
-        "cd {} && {}",
-        venv.path(""),
-        crate::remote::SUPERVISORD.python(
-            ".es/tools/bin/python",
-            &[
-                crate::remote::Arg::Value(action),
-                crate::remote::Arg::Value(&spec.to_string()),
-            ],
-        )
-    )
+    crate::processes::manager_command(venv, action, spec)
 }
 
 /// Stops this venv's supervisord (if it runs) and waits until its pid is gone.

@@ -196,6 +196,7 @@ sd_healthy() {
     for k in $(seq "$SD_COUNT"); do
         [ -f "$(sd_dir "$k")/ssh_host_ed25519_key.pub" ] && sd_nspawn_pid "$k" >/dev/null ||
             { why="systemd host $k"; return 1; }
+        grep -q "^$(sd_addr "$k") " "$KNOWN_HOSTS" || { why="systemd host $k not in known_hosts"; return 1; }
     done
 }
 

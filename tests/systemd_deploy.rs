@@ -20,12 +20,17 @@ const PORTS: [&str; 2] = ["9600", "9601"];
 
 /// Builds a project with versions 1.0.0 and 2.0.0 and 1.5.0, which exits at once.
 fn build(tb: &Testbed, sb: &Sandbox) -> String {
+    build_named(tb, sb, PREFIX)
+}
+
+/// `build`, the project's name starting with `prefix`.
+fn build_named(tb: &Testbed, sb: &Sandbox, prefix: &str) -> String {
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis()
         % 100_000_000;
-    let name = format!("{PREFIX}{}_{stamp}", std::process::id());
+    let name = format!("{prefix}{}_{stamp}", std::process::id());
     let dir = common::create_project(sb, &name);
     std::fs::write(
         dir.join("deploy.toml"),
@@ -201,4 +206,69 @@ fn systemd_deploy_upgrades_one_at_a_time_refuses_a_broken_version_and_rolls_back
     // `es supervisor` has nothing to drive here, and says so before any host is contacted.
     let (_, stderr) = expect_code(&es(&sb, &["supervisor", "status", "a"]), 2);
     assert!(stderr.contains("systemd"), "{stderr}");
+
+    day_two_commands(&tb, &sb, &format!("{unit}@0.service"), "journalctl");
+}
+
+/// The same day-2 commands under supervisord, on the same hosts (other ports).
+#[test]
+fn ps_restart_and_logs_work_the_same_under_supervisord() {
+    let tb = bed!();
+    let sb = Sandbox::new();
+    let name = build_named(&tb, &sb, "sv_");
+    let text = config(&tb, &name, &tb.index_section())
+        .replace(
+            "process_manager = \"systemd\"",
+            "process_manager = \"supervisord\"",
+        )
+        .replace("a = \"960\"", "a = \"961\"");
+    sb.write_config(&text);
+    expect_code(&es(&sb, &["deploy", "1.0.0", "a", "prod"]), 0);
+    day_two_commands(&tb, &sb, &format!("{name}:{name}_0"), "tail");
+    expect_code(&es(&sb, &["supervisor", "shutdown", "a"]), 0);
+}
+
+/// es ps, es restart (one at a time, health-checked) and es logs, -f included.
+fn day_two_commands(tb: &Testbed, sb: &Sandbox, first: &str, follower: &str) {
+    let (stdout, _) = expect_code(&es(sb, &["ps", "a"]), 0);
+    for k in HOSTS {
+        let addr = &tb.systemd_hosts[k - 1];
+        let row = stdout
+            .lines()
+            .find(|l| l.starts_with(addr.as_str()) && l.contains(first))
+            .unwrap_or_else(|| panic!("no {first} row for {addr} in\n{stdout}"));
+        assert!(row.contains("RUNNING") && row.contains("1.0.0-"), "{row}");
+    }
+    let (_, stderr) = expect_code(&es(sb, &["restart", "a"]), 0);
+    assert!(stderr.contains("2 ok, 0 failed"), "{stderr}");
+    let (stdout, _) = expect_code(&es(sb, &["logs", "0", "a", "-n", "5"]), 0);
+    for k in HOSTS {
+        let addr = &tb.systemd_hosts[k - 1];
+        assert!(
+            stdout.lines().any(|l| l.starts_with(&format!("{addr} | "))),
+            "no line of {addr} in\n{stdout}"
+        );
+    }
+    // -f follows until es is interrupted; nothing is left following on the hosts.
+    let child = sb
+        .es()
+        .args(["logs", "a", "-f"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let pid = child.id().to_string();
+    Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(&tb.systemd_hosts[0]), "{stdout}");
+    let check = format!("sleep 1; pgrep -u $USER -c -f '{follower} .*-[fF]' || true");
+    let (stdout, _) = expect_code(&es(sb, &["run", "-R", "web", "--", &check]), 0);
+    for k in HOSTS {
+        let addr = &tb.systemd_hosts[k - 1];
+        assert!(
+            stdout.contains(&format!("{addr} | 0")),
+            "followers left:\n{stdout}"
+        );
+    }
 }

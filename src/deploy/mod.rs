@@ -34,8 +34,9 @@ use crate::config::HooksOn;
 use crate::fleet::{Fleet, HostCtx};
 use crate::hosts::Target;
 use crate::ui::Mode;
+pub use host::manager_script;
 use host::{Facts, LockMode};
-pub use plan::{configured_process_spec, DEFAULT_SUPERVISOR_TEMPLATE};
+pub use plan::{configured_process_spec, unit_name, DEFAULT_SUPERVISOR_TEMPLATE};
 use plan::{Plan, Request};
 pub use status::{releases, status};
 

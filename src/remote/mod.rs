@@ -35,6 +35,11 @@ pub const SYSTEMD: Script = Script {
     source: include_str!("systemd.py"),
 };
 
+/// A venv's program logs: supervisord's log files or the units' journal.
+pub const LOGS: Script = Script {
+    source: include_str!("logs.sh"),
+};
+
 /// Builds an sdist and a wheel on the build host, in a work directory of its own.
 pub const BUILD: Script = Script {
     source: include_str!("build.sh"),

@@ -489,15 +489,25 @@ def program(spec):
         report(name, wait_healthy(proxy, spec, name))
 
 
+def current_release(root):
+    """The id of the release `current` points to, when it does."""
+    try:
+        return os.path.basename(os.readlink(os.path.join(root, "current")))
+    except OSError:
+        return None
+
+
 def check(spec):
     """One look at every process: state, and one health request per port."""
     root = spec["root"]
     conf = os.path.join(root, "etc", "supervisord.conf")
-    result = {"supervisord": running_pid(conf), "processes": []}
+    result = {"supervisord": running_pid(conf), "release": current_release(root), "processes": []}
     if result["supervisord"] is not None:
         low, high = spec["health"]["status"]
         for info in sorted(client(conf).supervisor.getAllProcessInfo(), key=order):
-            entry = {"name": "%s:%s" % (info["group"], info["name"]), "state": info["statename"]}
+            entry = {"name": "%s:%s" % (info["group"], info["name"]), "state": info["statename"],
+                     "pid": info["pid"] or None,
+                     "uptime": max(0, info["now"] - info["start"]) if info["pid"] else None}
             port = process_port(info, spec)
             if port is not None and info["statename"] == "RUNNING":
                 status, error = probe(port, spec["health"])

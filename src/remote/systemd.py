@@ -333,9 +333,31 @@ def manager_pid():
         return None
 
 
+def current_release(root):
+    """The id of the release `current` points to, when it does."""
+    try:
+        return os.path.basename(os.readlink(os.path.join(root, "current")))
+    except OSError:
+        return None
+
+
+def uptime(pid):
+    """Seconds since process `pid` started (from /proc), or None."""
+    if not pid:
+        return None
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            started = int(f.read().rsplit(")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")
+        with open("/proc/uptime") as f:
+            return int(float(f.read().split()[0]) - started)
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def check(spec):
     """One look at every instance: state, and one health request per port."""
-    result = {"supervisord": None, "manager": "systemd", "processes": []}
+    result = {"supervisord": None, "manager": "systemd", "release": current_release(spec["root"]),
+              "processes": []}
     low, high = spec["health"]["status"]
     every = sorted(set(instances(spec)) | set(loaded_instances(spec)), key=instance_number)
     for instance in every:
@@ -343,7 +365,8 @@ def check(spec):
         if props.get("LoadState") == "not-found":
             continue
         state = STATES.get(props.get("ActiveState"), props.get("ActiveState", "UNKNOWN").upper())
-        entry = {"name": instance, "state": state}
+        pid = int(props.get("MainPID") or 0) or None
+        entry = {"name": instance, "state": state, "pid": pid, "uptime": uptime(pid)}
         if state == "RUNNING":
             result["supervisord"] = result["supervisord"] or manager_pid()
         port = port_of(instance, spec)

@@ -1,0 +1,42 @@
+# Shows a venv's program logs, newest lines last: the log files of
+# supervisord's programs, or the journal of the systemd units.
+#
+#   sh -c "$(cat logs.sh)" es MANAGER ROOT UNIT WHICH LINES FOLLOW
+#
+# MANAGER   supervisord | systemd
+# ROOT      the venv (PREFIX/VENV)
+# UNIT      the systemd template unit (PROJECT-VENV)
+# WHICH     all, or a process number N
+# LINES     how many lines of each log
+# FOLLOW    1: keep following until es goes away (its SSH channel closes)
+set -u
+manager=$1 root=$2 unit=$3 which=$4 lines=$5 follow=$6
+if [ "$manager" = systemd ]; then
+    export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/run/user/$(id -u)}"
+    pattern="$unit@*"
+    [ "$which" = all ] || pattern="$unit@$which.service"
+    set -- journalctl --user -u "$pattern" -n "$lines" --no-pager -o short-iso
+    [ "$follow" = 1 ] && set -- "$@" -f
+else
+    cd "$root/logs" 2>/dev/null || { echo "no logs: $root/logs does not exist" >&2; exit 1; }
+    set --
+    for f in *.log; do
+        [ -f "$f" ] && [ "$f" != supervisord.log ] || continue
+        # supervisord's template names process N's log PROGRAM_0N.log.
+        if [ "$which" != all ]; then
+            case "$f" in *_"$(printf %02d "$which")".log) ;; *) continue ;; esac
+        fi
+        set -- "$@" "$f"
+    done
+    [ $# -gt 0 ] || { echo "no program logs in $root/logs" >&2; exit 1; }
+    if [ "$follow" = 1 ]; then set -- tail -v -n "$lines" -F "$@"; else set -- tail -v -n "$lines" "$@"; fi
+fi
+if [ "$follow" = 1 ]; then
+    # A follower ends when es does: its channel's stdin closes then.
+    "$@" &
+    cat >/dev/null
+    kill $! 2>/dev/null
+    wait
+else
+    exec "$@"
+fi
