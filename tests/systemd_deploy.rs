@@ -127,12 +127,12 @@ fn systemd_deploy_upgrades_one_at_a_time_refuses_a_broken_version_and_rolls_back
     assert_serving(&tb, &name, "1.0.0");
 
     // The processes are children of the host's systemd (the deploy user's
-    // manager), enabled for boot, and no supervisord runs anywhere.
+    // manager), enabled for boot, and no supervisord runs for this venv.
     let unit = format!("{name}-a");
     let probe = format!(
         "for n in 0 1; do pid=$(systemctl --user show -p MainPID --value {unit}@$n); \
          echo \"$n parent=$(ps -o comm= -p $(ps -o ppid= -p $pid)) enabled=$(systemctl --user is-enabled {unit}@$n)\"; done; \
-         echo supervisord=$(pgrep -c supervisord)"
+         echo supervisord=$(pgrep -c -f '{name}/a/etc/[s]upervisord')"
     );
     let (stdout, _) = expect_code(&es(&sb, &["run", "-R", "web", "--", &probe]), 0);
     for k in HOSTS {
@@ -215,6 +215,22 @@ fn systemd_deploy_upgrades_one_at_a_time_refuses_a_broken_version_and_rolls_back
 fn ps_restart_and_logs_work_the_same_under_supervisord() {
     let tb = bed!();
     let sb = Sandbox::new();
+    // What an earlier run left: its supervisords hold the ports.
+    for k in HOSTS {
+        let script = format!(
+            "for f in /home/{user}/sv_*/a/tmp/supervisord.pid; do [ -f \"$f\" ] || continue; \
+             pid=$(cat \"$f\"); kill $pid 2>/dev/null || continue; \
+             i=0; while kill -0 $pid 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; done; \
+             rm -rf /home/{user}/sv_*",
+            user = tb.user
+        );
+        let out = Command::new("bash")
+            .arg(common::repo_root().join("testbed/testbed.sh"))
+            .args(["systemd-exec", &k.to_string(), "sh", "-c", &script])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "cleaning systemd host {k}: {out:?}");
+    }
     let name = build_named(&tb, &sb, "sv_");
     let text = config(&tb, &name, &tb.index_section())
         .replace(
@@ -250,18 +266,36 @@ fn day_two_commands(tb: &Testbed, sb: &Sandbox, first: &str, follower: &str) {
         );
     }
     // -f follows until es is interrupted; nothing is left following on the hosts.
-    let child = sb
+    let mut child = sb
         .es()
         .args(["logs", "a", "-f"])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_secs(3));
+    let stdout = child.stdout.take().unwrap();
+    let (lines, seen) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // Bounded wait for a line of each host, then Ctrl-C.
+    let mut waiting: Vec<String> = HOSTS
+        .iter()
+        .map(|k| tb.systemd_hosts[k - 1].clone())
+        .collect();
+    while !waiting.is_empty() {
+        let line = seen
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("es logs -f showed nothing of {waiting:?}"));
+        waiting.retain(|addr| !line.starts_with(&format!("{addr} | ")));
+    }
     let pid = child.id().to_string();
     Command::new("kill").args(["-INT", &pid]).status().unwrap();
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains(&tb.systemd_hosts[0]), "{stdout}");
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "es logs -f ended by itself: {status:?}");
     let check = format!("sleep 1; pgrep -u $USER -c -f '{follower} .*-[fF]' || true");
     let (stdout, _) = expect_code(&es(sb, &["run", "-R", "web", "--", &check]), 0);
     for k in HOSTS {

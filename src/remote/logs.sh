@@ -32,10 +32,14 @@ else
     if [ "$follow" = 1 ]; then set -- tail -v -n "$lines" -F "$@"; else set -- tail -v -n "$lines" "$@"; fi
 fi
 if [ "$follow" = 1 ]; then
-    # A follower ends when es does: its channel's stdin closes then.
+    # A follower ends when es goes away: the SSH session that started this
+    # shell (its parent) ends then, while a quiet log would never make the
+    # follower write into the closed channel and die of SIGPIPE.
+    session=$PPID
     "$@" &
-    cat >/dev/null
-    kill $! 2>/dev/null
+    follower=$!
+    while kill -0 "$session" 2>/dev/null && kill -0 "$follower" 2>/dev/null; do sleep 1; done
+    kill "$follower" 2>/dev/null
     wait
 else
     exec "$@"
