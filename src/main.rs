@@ -15,6 +15,7 @@ mod interrupt;
 mod nginx;
 mod paths;
 mod pip;
+mod ports;
 mod provenance;
 mod quote;
 mod remote;

@@ -469,6 +469,14 @@ fn prepare_host(ctx: &mut HostCtx<'_>, plan: &Plan, runs: &Runs) -> Result<()> {
         r.previous = facts.current.clone();
         r.facts = facts.clone();
     });
+    ctx.step("ports");
+    let held = crate::ports::foreign_holders(ctx, &root, &plan.ports())?;
+    if !held.is_empty() {
+        anyhow::bail!(
+            "{}: another process serves there, so no health check could tell this release's answer; nothing was staged or switched",
+            held.join("; ")
+        );
+    }
     host::run_pre_hooks(ctx, plan, &root, &facts)?;
     if crate::interrupt::requested() {
         anyhow::bail!("interrupted before staging");
