@@ -22,6 +22,7 @@ mod remote;
 mod run;
 mod scaffold;
 mod scaffold_detect;
+mod scaffold_ports;
 mod serve;
 mod ssh;
 mod supervisor;

@@ -560,6 +560,9 @@ pub fn init(global: &GlobalOpts, args: &InitArgs) -> Result<bool> {
         if file.path == Path::new("conf/supervisord.conf") {
             file.contents = conf.clone();
         }
+        if file.path == Path::new("deploy.toml") {
+            file.contents = crate::scaffold_ports::with_project_ports(&file.contents, &name);
+        }
         // The app server es chose goes into every release, whatever the
         // project declares.
         if file.path == Path::new("deploy.toml") && !server.is_empty() {
@@ -609,6 +612,10 @@ pub fn init(global: &GlobalOpts, args: &InitArgs) -> Result<bool> {
         out.say(&format!("skipped {path} (exists; left as it is)"));
     }
     out.say(&advice);
+    let (port_a, port_b) = crate::scaffold_ports::venv_port_prefixes(&name);
+    out.say(&format!(
+        "ports: venv a listens on {port_a}0.., b on {port_b}0.. (deploy.venv_ports); check that nothing else does on the hosts: es run -R dev -- ss -ltn"
+    ));
     if let Some(dir) = &instance {
         out.say(&format!(
             "the Flask app keeps its data in its instance folder: deploy.shared_dirs keeps {dir} across releases"
