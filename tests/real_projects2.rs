@@ -164,3 +164,27 @@ fn a_port_another_project_serves_is_named_before_the_switch_and_never_healthy() 
     assert_eq!(code, 0, "{out}");
     clean(&tb, &hosts, &prefix);
 }
+
+/// A deploy.env value is a template: a mistake in it is a configuration
+/// error naming the key, found before any host is contacted.
+#[test]
+fn a_bad_template_in_deploy_env_exits_2_naming_the_key() {
+    let sb = Sandbox::new();
+    sb.write_config(
+        "[project]\nname = \"envtpl\"\n[index]\nurl = \"http://127.0.0.1:9/simple/\"\n\
+         [roles]\nweb = [\"deploy@192.0.2.1\"]\n[deploy]\nvenv_ports = { a = \"880\" }\n\
+         [deploy.env]\nDATABASE_URL = \"sqlite:///{{ shared_dir }}/db.sqlite\"\n\
+         MEDIA = \"{{ no_such_variable }}/media\"\n",
+    );
+    let out = sb
+        .es()
+        .args(["deploy", "-R", "web", "1.0", "a", "prod"])
+        .output()
+        .unwrap();
+    let (_, stderr) = expect_code(&out, 2);
+    assert!(
+        stderr.contains("deploy.toml: `deploy.env.MEDIA`"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("DATABASE_URL"), "{stderr}");
+}

@@ -809,8 +809,9 @@ fn dry_run_host(ctx: &mut HostCtx<'_>, plan: &Plan) -> Result<()> {
         ));
         report.push_str(&resolve_on_host(ctx, plan, &facts)?);
     }
-    for dir in &plan.shared_dirs {
-        report.push_str(&format!("would link {dir} to {root}/shared/{dir}\n"));
+    for entry in &plan.shared_dirs {
+        let (name, path) = entry.split_once('=').unwrap_or((entry, entry));
+        report.push_str(&format!("would link {path} to {root}/shared/{name}\n"));
     }
     for (path, _) in &rendered.extras {
         report.push_str(&format!("would write {path} into the release (0600)\n"));
