@@ -23,6 +23,7 @@ mod run;
 mod scaffold;
 mod scaffold_detect;
 mod scaffold_ports;
+mod scaffold_pyproject;
 mod serve;
 mod ssh;
 mod supervisor;

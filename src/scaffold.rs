@@ -590,7 +590,7 @@ pub fn init(global: &GlobalOpts, args: &InitArgs) -> Result<bool> {
         }
         files.push(Rendered {
             path: PathBuf::from("pyproject.toml"),
-            contents: crate::scaffold_detect::minimal_pyproject(&name, &packages),
+            contents: crate::scaffold_pyproject::pyproject(&cwd, &name, &packages),
             executable: false,
         });
     }
