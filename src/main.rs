@@ -31,6 +31,7 @@ mod ui;
 mod validate;
 mod venv;
 mod version;
+mod wheel_check;
 
 use clap::FromArgMatches;
 
