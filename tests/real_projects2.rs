@@ -188,3 +188,164 @@ fn a_bad_template_in_deploy_env_exits_2_naming_the_key() {
     );
     assert!(!stderr.contains("DATABASE_URL"), "{stderr}");
 }
+
+/// `set(text, table, key, value)`: the key's line in that table, replaced or added.
+fn set(text: &str, table: &str, key: &str, value: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let header = format!("[{table}]");
+    let start = lines
+        .iter()
+        .position(|l| l.split('#').next().map(str::trim) == Some(header.as_str()))
+        .unwrap_or_else(|| panic!("no {header} in\n{text}"));
+    let end = lines[start + 1..]
+        .iter()
+        .position(|l| l.trim_start().starts_with('['))
+        .map_or(lines.len(), |i| start + 1 + i);
+    let mut out: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    let line = format!("{key} = {value}");
+    match (start + 1..end).find(|i| lines[*i].split('=').next().map(str::trim) == Some(key)) {
+        Some(i) => out[i] = line,
+        None => out.insert(start + 1, line),
+    }
+    out.join("\n") + "\n"
+}
+
+fn toml_str(s: &str) -> String {
+    toml::Value::from(s).to_string()
+}
+
+/// A Flask app kept as code and a requirements file only: a package with a
+/// factory, a template, a top-level config module, a migration script.
+fn requirements_only_flask_app(dir: &Path) {
+    let files = [
+        ("requirements.txt", "-r requirements/base.txt\n"),
+        ("requirements/base.txt", "flask==3.0.3  # the web framework\n"),
+        ("config.py", "GREETING = \"hello from a requirements-only app\"\n"),
+        (
+            "app/__init__.py",
+            "import os\nimport sqlite3\n\nfrom flask import Flask, render_template\n\nimport config\n\n\n\
+             def create_app():\n    app = Flask(__name__)\n\n    @app.route(\"/\")\n    def index():\n\
+             \x20       with sqlite3.connect(os.environ[\"DATABASE_PATH\"]) as db:\n\
+             \x20           runs = db.execute(\"SELECT count(*) FROM migrations_run\").fetchone()[0]\n\
+             \x20       return render_template(\"index.html\", greeting=config.GREETING, runs=runs)\n\n    return app\n",
+        ),
+        (
+            "app/migrate.py",
+            "import os\nimport sqlite3\n\nwith sqlite3.connect(os.environ[\"DATABASE_PATH\"]) as db:\n\
+             \x20   db.execute(\"CREATE TABLE IF NOT EXISTS migrations_run (at TEXT)\")\n\
+             \x20   db.execute(\"INSERT INTO migrations_run VALUES (datetime('now'))\")\n",
+        ),
+        (
+            "app/templates/index.html",
+            "{{ greeting }}: migrated {{ runs }} times\n",
+        ),
+    ];
+    for (path, text) in files {
+        let path = dir.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+}
+
+#[test]
+fn a_requirements_only_flask_app_deploys_with_es_commands_and_keeps_its_database_in_the_shared_dir()
+{
+    let tb = Testbed::get();
+    let sb = Sandbox::new();
+    let hosts = [42, 43, 44];
+    let prefix = unique("rp2_flask");
+    clean(&tb, &hosts, &prefix);
+    let name = unique("reqonly");
+    let dir = sb.work.path().join(&name);
+    std::fs::create_dir(&dir).unwrap();
+    requirements_only_flask_app(&dir);
+    common::git(&sb, &dir, &["init", "-q", "-b", "main"]);
+    let es = |args: &[&str], code: i32| -> String {
+        let out = sb
+            .es()
+            .current_dir(&dir)
+            .args(args)
+            .env("TWINE_USERNAME", &tb.index_user)
+            .env("TWINE_PASSWORD", &tb.index_password)
+            .output()
+            .unwrap();
+        let (stdout, stderr) = expect_code(&out, code);
+        stdout + &stderr
+    };
+    let out = es(&["init", "--package"], 0);
+    assert!(out.contains("added   pyproject.toml"), "{out}");
+    assert!(out.contains("app:create_app()"), "{out}");
+    let pyproject = std::fs::read_to_string(dir.join("pyproject.toml")).unwrap();
+    assert!(pyproject.contains("\"flask==3.0.3\""), "{pyproject}");
+
+    // The site's settings; the generated pyproject.toml is left as it is.
+    let mut config = std::fs::read_to_string(dir.join("deploy.toml")).unwrap();
+    let entries: Vec<String> = tb.entries(&hosts).iter().map(|e| toml_str(e)).collect();
+    for (table, key, value) in [
+        ("index", "url", toml_str(&tb.index_url)),
+        ("index", "upload_url", toml_str(&tb.upload_url)),
+        ("index", "python", toml_str("3.11")),
+        ("roles", "dev", format!("[{}]", entries.join(", "))),
+        ("ssh", "user", toml_str(&tb.user)),
+        (
+            "ssh",
+            "identity_file",
+            toml_str(&tb.key.display().to_string()),
+        ),
+        (
+            "ssh",
+            "known_hosts",
+            toml_str(&tb.known_hosts.display().to_string()),
+        ),
+        (
+            "deploy",
+            "virtualenv_prefix",
+            toml_str(&format!("~/{prefix}")),
+        ),
+        ("deploy", "venv_ports", "{ a = \"874\" }".into()),
+        (
+            "deploy",
+            "release_hooks",
+            "[\"python -m app.migrate\"]".into(),
+        ),
+        ("deploy", "release_hooks_on", toml_str("all")),
+        ("deploy", "shared_dirs", "{ db = \"var/db\" }".into()),
+        (
+            "deploy.env",
+            "DATABASE_PATH",
+            toml_str("{{ shared_dir }}/db/app.sqlite"),
+        ),
+    ] {
+        config = set(&config, table, key, &value);
+    }
+    std::fs::write(dir.join("deploy.toml"), &config).unwrap();
+    common::git(&sb, &dir, &["add", "-A"]);
+    common::git(&sb, &dir, &["commit", "-qm", "deploy with es"]);
+
+    let out = es(&["pypi", "sync", "--project", "gunicorn"], 0);
+    assert!(out.to_lowercase().contains("flask-3.0.3"), "{out}");
+    let out = es(&["build"], 0);
+    assert!(!out.contains("warning"), "{out}");
+    es(&["deploy", "latest", "a", "prod"], 0);
+    for &n in &hosts {
+        assert_eq!(
+            body(&tb, n, "8740"),
+            "hello from a requirements-only app: migrated 1 times",
+            "host {n}"
+        );
+        let db = format!("/home/{}/{prefix}/a/shared/db/app.sqlite", tb.user);
+        assert!(tb.exec(n, &["test", "-s", &db]).status.success(), "{db}");
+    }
+
+    // The next release migrates the same database: it outlived the first.
+    es(&["build"], 0);
+    es(&["deploy", "latest", "a", "prod"], 0);
+    for &n in &hosts {
+        assert_eq!(
+            body(&tb, n, "8741"),
+            "hello from a requirements-only app: migrated 2 times",
+            "host {n}"
+        );
+    }
+    clean(&tb, &hosts, &prefix);
+}
