@@ -19,6 +19,7 @@ mod ports;
 mod provenance;
 mod quote;
 mod remote;
+mod requires_python;
 mod run;
 mod scaffold;
 mod scaffold_detect;

@@ -349,3 +349,49 @@ fn a_requirements_only_flask_app_deploys_with_es_commands_and_keeps_its_database
     }
     clean(&tb, &hosts, &prefix);
 }
+
+/// index.python unset: es asks a host of the role for its Python, and a
+/// project that needs a newer one is refused by `es pypi sync --project`,
+/// naming both versions, before anything is downloaded or uploaded.
+#[test]
+fn a_project_needing_a_newer_python_than_the_hosts_is_refused_naming_the_versions() {
+    let tb = Testbed::get();
+    let sb = Sandbox::new();
+    let dir = common::create_project(&sb, &unique("rp2py"));
+    let config = std::fs::read_to_string(dir.join("deploy.toml")).unwrap();
+    std::fs::write(
+        dir.join("deploy.toml"),
+        point_at_test_bed(&tb, &config, &[44], "rp2_py", "{ a = \"875\" }"),
+    )
+    .unwrap();
+    let pyproject = dir.join("pyproject.toml");
+    let text = std::fs::read_to_string(&pyproject).unwrap();
+    std::fs::write(
+        &pyproject,
+        text.replace(
+            "requires-python = \">=3.8\"",
+            "requires-python = \">=3.99\"",
+        ),
+    )
+    .unwrap();
+    let host_python = tb.exec(
+        44,
+        &[
+            "python3",
+            "-c",
+            "import sys; print('%d.%d.%d' % sys.version_info[:3])",
+        ],
+    );
+    let host_python = String::from_utf8_lossy(&host_python.stdout)
+        .trim()
+        .to_string();
+    let (code, out) = es(&sb, &dir, &["pypi", "sync", "--project"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!(
+            "the project needs Python >=3.99 (pyproject.toml requires-python); the hosts run {host_python}"
+        )),
+        "{out}"
+    );
+    assert!(out.contains("asked"), "{out}");
+}
