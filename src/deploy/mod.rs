@@ -800,9 +800,16 @@ fn dry_run_host(ctx: &mut HostCtx<'_>, plan: &Plan) -> Result<()> {
             rendered.id
         ));
     } else {
+        // A venv's first deploy makes its supervisor secret, which the id hashes.
+        let id = match facts.secret {
+            Some(_) => rendered.id.clone(),
+            None => format!(
+                "{}-… (its id is fixed once the new venv's secret is made)",
+                plan.version
+            ),
+        };
         report.push_str(&format!(
-            "would stage release {} (a new venv) and install {}=={} from {}\n",
-            rendered.id,
+            "would stage release {id} (a new venv) and install {}=={} from {}\n",
             plan.project,
             plan.version,
             crate::index::redact_url(&plan.index_url)
@@ -818,8 +825,11 @@ fn dry_run_host(ctx: &mut HostCtx<'_>, plan: &Plan) -> Result<()> {
     }
     for hook in &plan.release_hooks {
         report.push_str(&format!(
-            "would run release hook ({:?}): {hook}\n",
-            plan.release_hooks_on
+            "would run release hook ({}): {hook}\n",
+            match plan.release_hooks_on {
+                HooksOn::One => "on one host",
+                HooksOn::All => "on every host",
+            }
         ));
     }
     if facts.current.as_deref() == Some(rendered.id.as_str()) {
