@@ -23,6 +23,7 @@ mod requires_python;
 mod run;
 mod scaffold;
 mod scaffold_detect;
+mod scaffold_nginx;
 mod scaffold_ports;
 mod scaffold_pyproject;
 mod serve;

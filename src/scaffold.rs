@@ -580,6 +580,14 @@ pub fn init(global: &GlobalOpts, args: &InitArgs) -> Result<bool> {
             );
         }
     }
+    let django = cwd.join("manage.py").is_file();
+    if django {
+        files.push(Rendered {
+            path: PathBuf::from(crate::scaffold_nginx::DJANGO_SITE_PATH),
+            contents: crate::scaffold_nginx::DJANGO_SITE.to_string(),
+            executable: false,
+        });
+    }
     if !packaged && args.package {
         let packages = crate::scaffold_detect::packages(&cwd);
         if packages.is_empty() {
@@ -620,6 +628,9 @@ pub fn init(global: &GlobalOpts, args: &InitArgs) -> Result<bool> {
         out.say(&format!(
             "the Flask app keeps its data in its instance folder: deploy.shared_dirs keeps {dir} across releases"
         ));
+    }
+    if django {
+        out.say(&format!("{} serves Django's static and media files from the shared dir: its comments say how to use it", crate::scaffold_nginx::DJANGO_SITE_PATH));
     }
     if added.is_empty() {
         out.say("nothing to add: every deploy file is already there");

@@ -395,3 +395,35 @@ fn a_project_needing_a_newer_python_than_the_hosts_is_refused_naming_the_version
     );
     assert!(out.contains("asked"), "{out}");
 }
+
+/// `es init` in a Django project writes the nginx site for its static and
+/// media files, an es template that deploy.extra_templates can render.
+#[test]
+fn es_init_writes_an_nginx_site_for_a_django_project() {
+    let sb = Sandbox::new();
+    let dir = sb.work.path().join("mysite");
+    std::fs::create_dir_all(dir.join("mysite")).unwrap();
+    for (path, text) in [
+        ("manage.py", "import django\n"),
+        ("mysite/__init__.py", ""),
+        (
+            "mysite/wsgi.py",
+            "from django.core.wsgi import get_wsgi_application\napplication = get_wsgi_application()\n",
+        ),
+        (
+            "pyproject.toml",
+            "[project]\nname = \"mysite\"\nversion = \"0.0.0\"\n",
+        ),
+    ] {
+        std::fs::write(dir.join(path), text).unwrap();
+    }
+    let (code, out) = es(&sb, &dir, &["init"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("added   conf/nginx-site.conf"), "{out}");
+    let site = std::fs::read_to_string(dir.join("conf/nginx-site.conf")).unwrap();
+    assert!(site.contains("alias {{ shared_dir }}/media/;"), "{site}");
+    assert!(
+        site.contains("extra_templates = { \"conf/nginx-site.conf\""),
+        "{site}"
+    );
+}
