@@ -394,6 +394,23 @@ fn a_project_needing_a_newer_python_than_the_hosts_is_refused_naming_the_version
         "{out}"
     );
     assert!(out.contains("asked"), "{out}");
+
+    // Built all the same (the build runs here), its first deploy's dry run
+    // resolves it for the host's Python in a temporary venv: refused there.
+    clean(&tb, &[44], "rp2_py");
+    common::git(&sb, &dir, &["commit", "-qam", "needs a newer Python"]);
+    expect_code(&common::es_build(&sb, &tb, &dir, &[]), 0);
+    let (code, out) = es(&sb, &dir, &["deploy", "--dry-run", "latest", "a", "prod"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!(
+            "does not resolve from the index for this host's Python {host_python}"
+        )),
+        "{out}"
+    );
+    assert!(out.contains("Requires-Python >=3.99"), "{out}");
+    let venv = format!("/home/{}/rp2_py", tb.user);
+    assert!(!tb.exec(44, &["test", "-e", &venv]).status.success());
 }
 
 /// `es init` in a Django project writes the nginx site for its static and

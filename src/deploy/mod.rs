@@ -18,6 +18,7 @@
 
 mod host;
 mod plan;
+mod resolve;
 mod status;
 
 use std::collections::HashMap;
@@ -876,10 +877,7 @@ fn dry_run_host(ctx: &mut HostCtx<'_>, plan: &Plan) -> Result<()> {
 /// installing anything. The index URL goes in a 0600 file, removed after.
 fn resolve_on_host(ctx: &mut HostCtx<'_>, plan: &Plan, facts: &Facts) -> Result<String> {
     let (Some(root), true) = (&facts.root, facts.tools) else {
-        return Ok(
-            "(the dependencies are resolved at the first staging: this venv has no tools yet)\n"
-                .into(),
-        );
+        return resolve::in_a_temporary_venv(ctx, plan);
     };
     let env_path = format!("{root}/.es/dry-run-index.env");
     let index = crate::remote::env_file([("ES_INDEX_URL", plan.index_url.as_str())]);

@@ -34,6 +34,12 @@ pub const SUPERVISORD: Script = Script {
     source: concat!(include_str!("ports.py"), include_str!("supervisord.py")),
 };
 
+/// Resolves requirements for the host's python3 in a temporary venv (a first
+/// deploy's dry run).
+pub const RESOLVE: Script = Script {
+    source: include_str!("resolve.sh"),
+};
+
 /// Builds an sdist and a wheel on the build host, in a work directory of its own.
 pub const BUILD: Script = Script {
     source: include_str!("build.sh"),
