@@ -316,6 +316,14 @@ pub fn build(app: &App, args: &BuildArgs) -> Result<Version> {
         }
     };
     let artifacts = check_artifacts(&out_dir, &project, &version)?;
+    for wheel in artifacts
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "whl"))
+    {
+        for line in crate::wheel_check::lacks(&src, &project, wheel)? {
+            say(&format!("es: warning: {line}"));
+        }
+    }
     let branch = described.strip_prefix("branch ").map(str::to_string);
     let mut provenance = json!({
         "project": project,

@@ -18,12 +18,17 @@ mod nginx;
 mod paths;
 mod pip;
 mod processes;
+mod ports;
 mod provenance;
 mod quote;
 mod remote;
+mod requires_python;
 mod run;
 mod scaffold;
 mod scaffold_detect;
+mod scaffold_nginx;
+mod scaffold_ports;
+mod scaffold_pyproject;
 mod serve;
 mod ssh;
 mod supervisor;
@@ -31,6 +36,7 @@ mod ui;
 mod validate;
 mod venv;
 mod version;
+mod wheel_check;
 
 use clap::FromArgMatches;
 

@@ -216,6 +216,25 @@ pub fn sync(app: &App, sync: &crate::cli::SyncArgs) -> Result<bool> {
             }
         }
     }
+    // What the hosts run, to check every Requires-Python against.
+    let hosts_python = match crate::requires_python::hosts_python(app, sync.python.as_deref()) {
+        Ok(python) => Some(python),
+        Err(err) => {
+            app.ui
+                .note(&format!("es: Requires-Python is not checked: {err:#}"));
+            None
+        }
+    };
+    if let (true, Some(python)) = (sync.project, &hosts_python) {
+        let root = app.require_config()?.root().to_path_buf();
+        if let Some(spec) = crate::requires_python::project_requires(&root) {
+            if !crate::requires_python::meets(python, &spec) {
+                return Err(anyhow!(
+                    "the project needs Python {spec} (pyproject.toml requires-python); the hosts run {python}"
+                ));
+            }
+        }
+    }
     if packages.is_empty() && sync.requirements.is_empty() {
         bad_input!("nothing to sync: give packages, --project or -r FILE");
     }
@@ -284,6 +303,15 @@ pub fn sync(app: &App, sync: &crate::cli::SyncArgs) -> Result<bool> {
         Err(err) => return Err(err).context("reading pip's downloads"),
     };
     files.sort();
+    if let Some(python) = &hosts_python {
+        let unmet = crate::requires_python::unmet(&files, python);
+        if !unmet.is_empty() {
+            return Err(anyhow!(
+                "the hosts run Python {python}, which these cannot run: {}; nothing was uploaded",
+                unmet.join("; ")
+            ));
+        }
+    }
     // The project itself is es build's to upload, not a copy of the work tree.
     if let Some(own) = own_name {
         files.retain(|f| {

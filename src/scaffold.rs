@@ -560,6 +560,9 @@ pub fn init(global: &GlobalOpts, args: &InitArgs) -> Result<bool> {
         if file.path == Path::new("conf/supervisord.conf") {
             file.contents = conf.clone();
         }
+        if file.path == Path::new("deploy.toml") {
+            file.contents = crate::scaffold_ports::with_project_ports(&file.contents, &name);
+        }
         // The app server es chose goes into every release, whatever the
         // project declares.
         if file.path == Path::new("deploy.toml") && !server.is_empty() {
@@ -577,6 +580,14 @@ pub fn init(global: &GlobalOpts, args: &InitArgs) -> Result<bool> {
             );
         }
     }
+    let django = cwd.join("manage.py").is_file();
+    if django {
+        files.push(Rendered {
+            path: PathBuf::from(crate::scaffold_nginx::DJANGO_SITE_PATH),
+            contents: crate::scaffold_nginx::DJANGO_SITE.to_string(),
+            executable: false,
+        });
+    }
     if !packaged && args.package {
         let packages = crate::scaffold_detect::packages(&cwd);
         if packages.is_empty() {
@@ -587,7 +598,7 @@ pub fn init(global: &GlobalOpts, args: &InitArgs) -> Result<bool> {
         }
         files.push(Rendered {
             path: PathBuf::from("pyproject.toml"),
-            contents: crate::scaffold_detect::minimal_pyproject(&name, &packages),
+            contents: crate::scaffold_pyproject::pyproject(&cwd, &name, &packages),
             executable: false,
         });
     }
@@ -609,10 +620,17 @@ pub fn init(global: &GlobalOpts, args: &InitArgs) -> Result<bool> {
         out.say(&format!("skipped {path} (exists; left as it is)"));
     }
     out.say(&advice);
+    let (port_a, port_b) = crate::scaffold_ports::venv_port_prefixes(&name);
+    out.say(&format!(
+        "ports: venv a listens on {port_a}0.., b on {port_b}0.. (deploy.venv_ports); check that nothing else does on the hosts: es run -R dev -- ss -ltn"
+    ));
     if let Some(dir) = &instance {
         out.say(&format!(
             "the Flask app keeps its data in its instance folder: deploy.shared_dirs keeps {dir} across releases"
         ));
+    }
+    if django {
+        out.say(&format!("{} serves Django's static and media files from the shared dir: its comments say how to use it", crate::scaffold_nginx::DJANGO_SITE_PATH));
     }
     if added.is_empty() {
         out.say("nothing to add: every deploy file is already there");

@@ -185,19 +185,6 @@ pub fn app_server(entry: &Entry) -> Vec<&'static str> {
     }
 }
 
-/// A minimal pyproject.toml for an unpackaged project (`es init --package`).
-pub fn minimal_pyproject(name: &str, packages: &[String]) -> String {
-    let packages: Vec<String> = packages.iter().map(|p| format!("\"{p}\"")).collect();
-    format!(
-        "# Written by `es init --package`: the least es needs to build {name}.\n\
-         [build-system]\nrequires = [\"setuptools>=61\"]\nbuild-backend = \"setuptools.build_meta\"\n\n\
-         [project]\nname = \"{name}\"\n# `es build` stamps the version it builds here; keep it static.\nversion = \"0.0.0\"\n\
-         # What the app imports: the hosts install it from your index (`es pypi sync --project`).\n\
-         dependencies = []\n\n[tool.setuptools]\npackages = [{}]\n",
-        packages.join(", ")
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -98,7 +98,7 @@ pub fn validate(app: &App, args: &ValidateArgs) -> Result<bool> {
     let ports = venv_ports(prefix, config.deploy.process_count);
     let script = probe_script(&ports, &path, args.timeout.max(1), &headers);
     let fleet = app.fleet(false)?;
-    let report = fleet.run(|ctx| check_host(ctx, &script, &ports, accepted));
+    let report = fleet.run(|ctx| check_host(ctx, &script, &venv.dir, &ports, accepted));
     report.print_summary(&app.ui, &format!("validate {}", venv.name));
     Ok(report.all_ok())
 }
@@ -170,6 +170,7 @@ pub fn parse_probe(text: &str) -> Vec<PortCheck> {
 fn check_host(
     ctx: &mut HostCtx<'_>,
     script: &str,
+    dir: &str,
     ports: &[String],
     accepted: [u16; 2],
 ) -> Result<Vec<PortCheck>> {
@@ -203,11 +204,13 @@ fn check_host(
     if !missing.is_empty() {
         bail!("no result for port(s) {missing:?}: {}", out.stderr.trim());
     }
-    let failing: Vec<String> = checks
+    let mut failing: Vec<String> = checks
         .iter()
         .filter(|c| !c.ok(accepted))
         .map(PortCheck::describe)
         .collect();
+    // An answer from another venv's or program's listener is not this venv's.
+    failing.extend(crate::ports::foreign_holders(ctx, dir, ports)?);
     if !failing.is_empty() {
         bail!(
             "{} of {} port(s) failing: {}",

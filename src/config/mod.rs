@@ -242,9 +242,10 @@ pub struct Deploy {
     /// Where release hooks run: one host of the rollout, or all.
     #[serde(default)]
     pub release_hooks_on: HooksOn,
-    /// Paths inside each release that point to one directory per venv, kept across releases.
+    /// Paths inside each release that point to one directory per venv, kept
+    /// across releases: a list, or a table SHARED_NAME = PATH_IN_THE_RELEASE.
     #[serde(default)]
-    pub shared_dirs: Vec<String>,
+    pub shared_dirs: SharedDirs,
     #[serde(default)]
     pub health: Health,
     #[serde(default)]
@@ -278,6 +279,32 @@ impl ProcessManager {
         match self {
             ProcessManager::Supervisord => "supervisord.conf",
             ProcessManager::Systemd => "systemd.service",
+        }
+    }
+}
+
+/// `deploy.shared_dirs`: `["var/app-instance"]` (the same path under shared/
+/// and in the release) or `{ media = "lib/python*/site-packages/app/media" }`
+/// (shared/media seen at that path of the release; `*` matches one directory).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum SharedDirs {
+    List(Vec<String>),
+    Map(BTreeMap<String, String>),
+}
+
+impl Default for SharedDirs {
+    fn default() -> Self {
+        SharedDirs::List(Vec::new())
+    }
+}
+
+impl SharedDirs {
+    /// (directory under shared/, path inside the release) of every entry.
+    pub fn pairs(&self) -> Vec<(String, String)> {
+        match self {
+            SharedDirs::List(paths) => paths.iter().map(|p| (p.clone(), p.clone())).collect(),
+            SharedDirs::Map(map) => map.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         }
     }
 }
@@ -518,7 +545,7 @@ impl Default for Deploy {
             keep_releases: default_keep_releases(),
             release_hooks: Vec::new(),
             release_hooks_on: HooksOn::default(),
-            shared_dirs: Vec::new(),
+            shared_dirs: SharedDirs::default(),
             health: Health::default(),
             rollout: Rollout::default(),
             env: BTreeMap::new(),

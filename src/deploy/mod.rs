@@ -18,6 +18,7 @@
 
 mod host;
 mod plan;
+mod resolve;
 mod status;
 
 use std::collections::HashMap;
@@ -469,6 +470,14 @@ fn prepare_host(ctx: &mut HostCtx<'_>, plan: &Plan, runs: &Runs) -> Result<()> {
         r.previous = facts.current.clone();
         r.facts = facts.clone();
     });
+    ctx.step("ports");
+    let held = crate::ports::foreign_holders(ctx, &root, &plan.ports())?;
+    if !held.is_empty() {
+        anyhow::bail!(
+            "{}: another process serves there, so no health check could tell this release's answer; nothing was staged or switched",
+            held.join("; ")
+        );
+    }
     host::run_pre_hooks(ctx, plan, &root, &facts)?;
     if crate::interrupt::requested() {
         anyhow::bail!("interrupted before staging");
@@ -793,25 +802,36 @@ fn dry_run_host(ctx: &mut HostCtx<'_>, plan: &Plan) -> Result<()> {
             rendered.id
         ));
     } else {
+        // A venv's first deploy makes its supervisor secret, which the id hashes.
+        let id = match facts.secret {
+            Some(_) => rendered.id.clone(),
+            None => format!(
+                "{}-… (its id is fixed once the new venv's secret is made)",
+                plan.version
+            ),
+        };
         report.push_str(&format!(
-            "would stage release {} (a new venv) and install {}=={} from {}\n",
-            rendered.id,
+            "would stage release {id} (a new venv) and install {}=={} from {}\n",
             plan.project,
             plan.version,
             crate::index::redact_url(&plan.index_url)
         ));
         report.push_str(&resolve_on_host(ctx, plan, &facts)?);
     }
-    for dir in &plan.shared_dirs {
-        report.push_str(&format!("would link {dir} to {root}/shared/{dir}\n"));
+    for entry in &plan.shared_dirs {
+        let (name, path) = entry.split_once('=').unwrap_or((entry, entry));
+        report.push_str(&format!("would link {path} to {root}/shared/{name}\n"));
     }
     for (path, _) in &rendered.extras {
         report.push_str(&format!("would write {path} into the release (0600)\n"));
     }
     for hook in &plan.release_hooks {
         report.push_str(&format!(
-            "would run release hook ({:?}): {hook}\n",
-            plan.release_hooks_on
+            "would run release hook ({}): {hook}\n",
+            match plan.release_hooks_on {
+                HooksOn::One => "on one host",
+                HooksOn::All => "on every host",
+            }
         ));
     }
     if facts.current.as_deref() == Some(rendered.id.as_str()) {
@@ -860,10 +880,7 @@ fn dry_run_host(ctx: &mut HostCtx<'_>, plan: &Plan) -> Result<()> {
 /// installing anything. The index URL goes in a 0600 file, removed after.
 fn resolve_on_host(ctx: &mut HostCtx<'_>, plan: &Plan, facts: &Facts) -> Result<String> {
     let (Some(root), true) = (&facts.root, facts.tools) else {
-        return Ok(
-            "(the dependencies are resolved at the first staging: this venv has no tools yet)\n"
-                .into(),
-        );
+        return resolve::in_a_temporary_venv(ctx, plan);
     };
     let env_path = format!("{root}/.es/dry-run-index.env");
     let index = crate::remote::env_file([("ES_INDEX_URL", plan.index_url.as_str())]);

@@ -44,7 +44,8 @@ pub struct Plan {
     pub virtualenv_command: Option<String>,
     /// Directories of the venv every release links to (`logs`, `tmp`, `etc` always).
     pub sub_dirs: Vec<String>,
-    /// Paths inside each release that point to one directory per venv.
+    /// Paths inside each release that point to one directory per venv:
+    /// `PATH` (shared/PATH at PATH) or `NAME=PATH` (shared/NAME at PATH).
     pub shared_dirs: Vec<String>,
     /// Installed into every release beside the project.
     pub requirements: Vec<String>,
@@ -53,8 +54,9 @@ pub struct Plan {
     pub batch: CountOrPercent,
     pub max_fail: CountOrPercent,
     pub pause: u64,
-    /// deploy.env, then the secrets' values: the release's environment.
+    /// deploy.env (templates), then the secrets' values: the release's environment.
     env: BTreeMap<String, String>,
+    secrets: BTreeMap<String, String>,
     pub force: bool,
     /// Who deploys: recorded in the lock and the ledger.
     pub deployer: serde_json::Value,
@@ -132,13 +134,26 @@ fn plan_with(app: &App, request: &Request<'_>, resolve: bool) -> Result<Plan> {
         check_relative("deploy.extra_templates", remote)?;
         extra_templates.push((local.clone(), source, remote.clone()));
     }
-    for dir in config
-        .deploy
-        .shared_dirs
-        .iter()
-        .chain(&config.deploy.virtualenv_sub_dirs)
-    {
-        check_relative("deploy.shared_dirs", dir)?;
+    for dir in &config.deploy.virtualenv_sub_dirs {
+        check_relative("deploy.virtualenv_sub_dirs", dir)?;
+    }
+    let mut shared_dirs = Vec::new();
+    for (name, path) in config.deploy.shared_dirs.pairs() {
+        // A path may be written from the release's own directory.
+        let path = path
+            .strip_prefix("{{ release_dir }}/")
+            .unwrap_or(&path)
+            .to_string();
+        check_relative("deploy.shared_dirs", &name)?;
+        check_relative(&format!("deploy.shared_dirs.{name}"), &path)?;
+        if name.contains(['=', '*']) {
+            bad_input!("deploy.shared_dirs: {name:?}: a name under shared/ holds no `=` or `*`");
+        }
+        shared_dirs.push(if name == path {
+            path
+        } else {
+            format!("{name}={path}")
+        });
     }
     let parse_count = |flag: &str, value: Option<&str>, default: CountOrPercent| match value {
         Some(text) => text
@@ -153,14 +168,12 @@ fn plan_with(app: &App, request: &Request<'_>, resolve: bool) -> Result<Plan> {
     }
     let max_fail = parse_count("--max-fail", request.max_fail, rollout.max_fail)?;
 
-    let mut env = BTreeMap::new();
-    for (name, value) in &config.deploy.env {
-        env.insert(name.clone(), value.clone());
-    }
+    let env = config.deploy.env.clone();
+    let mut secrets = BTreeMap::new();
     for (name, source) in &config.deploy.secrets {
         let value = read_secret(app, name, source)?;
         app.ui.add_secret(&value);
-        env.insert(name.clone(), value);
+        secrets.insert(name.clone(), value);
     }
 
     let plan = Plan {
@@ -181,7 +194,7 @@ fn plan_with(app: &App, request: &Request<'_>, resolve: bool) -> Result<Plan> {
         release_hooks_on: config.deploy.release_hooks_on,
         virtualenv_command: config.deploy.virtualenv_command.clone(),
         sub_dirs: config.deploy.virtualenv_sub_dirs.clone(),
-        shared_dirs: config.deploy.shared_dirs.clone(),
+        shared_dirs,
         requirements: config.deploy.requirements.clone(),
         keep_releases: config.deploy.keep_releases,
         health: config.deploy.health.clone(),
@@ -189,6 +202,7 @@ fn plan_with(app: &App, request: &Request<'_>, resolve: bool) -> Result<Plan> {
         max_fail,
         pause: request.pause.unwrap_or(rollout.pause),
         env,
+        secrets,
         force: request.force,
         deployer: deployer(),
     };
@@ -207,6 +221,16 @@ fn plan_with(app: &App, request: &Request<'_>, resolve: bool) -> Result<Plan> {
         }
         plan.render(source, &Placement::example(), "check")
             .map_err(|e| BadInput(format!("{name}: {e:#}")))?;
+    }
+    // deploy.env values are templates too.
+    for (key, value) in &plan.env {
+        if let Err(e) = plan.render(value, &Placement::example(), "check") {
+            let key = format!("deploy.env.{key}");
+            return Err(match &app.loaded {
+                Some(loaded) => loaded.error(&key, format!("{e:#}")).into(),
+                None => BadInput(format!("{key}: {e:#}")).into(),
+            });
+        }
     }
     let mut plan = plan;
     if resolve {
@@ -381,6 +405,9 @@ fn template_env() -> Environment<'static> {
     env
 }
 
+/// Stands for the release's id in what is rendered until the id is known.
+const RELEASE_ID: &str = "@ES_RELEASE_ID@";
+
 /// Where a release lives on one host: what the templates are rendered with.
 pub struct Placement {
     pub host: String,
@@ -439,6 +466,7 @@ impl Plan {
             "root": at.root,
             "prefix": prefix,
             "shared_dir": format!("{}/shared", at.root),
+            "release_dir": format!("{}/releases/{RELEASE_ID}", at.root),
             "env_file": env_file,
             "project": self.project,
             "port": self.port.clone().unwrap_or_default(),
@@ -456,9 +484,11 @@ impl Plan {
             .context("rendering the template")
     }
 
-    /// The release's environment: ES_* values, deploy.env and the secrets.
-    fn env_file(&self, at: &Placement) -> String {
+    /// The release's environment: ES_* values, deploy.env (each value
+    /// rendered like a template) and the secrets (as they are).
+    fn env_file(&self, at: &Placement) -> Result<String> {
         let shared = format!("{}/shared", at.root);
+        let release = format!("{}/releases/{RELEASE_ID}", at.root);
         let fixed = [
             ("ES_PROJECT", self.project.as_str()),
             ("ES_VERSION", self.version.as_str()),
@@ -466,12 +496,22 @@ impl Plan {
             ("ES_PROFILE", self.profile.as_str()),
             ("ES_HOST", at.host.as_str()),
             ("ES_SHARED_DIR", shared.as_str()),
+            ("ES_RELEASE_DIR", release.as_str()),
         ];
-        crate::remote::env_file(
+        let env_path = format!("{}/current/es.env", at.root);
+        let mut values = Vec::new();
+        for (key, value) in &self.env {
+            let rendered = self
+                .render(value, at, &env_path)
+                .map_err(|e| BadInput(format!("deploy.env.{key}: {e:#}")))?;
+            values.push((key.as_str(), rendered));
+        }
+        Ok(crate::remote::env_file(
             fixed
                 .into_iter()
-                .chain(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
-        )
+                .chain(values.iter().map(|(k, v)| (*k, v.as_str())))
+                .chain(self.secrets.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+        ))
     }
 
     /// Everything that goes into the release for one host, and its id.
@@ -481,7 +521,7 @@ impl Plan {
         let process_config = self
             .render(source, at, &env_path)
             .with_context(|| name.clone())?;
-        let env_file = self.env_file(at);
+        let env_file = self.env_file(at)?;
         let mut extras = Vec::new();
         for (name, source, path) in &self.extra_templates {
             let text = self
@@ -502,11 +542,14 @@ impl Plan {
         }
         let digest = hash.finalize();
         let short: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
+        // The release's id depends on what is rendered: `release_dir` goes in after.
+        let id = format!("{}-{short}", self.version);
+        let place = |text: &str| text.replace(RELEASE_ID, &id);
         Ok(Rendered {
-            id: format!("{}-{short}", self.version),
-            process_config,
-            env_file,
-            extras,
+            process_config: place(&process_config),
+            env_file: place(&env_file),
+            extras: extras.iter().map(|(p, t)| (p.clone(), place(t))).collect(),
+            id,
         })
     }
 

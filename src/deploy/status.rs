@@ -81,6 +81,11 @@ pub fn status(app: &App, args: &VenvArg) -> Result<bool> {
                 if row["healthy"] != true {
                     problems.push(format!("{} is not healthy", outcome.host));
                 }
+                for process in row["processes"].as_array().into_iter().flatten() {
+                    if let Some(holder) = process["holder"].as_str() {
+                        problems.push(format!("{}: {holder}", outcome.host));
+                    }
+                }
                 if let Some(lock) = row["lock"].as_str() {
                     problems.push(format!("{} is locked by {lock}", outcome.host));
                 }

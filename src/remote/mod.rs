@@ -5,6 +5,9 @@
 
 use crate::quote::{quote, quote_path};
 
+mod ports;
+pub use ports::{parse_owners, PORTS};
+
 /// A script run on a host.
 pub struct Script {
     source: &'static str,
@@ -25,9 +28,16 @@ pub const FINISH: Script = Script {
     source: include_str!("finish.sh"),
 };
 
-/// Switches releases, starts and stops supervisord, checks health (Python).
+/// Switches releases, starts and stops supervisord, checks health (Python;
+/// ports.py's functions first, to tell whose process holds a port).
 pub const SUPERVISORD: Script = Script {
-    source: include_str!("supervisord.py"),
+    source: concat!(include_str!("ports.py"), include_str!("supervisord.py")),
+};
+
+/// Resolves requirements for the host's python3 in a temporary venv (a first
+/// deploy's dry run).
+pub const RESOLVE: Script = Script {
+    source: include_str!("resolve.sh"),
 };
 
 /// The same actions as SUPERVISORD, for instances of a systemd user unit (Python).

@@ -9,6 +9,8 @@
 # INSTALLER     uv | pip | auto
 # VENV_COMMAND  command creating a venv (the path is appended), or empty for the default
 # LINK          shared:PATH  PATH inside the release links to ROOT/shared/PATH (deploy.shared_dirs)
+#               shared:NAME=PATH  PATH links to ROOT/shared/NAME; a `*` in PATH's
+#                            directories matches one directory of the release
 #               dir:NAME     NAME inside the release links to ROOT/NAME (virtualenv_sub_dirs)
 #               pkg:REQ      also install REQ into the release (deploy.requirements)
 #               (logs and tmp always link to ROOT/logs and ROOT/tmp; etc/ is the release's own)
@@ -138,6 +140,13 @@ for d in logs tmp; do
 done
 for link in "$@"; do
     case "$link" in
+        shared:*=*) spec=${link#shared:} d=${spec#*=} target=shared/${spec%%=*}
+            case "$d" in
+                *'*'*) parent=$(cd "$rel" && for p in $(dirname "$d"); do [ -d "$p" ] && printf '%s\n' "$p"; done)
+                       [ "$(printf '%s' "$parent" | grep -c '')" = 1 ] ||
+                           fail "deploy.shared_dirs: $d: its directory must match one directory of the release (found: ${parent:-none})"
+                       d=$parent/$(basename "$d") ;;
+            esac ;;
         shared:*) d=${link#shared:} target=shared/${link#shared:} ;;
         dir:*) d=${link#dir:} target=${link#dir:} ;;
         pkg:*) continue ;;

@@ -245,6 +245,7 @@ def wait_healthy(proxy, spec, name, started_pid=None):
     deadline = began + health["timeout"]
     last = "not started"
     pid = started_pid
+    own = running_pid(os.path.join(spec["root"], "etc", "supervisord.conf"))
     while True:
         info = proxy.supervisor.getProcessInfo(name)
         state = info["statename"]
@@ -262,10 +263,12 @@ def wait_healthy(proxy, spec, name, started_pid=None):
                 last = state
             else:
                 status, error = probe(port, health)
-                if status is not None and low <= status <= high:
+                # An answer counts only from a listener of this supervisord.
+                holder = foreign_holder(port, own) if status is not None else None
+                if holder is None and status is not None and low <= status <= high:
                     return "%s, port %d answered %d in %.2fs" % (state, port, status, time.time() - began)
-                last = ("port %d answered %d (accepted %d-%d)" % (port, status, low, high)
-                        if status is not None else "port %d: %s" % (port, error))
+                last = (holder or ("port %d answered %d (accepted %d-%d)" % (port, status, low, high)
+                        if status is not None else "port %d: %s" % (port, error)))
         elif state in FAILED_STATES and (pid is not None or state in ("FATAL", "EXITED", "STOPPED")):
             raise unhealthy(spec, info, "%s: %s" % (state, info.get("description", "")))
         elif state == "BACKOFF" and (info.get("spawnerr") or "").startswith(PERMANENT_SPAWNERR):
@@ -504,15 +507,18 @@ def check(spec):
     result = {"supervisord": running_pid(conf), "release": current_release(root), "processes": []}
     if result["supervisord"] is not None:
         low, high = spec["health"]["status"]
+        own = result["supervisord"]
         for info in sorted(client(conf).supervisor.getAllProcessInfo(), key=order):
             entry = {"name": "%s:%s" % (info["group"], info["name"]), "state": info["statename"],
                      "pid": info["pid"] or None,
                      "uptime": max(0, info["now"] - info["start"]) if info["pid"] else None}
             port = process_port(info, spec)
+            if port is not None:  # an answer counts only from our own listener
+                entry["holder"] = foreign_holder(port, own)
             if port is not None and info["statename"] == "RUNNING":
                 status, error = probe(port, spec["health"])
                 entry.update(port=port, status=status, error=error,
-                             healthy=status is not None and low <= status <= high)
+                             healthy=entry["holder"] is None and status is not None and low <= status <= high)
             else:
                 entry["healthy"] = info["statename"] == "RUNNING"
             result["processes"].append(entry)
