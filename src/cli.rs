@@ -151,6 +151,17 @@ pub enum Command {
     )]
     Rollback(RollbackArgs),
 
+    /// Show, hold or release the venv's deploy lock on every host of the role
+    ///
+    /// The lock is taken on the role's first host first, then on the others, as
+    /// deploys and rollbacks take it. `acquire -m MESSAGE` holds the venv (an
+    /// incident, a freeze): every deploy is refused naming the message, until
+    /// `release`. `release` also clears the lock of a deploy that is gone.
+    #[command(
+        after_help = "Examples:\n  es lock status -R prod a\n  es lock acquire -R prod a -m \"incident 42\"\n  es lock release -R prod a"
+    )]
+    Lock(LockArgs),
+
     /// One table for the fleet: version, health, programs, deployed when and by whom, build commit, lock
     ///
     /// Exits 1 when hosts run different versions, a host is unhealthy or a deploy lock is held.
@@ -426,6 +437,11 @@ pub struct DeployArgs {
     /// Seconds to wait between batches [default: deploy.rollout.pause, 0]
     #[arg(long, value_name = "SECS")]
     pub pause: Option<u64>,
+
+    /// Wait up to SECS for a deploy lock held by another deploy (showing who
+    /// holds it) instead of failing at once
+    #[arg(long, value_name = "SECS")]
+    pub lock_wait: Option<u64>,
 }
 
 #[derive(Args, Debug)]
@@ -437,6 +453,45 @@ pub struct RollbackArgs {
     /// Switch to this version's release instead of the previous one
     #[arg(long, value_name = "VERSION")]
     pub to: Option<String>,
+
+    /// Break the deploy lock of a deploy that is gone (never of one still running)
+    #[arg(long)]
+    pub force: bool,
+
+    /// Wait up to SECS for a deploy lock held by another deploy
+    #[arg(long, value_name = "SECS")]
+    pub lock_wait: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+pub struct LockArgs {
+    /// status: who holds the lock on each host | acquire: hold the venv (deploys
+    /// are refused, naming MESSAGE) | release: let deploys through again
+    #[arg(value_enum)]
+    pub action: LockAction,
+
+    /// The venv [default: deploy.default_venv]
+    #[arg(value_name = "VENV")]
+    pub venv: Option<String>,
+
+    /// Why the venv is held (acquire): shown to every deploy refused
+    #[arg(short, long, value_name = "MESSAGE")]
+    pub message: Option<String>,
+
+    /// release: also the lock of a deploy that is gone from another machine
+    #[arg(long)]
+    pub force: bool,
+
+    /// acquire: wait up to SECS for a lock held by a deploy
+    #[arg(long, value_name = "SECS")]
+    pub lock_wait: Option<u64>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockAction {
+    Status,
+    Acquire,
+    Release,
 }
 
 #[derive(Args, Debug)]

@@ -84,6 +84,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<bool> {
         Command::Rollback(args) => deploy::rollback(&app, &args),
         Command::Status(args) => deploy::status(&app, &args),
         Command::Releases(args) => deploy::releases(&app, &args),
+        Command::Lock(args) => deploy::lock_command(&app, &args),
         Command::Supervisor(args) => supervisor::command(&app, &args),
         Command::Nginx(args) => nginx::command(&app, &args),
         Command::Validate(args) => validate::validate(&app, &args),

@@ -65,7 +65,10 @@ fn status_row(ctx: &mut HostCtx<'_>, venv: &Venv, spec: &Value) -> Result<Value>
         "deployed_by": staged_by,
         "commit": current.as_ref().and_then(|r| r.build["commit"].as_str().map(str::to_string)),
         "branch": current.as_ref().and_then(|r| r.build["branch"].as_str().map(str::to_string)),
-        "lock": facts.lock_owner.as_ref().map(|_| facts.lock_holder()),
+        "lock": facts
+            .lock_owner
+            .as_ref()
+            .map(|_| super::lock::describe(&facts, ctx.host(), &venv.name)),
     }))
 }
 

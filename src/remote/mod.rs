@@ -170,6 +170,38 @@ mod tests {
     }
 
     #[test]
+    fn facts_breaks_a_lock_only_while_it_is_the_holder_it_was_read_from() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("v");
+        let take = |mode: &str, owner: &str, held_by: &str| {
+            let line = FACTS.shell(&[
+                Arg::Value(root.to_str().unwrap()),
+                Arg::Value(mode),
+                Arg::Value(owner),
+                Arg::Value(held_by),
+            ]);
+            let (out, err, code) = sh(&line);
+            assert_eq!(code, 0, "{err}");
+            out
+        };
+        assert!(take("lock", r#"{"deploy_id":"dead"}"#, "").contains("lock=taken"));
+        // The first breaker takes it over; the second, who read "dead" too, does not.
+        let first = take("break", r#"{"deploy_id":"one"}"#, "dead");
+        assert!(first.contains("lock=taken"), "{first}");
+        let second = take("break", r#"{"deploy_id":"two"}"#, "dead");
+        assert!(second.contains("lock=busy"), "{second}");
+        assert!(
+            second.contains(r#"lock_owner={"deploy_id":"one"}"#),
+            "{second}"
+        );
+        assert!(!root.join(".es").read_dir().unwrap().any(|e| e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with("lock.broken")));
+    }
+
+    #[test]
     fn facts_refuses_to_write_through_a_planted_symlink() {
         let dir = tempfile::tempdir().unwrap();
         let elsewhere = dir.path().join("elsewhere");
