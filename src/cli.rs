@@ -124,6 +124,17 @@ pub enum Command {
     )]
     Run(RunArgs),
 
+    /// Run a command in the venv's current release on every host, its environment loaded
+    ///
+    /// The release's venv is activated, its es.env (deploy.env and deploy.secrets,
+    /// 0600 on the host) loaded, and the command runs in the release's directory:
+    /// output prefixed by host. With -i it runs on exactly one host, on a terminal,
+    /// for shells and consoles. The secrets never reach a command line or es's output.
+    #[command(
+        after_help = "Examples:\n  es exec -R prod a -- flask --app shop db upgrade\n  es exec -H web1 a -i -- python manage.py shell\n  es exec a -- sh -c 'env | grep ^ES_'"
+    )]
+    Exec(ExecArgs),
+
     /// Stage one exact version beside the running release on every host, then switch to it, health-checked
     ///
     /// Per host: take the venv's deploy lock, run the pre hooks, stage the release
@@ -365,6 +376,21 @@ pub struct RunArgs {
         allow_hyphen_values = true,
         value_name = "CMD"
     )]
+    pub command: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ExecArgs {
+    /// The venv [default: deploy.default_venv]
+    #[arg(value_name = "VENV")]
+    pub venv: Option<String>,
+
+    /// On one host, on a terminal (shells, consoles): refused when several are chosen
+    #[arg(short, long)]
+    pub interactive: bool,
+
+    /// The command and its arguments, after `--` (not a shell line: `-- sh -c '...'` for one)
+    #[arg(required = true, last = true, value_name = "CMD")]
     pub command: Vec<String>,
 }
 

@@ -7,6 +7,7 @@ mod cli;
 mod config;
 mod deploy;
 mod error;
+mod exec;
 mod fleet;
 mod host_spec;
 mod hosts;
@@ -74,6 +75,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<bool> {
     let app = App::new(cli.global)?;
     match cli.command {
         Command::Run(args) => run::run(&app, &args),
+        Command::Exec(args) => exec::exec(&app, &args),
         Command::Build(args) => build::build(&app, &args).map(|_| true),
         Command::Version(args) => build::version_command(&app, &args),
         Command::Pinstall { packages } => pip::pinstall(&app, &packages),

@@ -16,6 +16,12 @@ pub fn run(app: &App, args: &RunArgs) -> Result<bool> {
     } else {
         script
     };
+    on_every_host(app, &command, "run")
+}
+
+/// Runs `command` on every host, its output shown line by line, prefixed by
+/// host; prints the summary under `title`. True when it succeeded everywhere.
+pub fn on_every_host(app: &App, command: &str, title: &str) -> Result<bool> {
     let fleet = app.fleet(false)?;
     let report = fleet.run(|ctx| {
         ctx.step("running");
@@ -53,7 +59,7 @@ pub fn run(app: &App, args: &RunArgs) -> Result<bool> {
                 }
             }
         };
-        let out = ctx.exec_streaming(&command, &mut |is_stderr, bytes| {
+        let out = ctx.exec_streaming(command, &mut |is_stderr, bytes| {
             show(is_stderr, bytes, false)
         })?;
         show(false, &[], true);
@@ -61,6 +67,6 @@ pub fn run(app: &App, args: &RunArgs) -> Result<bool> {
         ui.event("exit", &host, json!({ "status": out.status }));
         out.ok().map(drop)
     });
-    report.print_summary(&app.ui, "run");
+    report.print_summary(&app.ui, title);
     Ok(report.all_ok())
 }

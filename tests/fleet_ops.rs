@@ -79,7 +79,7 @@ fn config(tb: &Testbed, hosts: &[usize], prefix: &str, port: &str) -> String {
         .map(|n| format!("\"{}\"", tb.addr(*n)))
         .collect();
     format!(
-        "[project]\nname = \"{}\"\n\n{}\n[roles]\nweb = [{}]\n\n{}command_timeout = 30\n\n[deploy]\nvirtualenv_prefix = \"~/{prefix}\"\nvenv_ports = {{ a = \"{port}\" }}\ndefault_role = \"web\"\n\n[deploy.health]\ntimeout = 15\n",
+        "[project]\nname = \"{}\"\n\n{}\n[roles]\nweb = [{}]\n\n{}command_timeout = 300\n\n[deploy]\nvirtualenv_prefix = \"~/{prefix}\"\nvenv_ports = {{ a = \"{port}\" }}\ndefault_role = \"web\"\n\n[deploy.health]\ntimeout = 15\n",
         built().name,
         tb.index_section(),
         entries.join(", "),
@@ -389,4 +389,218 @@ fn the_lock_of_a_killed_es_is_broken_without_force_and_rollback_force_recovers()
         assert_serving(&tb, n, "940", "1.0.0");
         assert!(!locked(&tb, n, prefix));
     }
+}
+
+/// The secret of the exec tests, and its sha256 (what the commands compare:
+/// the secret itself never goes on a command line, not even the test's).
+const SECRET: &str = "s3cr3t-ops-7f2e91";
+
+fn secret_sha() -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("printf %s '{SECRET}' | sha256sum"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)[..64].to_string()
+}
+
+/// A deploy.toml whose releases carry OPS_SECRET (from the environment).
+fn secret_config(tb: &Testbed, hosts: &[usize], prefix: &str, port: &str) -> String {
+    format!(
+        "{}\n[deploy.env]\nOPS_PLAIN = \"plain value\"\n\n[deploy.secrets]\nOPS_SECRET = {{ env = \"OPS_SECRET_SOURCE\" }}\n",
+        config(tb, hosts, prefix, port)
+    )
+}
+
+#[test]
+fn exec_runs_in_the_current_release_with_the_secrets_and_never_shows_them() {
+    let tb = Testbed::get();
+    let sb = Sandbox::new();
+    let hosts = [45, 46];
+    let prefix = "ops_exec";
+    fresh(&tb, &hosts, prefix);
+    sb.write_config(&secret_config(&tb, &hosts, prefix, "950"));
+    let es_env = |args: &[&str]| {
+        sb.es()
+            .args(args)
+            .env("OPS_SECRET_SOURCE", SECRET)
+            .output()
+            .unwrap()
+    };
+    expect_code(&es_env(&["deploy", "1.0.0", "a", "prod"]), 0);
+    let check = format!(
+        "import hashlib, os, subprocess, sys\n\
+         print('secret ok:', hashlib.sha256(os.environ['OPS_SECRET'].encode()).hexdigest() == '{}')\n\
+         print('plain:', os.environ['OPS_PLAIN'])\n\
+         print('cwd:', os.getcwd())\n\
+         print('python:', sys.prefix == os.environ['VIRTUAL_ENV'])\n\
+         ps = subprocess.run(['ps', 'axww', '-o', 'args'], capture_output=True, text=True).stdout\n\
+         print('secret in ps:', os.environ['OPS_SECRET'] in ps)",
+        secret_sha()
+    );
+    // Without the secret in es's environment: exec needs none (it stays on the hosts).
+    for verbose in [false, true] {
+        let mut args = vec!["exec", "a", "--", "python", "-c", &check];
+        if verbose {
+            args.insert(0, "-v");
+        }
+        let out = es(&sb, &args);
+        let (stdout, stderr) = expect_code(&out, 0);
+        for n in hosts {
+            let addr = tb.addr(n);
+            for line in [
+                "secret ok: True".to_string(),
+                "plain: plain value".to_string(),
+                format!("cwd: {}/releases/1.0.0-", venv_dir(&tb, prefix)),
+                "python: True".to_string(),
+                "secret in ps: False".to_string(),
+            ] {
+                assert!(
+                    stdout
+                        .lines()
+                        .any(|l| l.starts_with(addr) && l.contains(&line)),
+                    "host {n}: no {line:?} in\n{stdout}"
+                );
+            }
+        }
+        assert!(
+            !stdout.contains(SECRET) && !stderr.contains(SECRET),
+            "{stdout}{stderr}"
+        );
+    }
+    // The command's failure is the host's.
+    let (_, stderr) = expect_code(&es(&sb, &["exec", "a", "--", "sh", "-c", "exit 4"]), 1);
+    assert!(
+        stderr.contains("0 ok") || stderr.contains("FAILED"),
+        "{stderr}"
+    );
+    // -i wants exactly one host.
+    let (_, stderr) = expect_code(&es(&sb, &["exec", "a", "-i", "--", "bash"]), 2);
+    assert!(stderr.contains("exactly one host"), "{stderr}");
+}
+
+/// What a tmux pane shows now.
+fn pane(socket: &std::path::Path) -> String {
+    let out = Command::new("tmux")
+        .arg("-S")
+        .arg(socket)
+        .args(["capture-pane", "-p", "-t", "ops"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Waits (bounded) until the pane shows `what`.
+fn wait_for_pane(socket: &std::path::Path, what: &str) -> String {
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let shown = pane(socket);
+        if shown.contains(what) {
+            return shown;
+        }
+        assert!(
+            Instant::now() < until,
+            "the pane never showed {what:?}:\n{shown}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn tmux(socket: &std::path::Path, args: &[&str]) {
+    let out = Command::new("tmux")
+        .arg("-S")
+        .arg(socket)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "tmux {args:?}: {out:?}");
+}
+
+#[test]
+fn exec_interactive_runs_a_shell_on_one_host_with_a_terminal() {
+    let tb = Testbed::get();
+    let sb = Sandbox::new();
+    let hosts = [47];
+    let prefix = "ops_shell";
+    fresh(&tb, &hosts, prefix);
+    sb.write_config(&secret_config(&tb, &hosts, prefix, "960"));
+    let deployed = sb
+        .es()
+        .args(["deploy", "1.0.0", "a", "prod"])
+        .env("OPS_SECRET_SOURCE", SECRET)
+        .output()
+        .unwrap();
+    expect_code(&deployed, 0);
+    // es in a tmux pane, as a person at a terminal would run it.
+    let script = sb.work.path().join("shell.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "cd '{}'\nexport HOME='{}'\nunset SSH_AUTH_SOCK\n'{}' exec a -i -- bash --norc -i\necho \"es-exit=$?\"\nsleep 60\n",
+            sb.work.path().display(),
+            sb.home.path().display(),
+            env!("CARGO_BIN_EXE_es")
+        ),
+    )
+    .unwrap();
+    let socket = sb.work.path().join("tmux.sock");
+    tmux(
+        &socket,
+        &[
+            "new-session",
+            "-d",
+            "-s",
+            "ops",
+            "-x",
+            "160",
+            "-y",
+            "40",
+            &format!("sh {}", script.display()),
+        ],
+    );
+    struct Kill(std::path::PathBuf);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = Command::new("tmux")
+                .arg("-S")
+                .arg(&self.0)
+                .arg("kill-server")
+                .output();
+        }
+    }
+    let _kill = Kill(socket.clone());
+    let line = format!(
+        "tty; echo \"dir=$PWD\"; python -c \"import hashlib, os; print('match=%s' % (hashlib.sha256(os.environ['OPS_SECRET'].encode()).hexdigest() == '{}'))\"",
+        secret_sha()
+    );
+    // The remote shell's prompt comes first; then it runs what is typed.
+    std::thread::sleep(Duration::from_millis(500));
+    tmux(&socket, &["send-keys", "-t", "ops", &line, "Enter"]);
+    let shown = wait_for_pane(&socket, "\nmatch=");
+    assert!(
+        shown.contains("/dev/pts/"),
+        "a terminal on the host:\n{shown}"
+    );
+    assert!(shown.contains("\nmatch=True"), "{shown}");
+    assert!(
+        shown.contains(&format!("\ndir={}/current", venv_dir(&tb, prefix))),
+        "{shown}"
+    );
+    assert!(!shown.contains(SECRET), "{shown}");
+    // Keys reach the remote side as typed (Ctrl-C interrupts the remote command, not es).
+    tmux(&socket, &["send-keys", "-t", "ops", "sleep 30", "Enter"]);
+    std::thread::sleep(Duration::from_millis(500));
+    tmux(&socket, &["send-keys", "-t", "ops", "C-c"]);
+    tmux(
+        &socket,
+        &["send-keys", "-t", "ops", "echo still-here", "Enter"],
+    );
+    wait_for_pane(&socket, "\nstill-here");
+    tmux(&socket, &["send-keys", "-t", "ops", "exit 3", "Enter"]);
+    let shown = wait_for_pane(&socket, "es-exit=");
+    assert!(
+        shown.contains("es-exit=1"),
+        "the shell's failure is es's:\n{shown}"
+    );
+    assert!(shown.contains("the command exited 3"), "{shown}");
 }

@@ -25,6 +25,11 @@ pub const FINISH: Script = Script {
     source: include_str!("finish.sh"),
 };
 
+/// Runs a command in a venv's current release, its environment loaded.
+pub const EXEC: Script = Script {
+    source: include_str!("exec.sh"),
+};
+
 /// Switches releases, starts and stops supervisord, checks health (Python).
 pub const SUPERVISORD: Script = Script {
     source: include_str!("supervisord.py"),
@@ -298,6 +303,42 @@ mod tests {
         assert!(
             ledger.starts_with("{\"time\":\"20") && ledger.contains(",\"outcome\":\"switched\"}")
         );
+    }
+
+    #[test]
+    fn exec_runs_in_the_current_release_with_its_environment_and_status() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("v a");
+        let release = root.join("releases/r1");
+        std::fs::create_dir_all(release.join("bin")).unwrap();
+        std::fs::write(
+            release.join("bin/activate"),
+            "export VIRTUAL_ENV=\"$PWD\"\n",
+        )
+        .unwrap();
+        std::fs::write(release.join("es.env"), env_file([("TOKEN", "it's $(x)")])).unwrap();
+        std::os::unix::fs::symlink("releases/r1", root.join("current")).unwrap();
+        let run = |words: &[&str]| {
+            let mut args = vec![Arg::Value(root.to_str().unwrap())];
+            args.extend(words.iter().map(|w| Arg::Value(w)));
+            sh(&EXEC.shell(&args))
+        };
+        let (out, err, code) = run(&[
+            "sh",
+            "-c",
+            "printf '%s|%s|%s' \"$TOKEN\" \"$VIRTUAL_ENV\" \"$1\"; exit 3",
+            "-",
+            "a b",
+        ]);
+        assert_eq!(code, 3, "{err}");
+        assert_eq!(
+            out,
+            format!("it's $(x)|{}|a b", root.join("current").display())
+        );
+        std::fs::remove_file(root.join("current")).unwrap();
+        let (_, err, code) = run(&["true"]);
+        assert_eq!(code, 127);
+        assert!(err.contains("has no current release"), "{err}");
     }
 
     #[test]
