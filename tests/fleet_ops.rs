@@ -604,3 +604,98 @@ fn exec_interactive_runs_a_shell_on_one_host_with_a_terminal() {
     );
     assert!(shown.contains("the command exited 3"), "{shown}");
 }
+
+/// Lays out what essay's `fab deploy 1.0.0 a prod` leaves on host `n`: the
+/// venv at PREFIX/a itself, supervisor and the project installed into it,
+/// etc/supervisord.conf rendered with venv_dir = the venv, and supervisord
+/// started from the venv's own bin.
+fn essay_deploy(tb: &Testbed, n: usize, prefix: &str, port: &str) {
+    let root = venv_dir(tb, prefix);
+    let name = &built().name;
+    let conf = format!(
+        "[unix_http_server]\nfile={root}/tmp/supervisor.sock\nchmod=0700\nusername=essay\npassword=essay-pw\n\n\
+         [supervisord]\nlogfile={root}/logs/supervisord.log\npidfile={root}/tmp/supervisord.pid\nchildlogdir={root}/logs\ndirectory={root}/tmp\n\n\
+         [rpcinterface:supervisor]\nsupervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\n\
+         [supervisorctl]\nserverurl=unix://{root}/tmp/supervisor.sock\nusername=essay\npassword=essay-pw\n\n\
+         [program:{name}]\ncommand={root}/bin/{name} {port}%(process_num)d\nprocess_name=%(program_name)s_%(process_num)d\nnumprocs=2\nnumprocs_start=0\ndirectory={root}\nstartsecs=3\nstopasgroup=true\nkillasgroup=true\nredirect_stderr=true\nstdout_logfile={root}/logs/%(program_name)s_%(process_num)02d.log\n"
+    );
+    let host = tb
+        .index_url
+        .split("//")
+        .nth(1)
+        .and_then(|rest| rest.split(['/', ':']).next())
+        .unwrap()
+        .rsplit('@')
+        .next()
+        .unwrap()
+        .to_string();
+    let script = format!(
+        "set -e\npython3 -m venv {root}\nmkdir -p {root}/etc {root}/logs {root}/tmp\n\
+         {root}/bin/pip install -q --index-url '{index}' --trusted-host {host} supervisor '{name}==1.0.0'\n\
+         cat > {root}/etc/supervisord.conf <<'CONF'\n{conf}CONF\n\
+         {root}/bin/supervisord -c {root}/etc/supervisord.conf\n",
+        index = tb.index_url
+    );
+    let out = tb.exec(n, &["runuser", "-u", &tb.user, "--", "sh", "-c", &script]);
+    assert!(out.status.success(), "essay's layout on host {n}: {out:?}");
+    let until = Instant::now() + Duration::from_secs(60);
+    while fetch(tb, n, &format!("{port}1")).is_empty() {
+        assert!(
+            Instant::now() < until,
+            "essay's deploy never served on host {n}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn an_essay_venv_is_adopted_as_release_legacy_and_rollback_brings_it_back() {
+    let tb = Testbed::get();
+    let sb = Sandbox::new();
+    let hosts = [48, 50];
+    let prefix = "ops_essay";
+    fresh(&tb, &hosts, prefix);
+    for n in hosts {
+        essay_deploy(&tb, n, prefix, "970");
+        assert_serving(&tb, n, "970", "1.0.0");
+    }
+    sb.write_config(&config(&tb, &hosts, prefix, "970"));
+    let (stdout, _) = expect_code(&es(&sb, &["status", "a", "--json"]), 1);
+    assert!(stdout.contains("\"version\":\"legacy\""), "{stdout}");
+
+    let (_, stderr) = expect_code(&es(&sb, &["deploy", "2.0.0", "a", "prod"]), 0);
+    assert!(
+        stderr.contains("kept the venv deployed by essay")
+            && stderr.contains("as release `legacy`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("1.0.0 -> 2.0.0"), "{stderr}");
+    for n in hosts {
+        assert_serving(&tb, n, "970", "2.0.0");
+    }
+    let (stdout, stderr) = expect_code(&es(&sb, &["releases", "a"]), 0);
+    assert!(
+        format!("{stdout}{stderr}").contains("legacy"),
+        "{stdout}{stderr}"
+    );
+
+    let (_, stderr) = expect_code(&es(&sb, &["rollback", "a"]), 0);
+    assert!(stderr.contains("2 hosts"), "{stderr}");
+    for n in hosts {
+        assert_serving(&tb, n, "970", "1.0.0");
+        // essay's own supervisord configuration runs again.
+        let conf = host_sh(
+            &tb,
+            n,
+            &format!("cat {}/etc/supervisord.conf", venv_dir(&tb, prefix)),
+        );
+        assert!(conf.contains("password=essay-pw"), "{conf}");
+    }
+    let (stdout, _) = expect_code(&es(&sb, &["status", "a", "--json"]), 0);
+    assert!(stdout.contains("\"version\":\"1.0.0\""), "{stdout}");
+    // And forward again.
+    expect_code(&es(&sb, &["deploy", "2.0.0", "a", "prod"]), 0);
+    for n in hosts {
+        assert_serving(&tb, n, "970", "2.0.0");
+    }
+}

@@ -16,6 +16,7 @@
 //! 4. **finish**, every locked host: prune old releases, write the ledger,
 //!    release the lock.
 
+mod adopt;
 mod host;
 mod lock;
 mod plan;
@@ -477,9 +478,14 @@ fn pause(secs: u64) {
 fn prepare_host(ctx: &mut HostCtx<'_>, plan: &Plan, runs: &Runs) -> Result<()> {
     let label = ctx.host().to_string();
     let run = runs.get(&label);
-    let (Some(root), facts) = (run.root.clone(), run.facts) else {
+    let Some(root) = run.root.clone() else {
         anyhow::bail!("the host did not report the venv's path");
     };
+    let facts = adopt::adopt_if_legacy(ctx, &plan.project, &root, run.facts)?;
+    runs.update(&label, |r| {
+        r.previous = facts.current.clone();
+        r.facts = facts.clone();
+    });
     host::run_pre_hooks(ctx, plan, &root, &facts)?;
     if crate::interrupt::requested() {
         anyhow::bail!("interrupted before staging");

@@ -55,7 +55,11 @@ fn status_row(ctx: &mut HostCtx<'_>, venv: &Venv, spec: &Value) -> Result<Value>
     });
     Ok(json!({
         "venv": venv.name,
-        "version": current.as_ref().map(|r| r.version().to_string()),
+        "version": match (&current, facts.legacy) {
+            (Some(release), _) => Some(release.version().to_string()),
+            (None, true) => Some("legacy".to_string()),
+            (None, false) => None,
+        },
         "release": facts.current,
         "healthy": healthy,
         "running": running,

@@ -25,6 +25,11 @@ pub const FINISH: Script = Script {
     source: include_str!("finish.sh"),
 };
 
+/// Keeps a venv deployed by essay as the release `legacy`.
+pub const ADOPT: Script = Script {
+    source: include_str!("adopt.sh"),
+};
+
 /// Runs a command in a venv's current release, its environment loaded.
 pub const EXEC: Script = Script {
     source: include_str!("exec.sh"),
@@ -339,6 +344,44 @@ mod tests {
         let (_, err, code) = run(&["true"]);
         assert_eq!(code, 127);
         assert!(err.contains("has no current release"), "{err}");
+    }
+
+    #[test]
+    fn adopt_keeps_an_essay_venv_as_release_legacy_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("a");
+        for sub in ["bin", "lib", "etc", "logs", "tmp"] {
+            std::fs::create_dir_all(root.join(sub)).unwrap();
+        }
+        // The venv's python, answering the installed version of the project.
+        let python = root.join("bin/python");
+        std::fs::write(&python, "#!/bin/sh\necho 1.4.2\n").unwrap();
+        sh(&format!("chmod +x {}", quote(python.to_str().unwrap())));
+        std::fs::write(root.join("etc/supervisord.conf"), "[program:shop]\n").unwrap();
+        let path = root.to_str().unwrap();
+        assert!(facts(&root, "read", "").contains("legacy=yes"));
+        let adopt = || {
+            let (out, err, code) = sh(&ADOPT.shell(&[Arg::Value(path), Arg::Value("shop")]));
+            assert_eq!(code, 0, "{err}");
+            out
+        };
+        assert_eq!(adopt(), "adopted=1.4.2\n");
+        let legacy = root.join("releases/legacy");
+        assert_eq!(
+            std::fs::read_to_string(legacy.join("supervisord.conf")).unwrap(),
+            "[program:shop]\n"
+        );
+        assert!(legacy.join("bin/python").exists());
+        assert_eq!(
+            std::fs::read_link(root.join("current")).unwrap(),
+            std::path::Path::new("releases/legacy")
+        );
+        let out = facts(&root, "read", "");
+        assert!(out.contains("current=legacy"), "{out}");
+        assert!(out.contains("release=legacy\t20"), "{out}");
+        assert!(out.contains("\"version\":\"1.4.2\""), "{out}");
+        assert!(!out.contains("legacy=yes"), "{out}");
+        assert_eq!(adopt(), "", "adopted once");
     }
 
     #[test]
