@@ -699,3 +699,53 @@ fn an_essay_venv_is_adopted_as_release_legacy_and_rollback_brings_it_back() {
         assert_serving(&tb, n, "970", "2.0.0");
     }
 }
+
+#[test]
+fn rollback_to_a_version_kept_on_some_hosts_names_them_and_releases_shows_the_fleet() {
+    let tb = Testbed::get();
+    let sb = Sandbox::new();
+    let hosts = [46, 47];
+    let prefix = "ops_to";
+    fresh(&tb, &hosts, prefix);
+    sb.write_config(&config(&tb, &hosts, prefix, "980"));
+    let (h46, h47) = (tb.addr(46), tb.addr(47));
+    expect_code(&es(&sb, &["-H", h46, "deploy", "1.0.0", "a", "prod"]), 0);
+    expect_code(&es(&sb, &["deploy", "2.0.0", "a", "prod"]), 0);
+
+    let (stdout, _) = expect_code(&es(&sb, &["releases", "a"]), 0);
+    let row = |version: &str| {
+        stdout
+            .lines()
+            .find(|l| {
+                l.trim_start_matches(['*', ' '])
+                    .starts_with(&format!("{version} "))
+            })
+            .unwrap_or_else(|| panic!("no fleet row for {version}:\n{stdout}"))
+            .to_string()
+    };
+    let newest = row("2.0.0");
+    assert!(newest.starts_with("* 2.0.0"), "{newest}");
+    assert!(newest.contains(&format!("{h46}, {h47} (2/2)")), "{newest}");
+    let older = row("1.0.0");
+    assert!(older.starts_with("  1.0.0"), "{older}");
+    assert!(
+        older.contains(&format!("{h46} (1/2)")) && older.trim_end().ends_with('-'),
+        "{older}"
+    );
+
+    let (_, stderr) = expect_code(&es(&sb, &["rollback", "a", "--to", "1.0.0"]), 1);
+    assert!(
+        stderr.contains(&format!(
+            "1.0.0 is kept only on {h46} (not on {h47}): nothing was rolled back"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("`es rollback -H {h46} --to 1.0.0`")),
+        "{stderr}"
+    );
+    for n in hosts {
+        assert_serving(&tb, n, "980", "2.0.0");
+        assert!(!locked(&tb, n, prefix), "host {n} kept the rollback's lock");
+    }
+}
