@@ -77,7 +77,11 @@ pub fn rollback(app: &App, args: &RollbackArgs) -> Result<bool> {
             "venv {} is locked: nothing was rolled back",
             venv.name
         )),
-        (Some(to), true) if ours.values().any(|(_, t)| t.is_none()) => {
+        // Kept nowhere: each host says so (and its ledger records it) below.
+        (Some(to), true)
+            if ours.values().any(|(_, t)| t.is_none())
+                && ours.values().any(|(_, t)| t.is_some()) =>
+        {
             Some(kept_where(to, &labels, &ours))
         }
         _ => None,
@@ -153,15 +157,12 @@ fn kept_where(
             .collect::<Vec<_>>()
             .join(", ")
     };
-    match with.is_empty() {
-        true => format!("no host keeps {to}: nothing was rolled back"),
-        false => format!(
-            "{to} is kept only on {} (not on {}): nothing was rolled back; `es rollback -H {} --to {to}` goes back there alone",
-            join(with.clone()),
-            join(without),
-            with.iter().map(|h| h.as_str()).collect::<Vec<_>>().join(",")
-        ),
-    }
+    format!(
+        "{to} is kept only on {} (not on {}): nothing was rolled back; `es rollback -H {} --to {to}` goes back there alone",
+        join(with.clone()),
+        join(without),
+        with.iter().map(|h| h.as_str()).collect::<Vec<_>>().join(",")
+    )
 }
 
 /// One host, its lock taken: switch to `target`, then the ledger and unlock.
