@@ -124,6 +124,17 @@ pub enum Command {
     )]
     Run(RunArgs),
 
+    /// Run a command in the venv's current release on every host, its environment loaded
+    ///
+    /// The release's venv is activated, its es.env (deploy.env and deploy.secrets,
+    /// 0600 on the host) loaded, and the command runs in the release's directory:
+    /// output prefixed by host. With -i it runs on exactly one host, on a terminal,
+    /// for shells and consoles. The secrets never reach a command line or es's output.
+    #[command(
+        after_help = "Examples:\n  es exec -R prod a -- flask --app shop db upgrade\n  es exec -H web1 a -i -- python manage.py shell\n  es exec a -- sh -c 'env | grep ^ES_'"
+    )]
+    Exec(ExecArgs),
+
     /// Stage one exact version beside the running release on every host, then switch to it, health-checked
     ///
     /// Per host: take the venv's deploy lock, run the pre hooks, stage the release
@@ -150,6 +161,17 @@ pub enum Command {
         after_help = "Examples:\n  es rollback -R prod a\n  es rollback -R prod a --to 2026.11.20.3"
     )]
     Rollback(RollbackArgs),
+
+    /// Show, hold or release the venv's deploy lock on every host of the role
+    ///
+    /// The lock is taken on the role's first host first, then on the others, as
+    /// deploys and rollbacks take it. `acquire -m MESSAGE` holds the venv (an
+    /// incident, a freeze): every deploy is refused naming the message, until
+    /// `release`. `release` also clears the lock of a deploy that is gone.
+    #[command(
+        after_help = "Examples:\n  es lock status -R prod a\n  es lock acquire -R prod a -m \"incident 42\"\n  es lock release -R prod a"
+    )]
+    Lock(LockArgs),
 
     /// One table for the fleet: version, health, programs, deployed when and by whom, build commit, lock
     ///
@@ -387,6 +409,21 @@ pub struct RunArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct ExecArgs {
+    /// The venv [default: deploy.default_venv]
+    #[arg(value_name = "VENV")]
+    pub venv: Option<String>,
+
+    /// On one host, on a terminal (shells, consoles): refused when several are chosen
+    #[arg(short, long)]
+    pub interactive: bool,
+
+    /// The command and its arguments, after `--` (not a shell line: `-- sh -c '...'` for one)
+    #[arg(required = true, last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+#[derive(Args, Debug)]
 pub struct CreateArgs {
     /// Project name: package, distribution, console script and program name
     #[arg(required_unless_present = "list", value_name = "NAME")]
@@ -455,6 +492,11 @@ pub struct DeployArgs {
     /// Seconds to wait between batches [default: deploy.rollout.pause, 0]
     #[arg(long, value_name = "SECS")]
     pub pause: Option<u64>,
+
+    /// Wait up to SECS for a deploy lock held by another deploy (showing who
+    /// holds it) instead of failing at once
+    #[arg(long, value_name = "SECS")]
+    pub lock_wait: Option<u64>,
 }
 
 #[derive(Args, Debug)]
@@ -466,6 +508,45 @@ pub struct RollbackArgs {
     /// Switch to this version's release instead of the previous one
     #[arg(long, value_name = "VERSION")]
     pub to: Option<String>,
+
+    /// Break the deploy lock of a deploy that is gone (never of one still running)
+    #[arg(long)]
+    pub force: bool,
+
+    /// Wait up to SECS for a deploy lock held by another deploy
+    #[arg(long, value_name = "SECS")]
+    pub lock_wait: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+pub struct LockArgs {
+    /// status: who holds the lock on each host | acquire: hold the venv (deploys
+    /// are refused, naming MESSAGE) | release: let deploys through again
+    #[arg(value_enum)]
+    pub action: LockAction,
+
+    /// The venv [default: deploy.default_venv]
+    #[arg(value_name = "VENV")]
+    pub venv: Option<String>,
+
+    /// Why the venv is held (acquire): shown to every deploy refused
+    #[arg(short, long, value_name = "MESSAGE")]
+    pub message: Option<String>,
+
+    /// release: also the lock of a deploy that is gone from another machine
+    #[arg(long)]
+    pub force: bool,
+
+    /// acquire: wait up to SECS for a lock held by a deploy
+    #[arg(long, value_name = "SECS")]
+    pub lock_wait: Option<u64>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockAction {
+    Status,
+    Acquire,
+    Release,
 }
 
 #[derive(Args, Debug)]

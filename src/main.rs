@@ -8,6 +8,7 @@ mod clock;
 mod config;
 mod deploy;
 mod error;
+mod exec;
 mod fleet;
 mod host_spec;
 mod hosts;
@@ -17,8 +18,8 @@ mod interrupt;
 mod nginx;
 mod paths;
 mod pip;
-mod processes;
 mod ports;
+mod processes;
 mod provenance;
 mod quote;
 mod remote;
@@ -83,6 +84,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<bool> {
     let app = App::new(cli.global)?;
     match cli.command {
         Command::Run(args) => run::run(&app, &args),
+        Command::Exec(args) => exec::exec(&app, &args),
         Command::Build(args) => build::build(&app, &args).map(|_| true),
         Command::Version(args) => build::version_command(&app, &args),
         Command::Pinstall { packages } => pip::pinstall(&app, &packages),
@@ -93,6 +95,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<bool> {
         Command::Rollback(args) => deploy::rollback(&app, &args),
         Command::Status(args) => deploy::status(&app, &args),
         Command::Releases(args) => deploy::releases(&app, &args),
+        Command::Lock(args) => deploy::lock_command(&app, &args),
         Command::Supervisor(args) => supervisor::command(&app, &args),
         Command::Ps(args) => processes::ps(&app, args.venv.as_deref()),
         Command::Start(args) => processes::program(&app, "start", &args),

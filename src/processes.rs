@@ -185,7 +185,7 @@ pub fn logs(app: &App, args: &LogsArgs) -> Result<bool> {
     if args.follow {
         crate::interrupt::end_at_once();
     }
-    crate::run::stream_everywhere(app, &command, "logs")
+    crate::run::on_every_host(app, &command, "logs")
 }
 
 #[cfg(test)]

@@ -16,12 +16,12 @@ pub fn run(app: &App, args: &RunArgs) -> Result<bool> {
     } else {
         script
     };
-    stream_everywhere(app, &command, "run")
+    on_every_host(app, &command, "run")
 }
 
-/// Runs `command` on every host, its output shown line by line as it comes,
-/// prefixed by host; true when it succeeded on every host.
-pub fn stream_everywhere(app: &App, command: &str, title: &str) -> Result<bool> {
+/// Runs `command` on every host, its output shown line by line, prefixed by
+/// host; prints the summary under `title`. True when it succeeded everywhere.
+pub fn on_every_host(app: &App, command: &str, title: &str) -> Result<bool> {
     let fleet = app.fleet(false)?;
     let report = fleet.run(|ctx| {
         ctx.step("running");

@@ -515,12 +515,17 @@ fn concurrent_deploys_to_one_venv_one_is_refused() {
     assert!(stderr.contains("which is still running"), "{stderr}");
     expect_code(&first, 0);
     let (_, stderr) = expect_code(&second, 1);
+    assert!(stderr.contains("venv a is locked (on "), "{stderr}");
     assert!(
-        stderr.contains("being deployed by another deploy"),
+        stderr.contains("nothing was staged or switched"),
         "{stderr}"
     );
-    assert!(stderr.contains("nothing was switched"), "{stderr}");
-    assert!(stderr.contains("3 locked"), "{stderr}");
+    // The first host refused it: the others were not even tried.
+    assert!(stderr.contains("1 locked"), "{stderr}");
+    assert!(
+        stderr.contains("(always taken first) is not ours"),
+        "{stderr}"
+    );
     assert!(
         stderr.contains("deploying 1.0.0"),
         "the holder is named: {stderr}"

@@ -103,7 +103,7 @@ fn body(tb: &Testbed, n: usize, port: &str) -> String {
 
 #[test]
 fn a_port_another_project_serves_is_named_before_the_switch_and_never_healthy() {
-    let tb = Testbed::get();
+    let tb = bed!();
     let sb = Sandbox::new();
     let hosts = [42, 43];
     let prefix = unique("rp2_ports");
@@ -250,7 +250,7 @@ fn requirements_only_flask_app(dir: &Path) {
 #[test]
 fn a_requirements_only_flask_app_deploys_with_es_commands_and_keeps_its_database_in_the_shared_dir()
 {
-    let tb = Testbed::get();
+    let tb = bed!();
     let sb = Sandbox::new();
     let hosts = [42, 43, 44];
     let prefix = unique("rp2_flask");
@@ -355,7 +355,7 @@ fn a_requirements_only_flask_app_deploys_with_es_commands_and_keeps_its_database
 /// naming both versions, before anything is downloaded or uploaded.
 #[test]
 fn a_project_needing_a_newer_python_than_the_hosts_is_refused_naming_the_versions() {
-    let tb = Testbed::get();
+    let tb = bed!();
     let sb = Sandbox::new();
     let dir = common::create_project(&sb, &unique("rp2py"));
     let config = std::fs::read_to_string(dir.join("deploy.toml")).unwrap();

@@ -117,33 +117,36 @@ impl Facts {
             .max_by(|a, b| a.recency().cmp(b.recency()))
     }
 
-    /// The lock holder, said for people: user@machine, pid, version, age.
+    /// The lock holder, said for people: user@machine, then pid, version,
+    /// message and age when known.
     pub fn lock_holder(&self) -> String {
         let owner: Value = self
             .lock_owner
             .as_deref()
             .and_then(|o| serde_json::from_str(o).ok())
             .unwrap_or(Value::Null);
-        let field = |k: &str| {
-            owner[k]
-                .as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| owner[k].to_string())
-        };
-        let age = self
-            .lock_age
-            .map(|a| format!(", {}", age_words(a)))
-            .unwrap_or_default();
-        if owner.is_null() {
-            return format!("an unknown deploy{age}");
+        let mut details = Vec::new();
+        if !owner["pid"].is_null() {
+            details.push(format!("pid {}", owner["pid"]));
         }
-        format!(
-            "{}@{} (pid {}, deploying {}{age})",
-            field("user"),
-            field("machine"),
-            field("pid"),
-            field("version")
-        )
+        if let Some(version) = owner["version"].as_str() {
+            details.push(format!("deploying {version}"));
+        }
+        if let Some(message) = owner["message"].as_str() {
+            details.push(format!("held: {message:?}"));
+        }
+        if let Some(age) = self.lock_age {
+            details.push(age_words(age));
+        }
+        let details = match details.is_empty() {
+            true => String::new(),
+            false => format!(" ({})", details.join(", ")),
+        };
+        if owner.is_null() {
+            return format!("an unknown deploy{details}");
+        }
+        let field = |k: &str| owner[k].as_str().unwrap_or("?").to_string();
+        format!("{}@{}{details}", field("user"), field("machine"))
     }
 }
 
@@ -162,7 +165,6 @@ pub fn age_words(secs: u64) -> String {
 pub enum LockMode {
     Read,
     Lock,
-    Break,
 }
 
 /// Reads the venv's facts (one round trip), taking the lock unless `Read`.
@@ -170,7 +172,6 @@ pub fn read_facts(ctx: &mut HostCtx<'_>, dir: &str, mode: LockMode, owner: &str)
     let mode = match mode {
         LockMode::Read => "read",
         LockMode::Lock => "lock",
-        LockMode::Break => "break",
     };
     let out = ctx.check(&FACTS.shell(&[Arg::Path(dir), Arg::Value(mode), Arg::Value(owner)]))?;
     Ok(Facts::parse(&out.stdout))
@@ -444,6 +445,10 @@ mod tests {
         assert_eq!(facts.current_release().unwrap().build["commit"], "abc");
         assert_eq!(facts.previous().map(|r| r.id.as_str()), Some("1.0-a"));
         assert_eq!(facts.lock_holder(), "ann@m (pid 7, deploying 1.2, 5m ago)");
+        let held = Facts::parse(
+            "lock_owner={\"user\":\"bo\",\"machine\":\"n\",\"message\":\"incident 42\"}\nlock_age=30\n",
+        );
+        assert_eq!(held.lock_holder(), "bo@n (held: \"incident 42\", 30s ago)");
         assert_eq!(facts.supervisord, Some(42));
         assert!(facts.tools);
         assert_eq!(facts.ledger.len(), 1);

@@ -16,9 +16,12 @@
 //! 4. **finish**, every locked host: prune old releases, write the ledger,
 //!    release the lock.
 
+mod adopt;
 mod host;
+mod lock;
 mod plan;
 mod resolve;
+mod rollback;
 mod status;
 
 use std::collections::HashMap;
@@ -30,15 +33,17 @@ use serde_json::{json, Value};
 
 use crate::app::App;
 use crate::bad_input;
-use crate::cli::{BuildArgs, DeployArgs, QuickdeployArgs, RollbackArgs};
+use crate::cli::{BuildArgs, DeployArgs, QuickdeployArgs};
 use crate::config::HooksOn;
 use crate::fleet::{Fleet, HostCtx};
 use crate::hosts::Target;
 use crate::ui::Mode;
 pub use host::manager_script;
 use host::{Facts, LockMode};
+pub use lock::command as lock_command;
 pub use plan::{configured_process_spec, unit_name, DEFAULT_SUPERVISOR_TEMPLATE};
 use plan::{Plan, Request};
+pub use rollback::rollback;
 pub use status::{releases, status};
 
 /// How one host's part of a rollout ended.
@@ -224,7 +229,7 @@ pub fn command(app: &App, args: &DeployArgs) -> Result<bool> {
         );
         return Ok(report.all_ok());
     }
-    Ok(rollout(app, &fleet, &plan))
+    Ok(rollout(app, &fleet, &plan, args.lock_wait))
 }
 
 /// A venv named on the command line must be one the configuration knows,
@@ -274,6 +279,7 @@ pub fn quickdeploy(app: &App, args: &QuickdeployArgs) -> Result<bool> {
         batch: None,
         max_fail: None,
         pause: None,
+        lock_wait: None,
     };
     // Everything but the version is checked before the (slow) build.
     plan::check(
@@ -297,9 +303,9 @@ pub fn quickdeploy(app: &App, args: &QuickdeployArgs) -> Result<bool> {
     command(app, &deploy_args(version.to_string()))
 }
 
-/// The rollout: prepare, release hooks, switch by batches, finish. True when
-/// every host ends on the new release.
-fn rollout(app: &App, fleet: &Fleet<'_>, plan: &Plan) -> bool {
+/// The rollout: lock, prepare, release hooks, switch by batches, finish.
+/// True when every host ends on the new release.
+fn rollout(app: &App, fleet: &Fleet<'_>, plan: &Plan, lock_wait: Option<u64>) -> bool {
     let started = Instant::now();
     // One connection per host for every phase.
     let pool = crate::fleet::ConnectionPool::default();
@@ -323,19 +329,57 @@ fn rollout(app: &App, fleet: &Fleet<'_>, plan: &Plan) -> bool {
     let total = fleet.targets.len();
     let max_fail = plan.max_fail.of(total);
 
-    // 1. Prepare: lock, pre hooks, stage.
-    let report = fleet.run(|ctx| prepare_host(ctx, plan, &runs));
-    runs.record(&report);
-
+    // 1. Lock (the first host first), then prepare: pre hooks, stage.
+    let locks = lock::acquire(
+        fleet,
+        &lock::Request {
+            dir: &plan.venv.dir,
+            owner: plan.owner_line(),
+            force: plan.force,
+            wait: lock_wait.map(Duration::from_secs),
+        },
+    );
+    runs.record(&locks);
+    for outcome in &locks.outcomes {
+        let Ok(facts) = &outcome.result else { continue };
+        let held = lock::describe(facts, &outcome.host, &plan.venv.name);
+        runs.update(&outcome.host, |r| {
+            if lock::taken(facts) {
+                r.locked = true;
+                r.root = facts.root.clone();
+                r.previous = facts.current.clone();
+                r.facts = facts.clone();
+            } else {
+                r.outcome = Outcome::Locked(held);
+            }
+        });
+    }
     let busy = runs.labels_where(|r| matches!(r.outcome, Outcome::Locked(_)));
+    if busy.is_empty() && !crate::interrupt::requested() {
+        let ours = runs.labels_where(|r| r.locked);
+        let report = sub_fleet(fleet, &ours, false).run(|ctx| prepare_host(ctx, plan, &runs));
+        runs.record(&report);
+    }
+
     let mut stopped = None;
     if crate::interrupt::requested() {
         stopped = Some(INTERRUPTED.to_string());
     } else if !busy.is_empty() {
+        let holders: Vec<String> = busy
+            .iter()
+            .map(|label| match runs.get(label).outcome {
+                Outcome::Locked(holder) => format!("on {label} by {holder}"),
+                _ => label.clone(),
+            })
+            .collect();
         stopped = Some(format!(
-            "venv {} is being deployed by another deploy (on {}): nothing was switched",
+            "venv {} is locked ({}): nothing was staged or switched{}",
             plan.venv.name,
-            busy.join(", ")
+            holders.join("; "),
+            match lock_wait {
+                Some(secs) => format!(", after waiting {secs}s (--lock-wait)"),
+                None => "; --lock-wait SECS waits for it".into(),
+            }
         ));
     } else if runs.failed() > max_fail {
         stopped = Some(format!(
@@ -431,42 +475,15 @@ fn pause(secs: u64) {
     }
 }
 
-/// Phase 1 on one host: facts and lock, pre hooks, staging.
+/// Phase 1 on one host, its lock taken: pre hooks, staging.
 fn prepare_host(ctx: &mut HostCtx<'_>, plan: &Plan, runs: &Runs) -> Result<()> {
     let label = ctx.host().to_string();
-    ctx.step("lock");
-    let owner = plan.owner_line();
-    let mut facts = host::read_facts(ctx, &plan.venv.dir, LockMode::Lock, &owner)?;
-    if facts.lock.as_deref() == Some("busy") && plan.force {
-        check_holder_is_gone(&facts, ctx.command_timeout())?;
-        ctx.ui().note(&format!(
-            "{label}: breaking the deploy lock held by {}",
-            facts.lock_holder()
-        ));
-        facts = host::read_facts(ctx, &plan.venv.dir, LockMode::Break, &owner)?;
-    }
-    match facts.lock.as_deref() {
-        Some("taken") => {}
-        Some("busy") => {
-            let holder = facts.lock_holder();
-            runs.update(&label, |r| r.outcome = Outcome::Locked(holder));
-            return Ok(());
-        }
-        _ => anyhow::bail!(
-            "{}",
-            facts
-                .lock_error
-                .clone()
-                .unwrap_or_else(|| "the host did not report the lock".into())
-        ),
-    }
-    let root = facts
-        .root
-        .clone()
-        .ok_or_else(|| anyhow::anyhow!("the host did not report the venv's path"))?;
+    let run = runs.get(&label);
+    let Some(root) = run.root.clone() else {
+        anyhow::bail!("the host did not report the venv's path");
+    };
+    let facts = adopt::adopt_if_legacy(ctx, &plan.project, &root, run.facts)?;
     runs.update(&label, |r| {
-        r.locked = true;
-        r.root = Some(root.clone());
         r.previous = facts.current.clone();
         r.facts = facts.clone();
     });
@@ -491,40 +508,6 @@ fn prepare_host(ctx: &mut HostCtx<'_>, plan: &Plan, runs: &Runs) -> Result<()> {
             r.outcome = Outcome::Unchanged;
         }
     });
-    Ok(())
-}
-
-/// `--force` breaks a lock only when its holder is gone: a deploy from this
-/// machine whose process still runs keeps its lock, and so does one from
-/// elsewhere whose lock was refreshed (every step refreshes it) within the
-/// longest a step may take (`ssh.command_timeout`).
-fn check_holder_is_gone(facts: &Facts, command_timeout: Duration) -> Result<()> {
-    let owner: Value = facts
-        .lock_owner
-        .as_deref()
-        .and_then(|o| serde_json::from_str(o).ok())
-        .unwrap_or(Value::Null);
-    let same_machine = owner["machine"].as_str() == Some(crate::identity::machine().as_str());
-    if let (true, Some(pid)) = (same_machine, owner["pid"].as_u64()) {
-        let alive = std::fs::read_to_string(format!("/proc/{pid}/comm"))
-            .map(|comm| comm.trim() == "es")
-            .unwrap_or(false);
-        if alive && pid != u64::from(std::process::id()) {
-            anyhow::bail!(
-                "the deploy lock is held by {}, which is still running (pid {pid} on this machine): --force breaks only the lock of a deploy that is gone",
-                facts.lock_holder()
-            );
-        }
-        return Ok(());
-    }
-    let age = facts.lock_age.unwrap_or(0);
-    if age < command_timeout.as_secs() {
-        anyhow::bail!(
-            "the deploy lock is held by {}, refreshed {age}s ago: that deploy may still be running on its machine; --force breaks a lock from another machine only once it is older than ssh.command_timeout ({}s)",
-            facts.lock_holder(),
-            command_timeout.as_secs()
-        );
-    }
     Ok(())
 }
 
@@ -917,107 +900,4 @@ fn resolve_on_host(ctx: &mut HostCtx<'_>, plan: &Plan, facts: &Facts) -> Result<
             out.stdout.trim()
         )
     }
-}
-
-/// `es rollback [VENV] [--to VERSION]`: every host back to its previous (or
-/// the named) release still kept there, health-checked; no index needed.
-pub fn rollback(app: &App, args: &RollbackArgs) -> Result<bool> {
-    let loaded = app.require_config()?;
-    let config = &loaded.config;
-    let Some(project) = config.project.name.clone() else {
-        bad_input!("{}: `project.name` is not set", loaded.path.display());
-    };
-    let venv = app.venv(args.venv.as_deref())?;
-    let venv_name = venv.name.clone();
-    if let Some(to) = &args.to {
-        if crate::version::parse_version(to).is_err() {
-            bad_input!("bad version {to:?} for --to");
-        }
-    }
-    let spec = plan::configured_process_spec(config, &venv_name);
-    let deployer = plan::deployer();
-    let fleet = app.fleet(true)?;
-    let title = format!("rollback {project} in venv {venv_name}");
-    let report = fleet.run(|ctx| {
-        ctx.step("lock");
-        let mut owner = deployer.clone();
-        owner["version"] = json!(args.to.clone().unwrap_or_else(|| "previous".into()));
-        let facts = host::read_facts(ctx, &venv.dir, LockMode::Lock, &owner.to_string())?;
-        match facts.lock.as_deref() {
-            Some("taken") => {}
-            Some("busy") => anyhow::bail!("locked by {}", facts.lock_holder()),
-            _ => anyhow::bail!(
-                "{}",
-                facts.lock_error.clone().unwrap_or_else(|| "no lock".into())
-            ),
-        }
-        let root = facts.root.clone().unwrap_or_default();
-        let target = match &args.to {
-            Some(to) => facts
-                .releases
-                .iter()
-                .find(|r| {
-                    crate::version::parse_version(r.version()).ok()
-                        == crate::version::parse_version(to).ok()
-                })
-                .cloned(),
-            None => facts.previous().cloned(),
-        };
-        let result = match target {
-            None => Err(anyhow::anyhow!(
-                "no {} release is kept here (releases: {})",
-                args.to.as_deref().unwrap_or("previous"),
-                facts
-                    .releases
-                    .iter()
-                    .map(|r| r.id.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )),
-            Some(target) => {
-                let mut spec = spec.clone();
-                spec["root"] = json!(root);
-                ctx.step(&format!("switch to {}", target.version()));
-                match host::switch(ctx, &spec, &target.id) {
-                    Ok(()) => Ok(target),
-                    Err(failure) => {
-                        let run = HostRun {
-                            previous: facts.current.clone(),
-                            facts: facts.clone(),
-                            ..HostRun::new(ctx.host())
-                        };
-                        Err(go_back(ctx, &spec, &run, failure))
-                    }
-                }
-            }
-        };
-        let mut entry = deployer.clone();
-        entry["action"] = json!("rollback");
-        entry["previous"] = json!(facts.current);
-        match &result {
-            Ok(target) => {
-                entry["release"] = json!(target.id);
-                entry["version"] = json!(target.version());
-                entry["commit"] = target.build["commit"].clone();
-                entry["outcome"] = json!("switched");
-            }
-            Err(err) => {
-                entry["outcome"] = json!("failed");
-                entry["error"] = json!(crate::fleet::describe(err));
-            }
-        }
-        let finished = host::finish(
-            ctx,
-            &root,
-            u32::MAX,
-            entry["deploy_id"].as_str().unwrap_or(""),
-            Some(&entry),
-            &[],
-        );
-        let target = result?;
-        finished?;
-        Ok(target.version().to_string())
-    });
-    report.print_summary(&app.ui, &title);
-    Ok(report.all_ok())
 }

@@ -46,7 +46,11 @@ fn status_row(ctx: &mut HostCtx<'_>, venv: &Venv, spec: &Value) -> Result<Value>
     });
     Ok(json!({
         "venv": venv.name,
-        "version": current.as_ref().map(|r| r.version().to_string()),
+        "version": match (&current, facts.legacy) {
+            (Some(release), _) => Some(release.version().to_string()),
+            (None, true) => Some("legacy".to_string()),
+            (None, false) => None,
+        },
         "release": facts.current,
         "healthy": healthy,
         "running": running,
@@ -56,7 +60,10 @@ fn status_row(ctx: &mut HostCtx<'_>, venv: &Venv, spec: &Value) -> Result<Value>
         "deployed_by": staged_by,
         "commit": current.as_ref().and_then(|r| r.build["commit"].as_str().map(str::to_string)),
         "branch": current.as_ref().and_then(|r| r.build["branch"].as_str().map(str::to_string)),
-        "lock": facts.lock_owner.as_ref().map(|_| facts.lock_holder()),
+        "lock": facts
+            .lock_owner
+            .as_ref()
+            .map(|_| super::lock::describe(&facts, ctx.host(), &venv.name)),
     }))
 }
 
@@ -218,8 +225,59 @@ pub fn releases(app: &App, args: &VenvArg) -> Result<bool> {
     if app.ui.mode != Mode::Json {
         app.ui.table(&table);
     }
+    fleet_view(app, &report);
     report.print_summary(&app.ui, "releases");
     Ok(report.all_ok())
+}
+
+/// The fleet view of `es releases`: each version (newest first), the hosts
+/// that keep it and those where it is current (marked `*`).
+fn fleet_view(app: &App, report: &crate::fleet::Report<Facts>) {
+    let mut versions: Vec<(String, Vec<String>, Vec<String>)> = Vec::new();
+    let reached = report.outcomes.iter().filter(|o| o.result.is_ok()).count();
+    for outcome in &report.outcomes {
+        let Ok(facts) = &outcome.result else { continue };
+        for release in &facts.releases {
+            let version = release.version().to_string();
+            let at = match versions.iter().position(|(v, _, _)| *v == version) {
+                Some(at) => at,
+                None => {
+                    versions.push((version, Vec::new(), Vec::new()));
+                    versions.len() - 1
+                }
+            };
+            let (_, kept, current) = &mut versions[at];
+            if !kept.contains(&outcome.host) {
+                kept.push(outcome.host.clone());
+            }
+            if facts.current.as_deref() == Some(release.id.as_str()) {
+                current.push(outcome.host.clone());
+            }
+        }
+    }
+    let rank = |v: &str| crate::version::parse_version(v).ok();
+    versions.sort_by_key(|v| std::cmp::Reverse(rank(&v.0)));
+    let mut table = vec![["VERSION", "KEPT ON", "CURRENT ON"]
+        .map(String::from)
+        .to_vec()];
+    for (version, kept, current) in &versions {
+        app.ui.json(json!({
+            "event": "version", "version": version, "kept_on": kept, "current_on": current,
+        }));
+        let mark = if current.is_empty() { " " } else { "*" };
+        table.push(vec![
+            format!("{mark} {version}"),
+            format!("{} ({}/{reached})", kept.join(", "), kept.len()),
+            match current.is_empty() {
+                true => "-".to_string(),
+                false => format!("{} ({}/{reached})", current.join(", "), current.len()),
+            },
+        ]);
+    }
+    if app.ui.mode != Mode::Json {
+        table.insert(0, Vec::new()); // a blank line after the hosts' table
+        app.ui.table(&table);
+    }
 }
 
 /// The newest ledger entry about a release.

@@ -1,11 +1,13 @@
 # Reads what es needs to know about one venv on a host, in one round trip,
 # and optionally takes the venv's deploy lock.
 #
-#   sh -c "$(cat facts.sh)" es ROOT MODE [OWNER]
+#   sh -c "$(cat facts.sh)" es ROOT MODE [OWNER] [HELD_BY]
 #
-# ROOT   the venv's directory (PREFIX/VENV; a leading ~/ already expanded)
-# MODE   read: only read | lock: also take the deploy lock, recording OWNER
-#        (one JSON line) | break: take it even when held (--force)
+# ROOT     the venv's directory (PREFIX/VENV; a leading ~/ already expanded)
+# MODE     read: only read | lock: also take the deploy lock, recording OWNER
+#          (one JSON line) | break: take it even when held (--force)
+# HELD_BY  with break: break the lock only while it is still this deploy id's
+#          (two deploys breaking one dead lock cannot both take it)
 #
 # Prints `key=value` lines:
 #   root=ABS            the venv's absolute path (missing=yes when absent)
@@ -24,6 +26,7 @@ set -u
 root=$1
 mode=$2
 owner=${3:-}
+held_by=${4:-}
 
 if [ ! -d "$root" ]; then
     echo missing=yes
@@ -58,9 +61,16 @@ if [ "$mode" != read ]; then
     elif [ ! -d .es/lock ]; then
         echo lock=error
         echo "lock_error=cannot create the deploy lock: $err"
+    elif [ "$mode" = break ] && [ -n "$held_by" ] &&
+        ! grep -F "\"deploy_id\":\"$held_by\"" .es/lock/owner >/dev/null 2>&1; then
+        echo lock=busy
     elif [ "$mode" = break ]; then
         echo "lock_broken=$(head -c 2000 .es/lock/owner 2>/dev/null | tr -d '\n')"
-        rm -rf .es/lock
+        # Renamed first: of two breakers, only one moves the dead lock away.
+        gone=.es/lock.broken.$$
+        if mv -T .es/lock "$gone" 2>/dev/null; then
+            rm -rf "$gone"
+        fi
         if mkdir .es/lock 2>/dev/null && printf '%s\n' "$owner" | cat > .es/lock/owner 2>/dev/null; then
             echo lock=taken
         else

@@ -30,6 +30,17 @@ pub const FINISH: Script = Script {
 
 /// Switches releases, starts and stops supervisord, checks health (Python;
 /// ports.py's functions first, to tell whose process holds a port).
+/// Keeps a venv deployed by essay as the release `legacy`.
+pub const ADOPT: Script = Script {
+    source: include_str!("adopt.sh"),
+};
+
+/// Runs a command in a venv's current release, its environment loaded.
+pub const EXEC: Script = Script {
+    source: include_str!("exec.sh"),
+};
+
+/// Switches releases, starts and stops supervisord, checks health (Python).
 pub const SUPERVISORD: Script = Script {
     source: concat!(include_str!("ports.py"), include_str!("supervisord.py")),
 };
@@ -311,6 +322,38 @@ echo 'app-a@1.service: Failed to kill control group x, ignoring: Input/output er
     }
 
     #[test]
+    fn facts_breaks_a_lock_only_while_it_is_the_holder_it_was_read_from() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("v");
+        let take = |mode: &str, owner: &str, held_by: &str| {
+            let line = FACTS.shell(&[
+                Arg::Value(root.to_str().unwrap()),
+                Arg::Value(mode),
+                Arg::Value(owner),
+                Arg::Value(held_by),
+            ]);
+            let (out, err, code) = sh(&line);
+            assert_eq!(code, 0, "{err}");
+            out
+        };
+        assert!(take("lock", r#"{"deploy_id":"dead"}"#, "").contains("lock=taken"));
+        // The first breaker takes it over; the second, who read "dead" too, does not.
+        let first = take("break", r#"{"deploy_id":"one"}"#, "dead");
+        assert!(first.contains("lock=taken"), "{first}");
+        let second = take("break", r#"{"deploy_id":"two"}"#, "dead");
+        assert!(second.contains("lock=busy"), "{second}");
+        assert!(
+            second.contains(r#"lock_owner={"deploy_id":"one"}"#),
+            "{second}"
+        );
+        assert!(!root.join(".es").read_dir().unwrap().any(|e| e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with("lock.broken")));
+    }
+
+    #[test]
     fn facts_refuses_to_write_through_a_planted_symlink() {
         let dir = tempfile::tempdir().unwrap();
         let elsewhere = dir.path().join("elsewhere");
@@ -407,6 +450,80 @@ echo 'app-a@1.service: Failed to kill control group x, ignoring: Input/output er
         assert!(
             ledger.starts_with("{\"time\":\"20") && ledger.contains(",\"outcome\":\"switched\"}")
         );
+    }
+
+    #[test]
+    fn exec_runs_in_the_current_release_with_its_environment_and_status() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("v a");
+        let release = root.join("releases/r1");
+        std::fs::create_dir_all(release.join("bin")).unwrap();
+        std::fs::write(
+            release.join("bin/activate"),
+            "export VIRTUAL_ENV=\"$PWD\"\n",
+        )
+        .unwrap();
+        std::fs::write(release.join("es.env"), env_file([("TOKEN", "it's $(x)")])).unwrap();
+        std::os::unix::fs::symlink("releases/r1", root.join("current")).unwrap();
+        let run = |words: &[&str]| {
+            let mut args = vec![Arg::Value(root.to_str().unwrap())];
+            args.extend(words.iter().map(|w| Arg::Value(w)));
+            sh(&EXEC.shell(&args))
+        };
+        let (out, err, code) = run(&[
+            "sh",
+            "-c",
+            "printf '%s|%s|%s' \"$TOKEN\" \"$VIRTUAL_ENV\" \"$1\"; exit 3",
+            "-",
+            "a b",
+        ]);
+        assert_eq!(code, 3, "{err}");
+        assert_eq!(
+            out,
+            format!("it's $(x)|{}|a b", root.join("current").display())
+        );
+        std::fs::remove_file(root.join("current")).unwrap();
+        let (_, err, code) = run(&["true"]);
+        assert_eq!(code, 127);
+        assert!(err.contains("has no current release"), "{err}");
+    }
+
+    #[test]
+    fn adopt_keeps_an_essay_venv_as_release_legacy_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("a");
+        for sub in ["bin", "lib", "etc", "logs", "tmp"] {
+            std::fs::create_dir_all(root.join(sub)).unwrap();
+        }
+        // The venv's python, answering the installed version of the project.
+        let python = root.join("bin/python");
+        std::fs::write(&python, "#!/bin/sh\necho 1.4.2\n").unwrap();
+        sh(&format!("chmod +x {}", quote(python.to_str().unwrap())));
+        std::fs::write(root.join("etc/supervisord.conf"), "[program:shop]\n").unwrap();
+        let path = root.to_str().unwrap();
+        assert!(facts(&root, "read", "").contains("legacy=yes"));
+        let adopt = || {
+            let (out, err, code) = sh(&ADOPT.shell(&[Arg::Value(path), Arg::Value("shop")]));
+            assert_eq!(code, 0, "{err}");
+            out
+        };
+        assert_eq!(adopt(), "adopted=1.4.2\n");
+        let legacy = root.join("releases/legacy");
+        assert_eq!(
+            std::fs::read_to_string(legacy.join("supervisord.conf")).unwrap(),
+            "[program:shop]\n"
+        );
+        assert!(legacy.join("bin/python").exists());
+        assert_eq!(
+            std::fs::read_link(root.join("current")).unwrap(),
+            std::path::Path::new("releases/legacy")
+        );
+        let out = facts(&root, "read", "");
+        assert!(out.contains("current=legacy"), "{out}");
+        assert!(out.contains("release=legacy\t20"), "{out}");
+        assert!(out.contains("\"version\":\"1.4.2\""), "{out}");
+        assert!(!out.contains("legacy=yes"), "{out}");
+        assert_eq!(adopt(), "", "adopted once");
     }
 
     #[test]

@@ -4,6 +4,7 @@ pub mod config;
 mod jump;
 pub mod known_hosts;
 mod session;
+mod tty;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -110,6 +111,22 @@ impl Connection {
         match self {
             Connection::Ssh(session) => session.exec_with(command, Some(sink)),
             Connection::Local => self.exec_streaming_local(command, Some(sink)),
+        }
+    }
+
+    /// Runs a shell command line on a terminal, interactively (this
+    /// machine's stdin, stdout and stderr); returns its exit status.
+    pub fn interactive(&mut self, command: &str) -> Result<i32> {
+        match self {
+            Connection::Ssh(session) => session.interactive(command),
+            Connection::Local => Ok(Command::new("sh")
+                .arg("-c")
+                .arg(command)
+                .current_dir(expand_tilde("~"))
+                .status()
+                .context("running sh")?
+                .code()
+                .unwrap_or(-1)),
         }
     }
 

@@ -155,6 +155,113 @@ impl SshSession {
         })
     }
 
+    /// Runs `command` on a remote terminal (a pty the size of ours), with
+    /// this terminal's keys going to it and its output coming here, until it
+    /// exits; returns its exit status. No command timeout: a shell is used for
+    /// as long as its user likes; keepalives still find a dead peer.
+    pub fn interactive(&mut self, command: &str) -> Result<i32> {
+        let mut channel = self
+            .session
+            .channel_session()
+            .map_err(|e| anyhow!("opening a channel: {}", e.message()))?;
+        let term = std::env::var("TERM").unwrap_or_else(|_| "xterm".into());
+        let (cols, rows) = super::tty::size();
+        channel
+            .request_pty(&term, None, Some((cols, rows, 0, 0)))
+            .map_err(|e| anyhow!("asking for a terminal: {}", e.message()))?;
+        channel
+            .exec(command)
+            .map_err(|e| anyhow!("starting the command: {}", e.message()))?;
+        let raw = super::tty::RawMode::enter();
+        self.session.set_blocking(false);
+        let result = self.pump(&mut channel);
+        self.session.set_blocking(true);
+        drop(raw);
+        result?;
+        let _ = channel.wait_close();
+        channel
+            .exit_status()
+            .map_err(|e| anyhow!("reading the exit status: {}", e.message()))
+    }
+
+    /// Moves stdin to the channel and the channel's output to stdout/stderr
+    /// until the remote side ends.
+    fn pump(&self, channel: &mut ssh2::Channel) -> Result<()> {
+        let mut stdin_open = true;
+        let mut pending: Vec<u8> = Vec::new();
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            let _ = self.session.keepalive_send();
+            let mut progressed = false;
+            for stream_id in [0, 1] {
+                match channel.stream(stream_id).read(&mut buf) {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        let written = if stream_id == 0 {
+                            let mut out = std::io::stdout().lock();
+                            out.write_all(&buf[..n]).and_then(|()| out.flush())
+                        } else {
+                            std::io::stderr().write_all(&buf[..n])
+                        };
+                        written.context("writing to the terminal")?;
+                        progressed = true;
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(self.lost(e)),
+                }
+            }
+            if !pending.is_empty() {
+                match channel.write(&pending) {
+                    Ok(n) => {
+                        pending.drain(..n);
+                        progressed = true;
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(self.lost(e)),
+                }
+            }
+            if channel.eof() {
+                return Ok(());
+            }
+            if progressed {
+                continue;
+            }
+            // Nothing moved: wait for the socket or for a key.
+            let mut fds = [
+                libc::pollfd {
+                    fd: self.socket.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: libc::STDIN_FILENO,
+                    events: if stdin_open && pending.is_empty() {
+                        libc::POLLIN
+                    } else {
+                        0
+                    },
+                    revents: 0,
+                },
+            ];
+            // SAFETY: two valid pollfds for the duration of the call.
+            unsafe {
+                libc::poll(fds.as_mut_ptr(), 2, 100);
+            }
+            if stdin_open && fds[1].revents != 0 {
+                let mut keys = [0u8; 4096];
+                // SAFETY: reads into a buffer owned here, at most its length.
+                let n =
+                    unsafe { libc::read(libc::STDIN_FILENO, keys.as_mut_ptr().cast(), keys.len()) };
+                if n > 0 {
+                    pending.extend_from_slice(&keys[..n as usize]);
+                } else {
+                    stdin_open = false;
+                    let _ = channel.send_eof();
+                }
+            }
+        }
+    }
+
     /// The error for a broken connection: a dead peer, said as such.
     fn lost(&self, err: std::io::Error) -> anyhow::Error {
         let text = err.to_string();

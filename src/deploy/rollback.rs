@@ -1,0 +1,226 @@
+//! `es rollback [VENV] [--to VERSION] [--force]`: every host back to its
+//! previous (or the named) release still kept there, health-checked; no index
+//! needed. The locks are taken first, in the deploy's order; nothing switches
+//! unless every host is locked and keeps the release to go back to.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::Result;
+use serde_json::{json, Value};
+
+use super::host::{self, Facts, Release};
+use super::{go_back, lock, plan, sub_fleet, HostRun};
+use crate::app::App;
+use crate::bad_input;
+use crate::cli::RollbackArgs;
+use crate::fleet::{Failure, Fleet, HostCtx, HostOutcome, Report};
+
+/// `es rollback`.
+pub fn rollback(app: &App, args: &RollbackArgs) -> Result<bool> {
+    let loaded = app.require_config()?;
+    let config = &loaded.config;
+    let Some(project) = config.project.name.clone() else {
+        bad_input!("{}: `project.name` is not set", loaded.path.display());
+    };
+    let venv = app.venv(args.venv.as_deref())?;
+    if let Some(to) = &args.to {
+        if crate::version::parse_version(to).is_err() {
+            bad_input!("bad version {to:?} for --to");
+        }
+    }
+    let spec = plan::configured_process_spec(config, &venv.name);
+    let deployer = plan::deployer();
+    let all = app.fleet(true)?;
+    let pool = crate::fleet::ConnectionPool::default();
+    let labels: Vec<String> = all.targets.iter().map(|t| t.label.clone()).collect();
+    let fleet = Fleet {
+        pool: Some(&pool),
+        ..sub_fleet(&all, &labels, false)
+    };
+    let title = format!("rollback {project} in venv {}", venv.name);
+    let mut owner = deployer.clone();
+    owner["version"] = json!(args.to.clone().unwrap_or_else(|| "previous".into()));
+    owner["since"] = json!(crate::clock::now_utc());
+    let locks = lock::acquire(
+        &fleet,
+        &lock::Request {
+            dir: &venv.dir,
+            owner: owner.to_string(),
+            force: args.force,
+            wait: args.lock_wait.map(Duration::from_secs),
+        },
+    );
+    let mut ours: HashMap<String, (Facts, Option<Release>)> = HashMap::new();
+    let mut refused = Vec::new();
+    for outcome in locks.outcomes {
+        match outcome.result {
+            Ok(facts) if lock::taken(&facts) => {
+                let target = target_of(&facts, args.to.as_deref());
+                ours.insert(outcome.host, (facts, target));
+            }
+            Ok(facts) => {
+                let holder = lock::describe(&facts, &outcome.host, &venv.name);
+                refused.push((outcome.host, format!("locked by {holder}")));
+            }
+            Err(failure) => refused.push((outcome.host, failure.error)),
+        }
+    }
+    let why = match (&args.to, refused.is_empty()) {
+        (_, false) => Some(format!(
+            "venv {} is locked: nothing was rolled back",
+            venv.name
+        )),
+        // Kept nowhere: each host says so (and its ledger records it) below.
+        (Some(to), true)
+            if ours.values().any(|(_, t)| t.is_none())
+                && ours.values().any(|(_, t)| t.is_some()) =>
+        {
+            Some(kept_where(to, &labels, &ours))
+        }
+        _ => None,
+    };
+    if let Some(why) = why {
+        let ours_labels: Vec<String> = ours.keys().cloned().collect();
+        let deploy_id = deployer["deploy_id"].as_str().unwrap_or_default();
+        let released = sub_fleet(&fleet, &ours_labels, true).run(|ctx| {
+            let root = ours[ctx.host()].0.root.clone().unwrap_or_default();
+            host::finish(ctx, &root, u32::MAX, deploy_id, None, &[])
+        });
+        let report = Report {
+            outcomes: labels
+                .iter()
+                .map(|label| HostOutcome {
+                    host: label.clone(),
+                    elapsed: Duration::ZERO,
+                    result: Err::<(), _>(Failure {
+                        step: "lock".into(),
+                        error: refused
+                            .iter()
+                            .find(|(h, _)| h == label)
+                            .map(|(_, e)| e.clone())
+                            .unwrap_or_else(|| "not rolled back".into()),
+                    }),
+                })
+                .collect(),
+            elapsed: released.elapsed,
+        };
+        report.print_summary(&app.ui, &title);
+        app.ui.note(&format!("es: {why}"));
+        if !released.all_ok() {
+            app.ui.note("es: a lock taken may remain (see above)");
+        }
+        return Ok(false);
+    }
+    let report = fleet.run(|ctx| {
+        let (facts, target) = ours.get(ctx.host()).cloned().unwrap_or_default();
+        rollback_host(ctx, &spec, &deployer, &facts, target, args.to.as_deref())
+    });
+    report.print_summary(&app.ui, &title);
+    Ok(report.all_ok())
+}
+
+/// The release a host goes back to: the named version's, else the previous.
+fn target_of(facts: &Facts, to: Option<&str>) -> Option<Release> {
+    match to {
+        Some(to) => facts
+            .releases
+            .iter()
+            .find(|r| {
+                crate::version::parse_version(r.version()).ok()
+                    == crate::version::parse_version(to).ok()
+            })
+            .cloned(),
+        None => facts.previous().cloned(),
+    }
+}
+
+/// `--to VERSION` kept on some hosts only: which have it.
+fn kept_where(
+    to: &str,
+    labels: &[String],
+    ours: &HashMap<String, (Facts, Option<Release>)>,
+) -> String {
+    let (with, without): (Vec<&String>, Vec<&String>) = labels
+        .iter()
+        .partition(|l| ours.get(*l).is_some_and(|(_, t)| t.is_some()));
+    let join = |hosts: Vec<&String>| {
+        hosts
+            .iter()
+            .map(|h| h.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        "{to} is kept only on {} (not on {}): nothing was rolled back; `es rollback -H {} --to {to}` goes back there alone",
+        join(with.clone()),
+        join(without),
+        with.iter().map(|h| h.as_str()).collect::<Vec<_>>().join(",")
+    )
+}
+
+/// One host, its lock taken: switch to `target`, then the ledger and unlock.
+fn rollback_host(
+    ctx: &mut HostCtx<'_>,
+    spec: &Value,
+    deployer: &Value,
+    facts: &Facts,
+    target: Option<Release>,
+    to: Option<&str>,
+) -> Result<String> {
+    let root = facts.root.clone().unwrap_or_default();
+    let result = match target {
+        None => Err(anyhow::anyhow!(
+            "no {} release is kept here (releases: {})",
+            to.unwrap_or("previous"),
+            facts
+                .releases
+                .iter()
+                .map(|r| r.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+        Some(target) => {
+            let mut spec = spec.clone();
+            spec["root"] = json!(root);
+            ctx.step(&format!("switch to {}", target.version()));
+            match host::switch(ctx, &spec, &target.id) {
+                Ok(()) => Ok(target),
+                Err(failure) => {
+                    let run = HostRun {
+                        previous: facts.current.clone(),
+                        facts: facts.clone(),
+                        ..HostRun::new(ctx.host())
+                    };
+                    Err(go_back(ctx, &spec, &run, failure))
+                }
+            }
+        }
+    };
+    let mut entry = deployer.clone();
+    entry["action"] = json!("rollback");
+    entry["previous"] = json!(facts.current);
+    match &result {
+        Ok(target) => {
+            entry["release"] = json!(target.id);
+            entry["version"] = json!(target.version());
+            entry["commit"] = target.build["commit"].clone();
+            entry["outcome"] = json!("switched");
+        }
+        Err(err) => {
+            entry["outcome"] = json!("failed");
+            entry["error"] = json!(crate::fleet::describe(err));
+        }
+    }
+    let finished = host::finish(
+        ctx,
+        &root,
+        u32::MAX,
+        entry["deploy_id"].as_str().unwrap_or(""),
+        Some(&entry),
+        &[],
+    );
+    let target = result?;
+    finished?;
+    Ok(target.version().to_string())
+}
