@@ -195,7 +195,7 @@ impl Default for Ssh {
 pub struct Deploy {
     /// Venvs live in PREFIX/VENV on every host.
     #[serde(default = "default_virtualenv_prefix")]
-    pub virtualenv_prefix: String,
+    pub virtualenv_prefix: Spanned<String>,
     /// Command creating a venv; the venv path is appended (default `python3 -m venv`).
     pub virtualenv_command: Option<String>,
     /// Sub directories made in every venv besides `logs`, `etc` and `tmp`.
@@ -463,8 +463,8 @@ impl SecretSource {
     }
 }
 
-fn default_virtualenv_prefix() -> String {
-    "~/w".into()
+fn default_virtualenv_prefix() -> Spanned<String> {
+    Spanned::new(0..0, "~/w".into())
 }
 
 fn default_process_count() -> u32 {
@@ -731,6 +731,10 @@ fn validate(loaded: &Loaded) -> Result<(), ConfigError> {
     }
     if let Some(serve) = &config.serve {
         serve::validate(loaded, serve)?;
+    }
+    let prefix = &config.deploy.virtualenv_prefix;
+    if let Err(message) = crate::venv::check_prefix(prefix.get_ref()) {
+        return Err(loaded.error_at(prefix.span(), "deploy.virtualenv_prefix", message));
     }
     for (venv, prefix) in &config.deploy.venv_ports {
         if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_digit()) {
