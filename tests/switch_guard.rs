@@ -4,17 +4,79 @@
 
 mod common;
 
-use std::process::Output;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use common::{expect_code, Sandbox, Testbed};
 
-fn config(tb: &Testbed, hosts: &[usize], prefix: &str, extra: &str) -> String {
+/// The project on the index: 1.0.0 and 4.0.0 serve; 2.0.0 runs but never
+/// answers; 3.0.0 answers, then exits about 3 s later.
+struct Built {
+    name: String,
+    _sandbox: Sandbox,
+}
+
+fn built() -> &'static Built {
+    static BUILT: OnceLock<Built> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let tb = Testbed::get();
+        let sb = Sandbox::new();
+        let name = common::unique("guard");
+        let dir = common::create_project(&sb, &name);
+        std::fs::write(
+            dir.join("deploy.toml"),
+            format!("[project]\nname = \"{name}\"\n\n{}", tb.index_section()),
+        )
+        .unwrap();
+        let main = dir.join(&name).join("main.py");
+        let serving = std::fs::read_to_string(&main).unwrap();
+        let hang = serving.replace(
+            "    server = make_server(",
+            "    import time\n    time.sleep(10**6)\n    server = make_server(",
+        );
+        let crash = serving.replace(
+            "        server.serve_forever()",
+            "        import threading\n        threading.Timer(3.3, lambda: os._exit(1)).start()\n        server.serve_forever()",
+        );
+        for (version, code) in [
+            ("1.0.0", &serving),
+            ("4.0.0", &serving),
+            ("2.0.0", &hang),
+            ("3.0.0", &crash),
+        ] {
+            std::fs::write(&main, code).unwrap();
+            common::git(&sb, &dir, &["commit", "-qam", version, "--allow-empty"]);
+            expect_code(
+                &common::es_build(&sb, &tb, &dir, &["--version", version]),
+                0,
+            );
+        }
+        Built {
+            name,
+            _sandbox: sb,
+        }
+    })
+}
+
+/// A deploy.toml for project `name` on hosts `hosts`, venv `a` under
+/// PREFIX (as written in TOML) on ports PORT0 and PORT1; `extra` goes on
+/// in the `[deploy]` table.
+fn config(
+    tb: &Testbed,
+    name: &str,
+    hosts: &[usize],
+    prefix: &str,
+    port: &str,
+    extra: &str,
+) -> String {
     let entries: Vec<String> = hosts
         .iter()
         .map(|n| format!("\"{}\"", tb.addr(*n)))
         .collect();
     format!(
-        "[project]\nname = \"guarded\"\n\n{}\n[roles]\nweb = [{}]\n\n{}\n[deploy]\nvirtualenv_prefix = {prefix}\nvenv_ports = {{ a = \"890\" }}\ndefault_role = \"web\"\n{extra}\n",
+        "[project]\nname = \"{name}\"\n\n{}\n[roles]\nweb = [{}]\n\n{}keepalive = 2\n\n[deploy]\nvirtualenv_prefix = {prefix}\nvenv_ports = {{ a = \"{port}\" }}\ndefault_role = \"web\"\n{extra}\n",
         tb.index_section(),
         entries.join(", "),
         tb.ssh_section(),
@@ -37,7 +99,8 @@ fn a_prefix_that_would_run_code_is_refused_before_any_host_is_contacted() {
         "'~/a;b'".to_string(),
         "\"-rf\"".to_string(),
     ] {
-        sb.write_config(&config(&tb, &[37], &prefix, ""));
+        let text = config(&tb, "guarded", &[37], &prefix, "890", "");
+        sb.write_config(&text);
         for args in [
             &["deploy", "1.0.0", "a", "prod"][..],
             &["status", "a"],
@@ -49,7 +112,7 @@ fn a_prefix_that_would_run_code_is_refused_before_any_host_is_contacted() {
                 "{prefix}: {stderr}"
             );
             // file:line:column names where the prefix is written.
-            let line = config(&tb, &[37], &prefix, "")
+            let line = text
                 .lines()
                 .position(|l| l.starts_with("virtualenv_prefix"))
                 .unwrap()
@@ -63,4 +126,247 @@ fn a_prefix_that_would_run_code_is_refused_before_any_host_is_contacted() {
     let on_host = tb.exec(37, &["sh", "-c", &format!("ls {marker} 2>&1")]);
     assert!(!on_host.status.success(), "created on the host");
     assert!(!std::path::Path::new(&marker).exists(), "created here");
+}
+
+/// Stops what an earlier run left under `~/PREFIX` on host `n` and removes it.
+fn fresh(tb: &Testbed, n: usize, prefix: &str) {
+    let script = format!(
+        r#"for f in /home/{user}/{prefix}/*/tmp/supervisord.pid; do
+  [ -f "$f" ] || continue
+  pid=$(cat "$f"); kill "$pid" 2>/dev/null || continue
+  i=0; while kill -0 "$pid" 2>/dev/null && [ $i -lt 150 ]; do sleep 0.1; i=$((i+1)); done
+done
+rm -rf /home/{user}/{prefix}"#,
+        user = tb.user
+    );
+    tb.exec(n, &["sh", "-c", &script]);
+}
+
+/// What host `n` itself gets from its own port (no link needed).
+fn local_fetch(tb: &Testbed, n: usize, port: &str) -> String {
+    let out = tb.exec(
+        n,
+        &[
+            "curl",
+            "-s",
+            "--max-time",
+            "2",
+            &format!("http://127.0.0.1:{port}/"),
+        ],
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Whether both processes of host `n` (PORT0, PORT1) serve `version`, asked on the host.
+fn serves(tb: &Testbed, n: usize, port: &str, version: &str) -> bool {
+    (0..2).all(|i| {
+        local_fetch(tb, n, &format!("{port}{i}"))
+            .starts_with(&format!("{} {version} ", built().name))
+    })
+}
+
+/// Whether venv `a` under PREFIX on host `n` holds a deploy lock.
+fn locked(tb: &Testbed, n: usize, prefix: &str) -> bool {
+    tb.exec(
+        n,
+        &[
+            "test",
+            "-d",
+            &format!("/home/{}/{prefix}/a/.es/lock", tb.user),
+        ],
+    )
+    .status
+    .success()
+}
+
+fn host_text(tb: &Testbed, n: usize, path: &str) -> String {
+    let out = tb.exec(n, &["cat", &format!("/home/{}/{path}", tb.user)]);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Starts `es deploy ARGS`, waits for a stderr line containing `when`, runs
+/// `act` with the child's pid, and returns the child (its stderr drained in
+/// the background).
+fn deploy_until(
+    sb: &Sandbox,
+    args: &[&str],
+    when: &str,
+    act: impl FnOnce(u32),
+) -> std::process::Child {
+    let mut child = sb
+        .es()
+        .arg("deploy")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let mut seen = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).unwrap() == 0 {
+            panic!("es ended before {when:?}:\n{seen}");
+        }
+        seen.push_str(&line);
+        if line.contains(when) {
+            break;
+        }
+    }
+    act(child.id());
+    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+    child
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+/// Waits (bounded) until host `n` serves `version` from both ports with no
+/// lock left; returns how long that took.
+fn wait_back(tb: &Testbed, n: usize, prefix: &str, version: &str, bound: Duration) -> Duration {
+    let began = Instant::now();
+    while began.elapsed() < bound {
+        if serves(tb, n, "890", version) && !locked(tb, n, prefix) {
+            return began.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    panic!(
+        "host {n} does not serve {version} unlocked after {bound:?}: 8900 {:?}, 8901 {:?}, locked {}; guard: {}{}",
+        local_fetch(tb, n, "8900"),
+        local_fetch(tb, n, "8901"),
+        locked(tb, n, prefix),
+        host_text(tb, n, &format!("{prefix}/a/.es/guard/reason")),
+        host_text(tb, n, &format!("{prefix}/a/.es/guard/log")),
+    )
+}
+
+/// The switch deadline of these tests, and the health wait of the version that never answers.
+const DEADLINE: u64 = 20;
+const GUARDED: &str = "\n[deploy.health]\ntimeout = 8\ndeadline = 20\n";
+
+/// Host `n` on 1.0.0 under PREFIX, then a deploy of 2.0.0 (which never
+/// answers) that `fault` interrupts once the switch has begun; the host must
+/// go back to 1.0.0 by itself, unlocked, and say why.
+/// `heal` undoes the fault before the last deploy.
+fn guarded_switch_survives(
+    n: usize,
+    prefix: &str,
+    fault: impl FnOnce(&Testbed, u32),
+    heal: impl FnOnce(),
+) {
+    let tb = Testbed::get();
+    let sb = Sandbox::new();
+    fresh(&tb, n, prefix);
+    let name = &built().name;
+    sb.write_config(&config(
+        &tb,
+        name,
+        &[n],
+        &format!("\"~/{prefix}\""),
+        "890",
+        GUARDED,
+    ));
+    expect_code(&es(&sb, &["deploy", "1.0.0", "a", "prod"]), 0);
+    assert!(serves(&tb, n, "890", "1.0.0"));
+
+    let mut armed_at = None;
+    let mut child = deploy_until(&sb, &["2.0.0", "a", "prod"], ": switch", |pid| {
+        armed_at = Some(Instant::now());
+        std::thread::sleep(Duration::from_secs(2));
+        fault(&tb, pid);
+    });
+    // Back within the deadline, plus the old release's own start.
+    let took = wait_back(&tb, n, prefix, "1.0.0", Duration::from_secs(DEADLINE + 20));
+    let since_switch = armed_at.unwrap().elapsed();
+    let reason = host_text(&tb, n, &format!("{prefix}/a/.es/guard/reason"));
+    assert!(
+        reason.contains("es did not confirm release 2.0.0")
+            && reason.contains("went back to 1.0.0"),
+        "{reason}"
+    );
+    let ledger = host_text(&tb, n, &format!("{prefix}/a/.es/releases.jsonl"));
+    let last: serde_json::Value = serde_json::from_str(ledger.lines().last().unwrap()).unwrap();
+    assert_eq!(last["action"], "guard", "{ledger}");
+    assert_eq!(last["outcome"], "reverted by the host", "{ledger}");
+    let _ = child.kill();
+    let _ = child.wait();
+    eprintln!(
+        "host {n}: serving 1.0.0 unlocked {:.1}s after the switch began (deadline {DEADLINE}s; {:.1}s of waiting here)",
+        since_switch.as_secs_f64(),
+        took.as_secs_f64()
+    );
+    // The next deploy works without --force.
+    heal();
+    expect_code(&es(&sb, &["deploy", "4.0.0", "a", "prod"]), 0);
+    assert!(serves(&tb, n, "890", "4.0.0"));
+}
+
+#[test]
+fn sigkill_of_es_during_the_health_wait_the_host_goes_back_by_itself() {
+    guarded_switch_survives(38, "guard_kill", |_, pid| signal(pid, "-KILL"), || ());
+}
+
+#[test]
+fn double_ctrl_c_during_the_health_wait_the_host_goes_back_by_itself() {
+    guarded_switch_survives(
+        39,
+        "guard_intr",
+        |_, pid| {
+            signal(pid, "-INT");
+            std::thread::sleep(Duration::from_millis(200));
+            signal(pid, "-INT");
+        },
+        || (),
+    );
+}
+
+/// Brings host `n`'s link back up, even when the test fails.
+struct LinkUp(usize, String);
+
+impl Drop for LinkUp {
+    fn drop(&mut self) {
+        let (n, bridge) = (self.0, &self.1);
+        let _ = Testbed::get().exec(
+            n,
+            &[
+                "sh",
+                "-c",
+                &format!("ip link set eth0 up; ip route replace default via {bridge}; sysctl -qw net.ipv4.tcp_retries2=15"),
+            ],
+        );
+    }
+}
+
+#[test]
+fn a_link_cut_during_the_health_wait_the_host_goes_back_by_itself() {
+    let tb = Testbed::get();
+    let restore = std::cell::RefCell::new(Some(LinkUp(37, tb.bridge_addr.clone())));
+    guarded_switch_survives(
+        37,
+        "guard_link",
+        |tb, _| {
+            // No reset: the host's side of the link goes down; it is checked
+            // from inside while the link is down.
+            let down = tb.exec(
+                37,
+                &[
+                    "sh",
+                    "-c",
+                    "sysctl -qw net.ipv4.tcp_retries2=3 && ip link set eth0 down",
+                ],
+            );
+            assert!(down.status.success(), "{down:?}");
+        },
+        || {
+            drop(restore.borrow_mut().take());
+            std::thread::sleep(Duration::from_secs(1));
+        },
+    );
 }

@@ -282,6 +282,16 @@ pub struct Health {
     /// Request headers (a `Host` for a virtual host, say).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// Seconds every process must stay up and keep answering once all are RUNNING.
+    #[serde(default = "default_health_settle")]
+    pub settle: f64,
+    /// Seconds the host waits for es to confirm a switch before going back by
+    /// itself; default: enough for every process's health wait and settle.
+    pub deadline: Option<u64>,
+}
+
+fn default_health_settle() -> f64 {
+    3.0
 }
 
 fn default_health_path() -> String {
@@ -303,6 +313,8 @@ impl Default for Health {
             status: default_health_status(),
             timeout: default_health_timeout(),
             headers: BTreeMap::new(),
+            settle: default_health_settle(),
+            deadline: None,
         }
     }
 }

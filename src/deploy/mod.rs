@@ -16,9 +16,11 @@
 //! 4. **finish**, every locked host: prune old releases, write the ledger,
 //!    release the lock.
 
+mod guard;
 mod host;
 mod plan;
 mod status;
+mod switch;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -39,6 +41,7 @@ pub use plan::DEFAULT_SUPERVISOR_TEMPLATE;
 pub use plan::{format_utc, login, machine, now_utc};
 use plan::{Plan, Request};
 pub use status::{releases, status};
+use switch::{go_back, revert_host, switch_host};
 
 /// How one host's part of a rollout ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -519,77 +522,6 @@ fn check_holder_is_gone(facts: &Facts, command_timeout: Duration) -> Result<()> 
     Ok(())
 }
 
-/// Phase 3 on one host: switch to the staged release; on failure, back to
-/// the previous one.
-fn switch_host(ctx: &mut HostCtx<'_>, plan: &Plan, spec: &Value, runs: &Runs) -> Result<()> {
-    let run = runs.get(ctx.host());
-    let (Some(root), Some(id)) = (run.root.clone(), run.release.clone()) else {
-        anyhow::bail!("nothing staged");
-    };
-    let mut spec = spec.clone();
-    spec["root"] = json!(root);
-    if run.outcome == Outcome::Unchanged {
-        ctx.step("health (release unchanged)");
-        host::run_supervisord(ctx, "start", &spec)?;
-        return Ok(());
-    }
-    ctx.step("switch");
-    if let Err(failure) = host::switch(ctx, &spec, &id) {
-        return Err(go_back(ctx, &spec, &run, failure));
-    }
-    runs.update(ctx.host(), |r| r.outcome = Outcome::Switched);
-    host::run_hooks(
-        ctx,
-        "post hook",
-        &format!("{root}/current"),
-        &plan.post_hooks,
-    )
-    .map_err(|e| e.context("the new release is serving; a post hook failed"))
-}
-
-/// After a failed switch: the previous release again, healthy. Returns the
-/// failure, saying what serves now.
-fn go_back(
-    ctx: &mut HostCtx<'_>,
-    spec: &Value,
-    run: &HostRun,
-    failure: anyhow::Error,
-) -> anyhow::Error {
-    let Some(previous) = run.previous.clone() else {
-        return failure.context(
-            "the new release is not healthy, and there is no previous release to go back to",
-        );
-    };
-    let step = ctx.current_step();
-    ctx.step("switch back");
-    let back = host::switch(ctx, spec, &previous);
-    ctx.step(&step);
-    let version = run.version_of(Some(&previous));
-    match back {
-        Ok(()) => failure.context(format!(
-            "not healthy; back on {version}, which serves again"
-        )),
-        Err(err) => failure.context(format!(
-            "not healthy, and going back to {version} failed too: {}",
-            crate::fleet::describe(&err)
-        )),
-    }
-}
-
-/// The rollout stopped: a switched host goes back to its previous release.
-fn revert_host(ctx: &mut HostCtx<'_>, spec: &Value, runs: &Runs) -> Result<()> {
-    let run = runs.get(ctx.host());
-    let (Some(root), Some(previous)) = (run.root.clone(), run.previous.clone()) else {
-        anyhow::bail!("no previous release to go back to");
-    };
-    let mut spec = spec.clone();
-    spec["root"] = json!(root);
-    ctx.step("revert");
-    host::switch(ctx, &spec, &previous)?;
-    runs.update(ctx.host(), |r| r.outcome = Outcome::Reverted);
-    Ok(())
-}
-
 /// Phase 4 on one host: prune, ledger, unlock.
 fn finish_host(ctx: &mut HostCtx<'_>, plan: &Plan, runs: &Runs) -> Result<()> {
     let run = runs.get(ctx.host());
@@ -972,7 +904,7 @@ pub fn rollback(app: &App, args: &RollbackArgs) -> Result<bool> {
                             facts: facts.clone(),
                             ..HostRun::new(ctx.host())
                         };
-                        Err(go_back(ctx, &spec, &run, failure))
+                        Err(go_back(ctx, &spec, &run, failure, "not healthy"))
                     }
                 }
             }

@@ -30,6 +30,11 @@ pub const SUPERVISORD: Script = Script {
     source: include_str!("supervisord.py"),
 };
 
+/// Guards a switch on the host: goes back by itself unless es confirms in time.
+pub const GUARD: Script = Script {
+    source: include_str!("guard.py"),
+};
+
 /// Builds an sdist and a wheel on the build host, in a work directory of its own.
 pub const BUILD: Script = Script {
     source: include_str!("build.sh"),
@@ -44,6 +49,11 @@ pub enum Arg<'a> {
 }
 
 impl Script {
+    /// The script's text, to upload as a file.
+    pub fn source(&self) -> &'static str {
+        self.source
+    }
+
     /// `sh -c SCRIPT es ARGS...`
     pub fn shell(&self, args: &[Arg<'_>]) -> String {
         format!("sh -c {} es{}", quote(self.source), render(args))
