@@ -370,3 +370,75 @@ fn a_link_cut_during_the_health_wait_the_host_goes_back_by_itself() {
         },
     );
 }
+
+/// The summary line of host `n`.
+fn summary_line(stderr: &str, tb: &Testbed, n: usize) -> String {
+    let addr = format!("  {} ", tb.addr(n));
+    stderr
+        .lines()
+        .rev()
+        .find(|l| l.starts_with(&addr))
+        .unwrap_or_else(|| panic!("no summary line for host {n} in\n{stderr}"))
+        .to_string()
+}
+
+#[test]
+fn a_version_that_crashes_3s_after_answering_is_refused_with_the_defaults() {
+    let tb = Testbed::get();
+    let sb = Sandbox::new();
+    let (n, prefix) = (40, "guard_settle");
+    fresh(&tb, n, prefix);
+    sb.write_config(&config(
+        &tb,
+        &built().name,
+        &[n],
+        &format!("\"~/{prefix}\""),
+        "891",
+        "",
+    ));
+    expect_code(&es(&sb, &["deploy", "1.0.0", "a", "prod"]), 0);
+    let (_, stderr) = expect_code(&es(&sb, &["deploy", "3.0.0", "a", "prod"]), 1);
+    let line = summary_line(&stderr, &tb, n);
+    assert!(
+        line.contains("FAILED") && line.contains("at switch"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("settle window"), "{stderr}");
+    assert!(
+        stderr.contains("back on 1.0.0, which serves again"),
+        "{stderr}"
+    );
+    assert!(serves(&tb, n, "891", "1.0.0"));
+}
+
+#[test]
+fn a_post_hook_failing_on_one_host_leaves_the_fleet_on_one_version() {
+    let tb = Testbed::get();
+    let sb = Sandbox::new();
+    let (hosts, prefix) = ([40, 41], "guard_post");
+    for n in hosts {
+        fresh(&tb, n, prefix);
+    }
+    let name = &built().name;
+    let prefix_toml = format!("\"~/{prefix}\"");
+    sb.write_config(&config(&tb, name, &hosts, &prefix_toml, "890", ""));
+    expect_code(&es(&sb, &["deploy", "1.0.0", "a", "prod"]), 0);
+    let hook = format!("post_hooks = ['test \"$ES_HOST\" != {}']", tb.addr(41));
+    sb.write_config(&config(&tb, name, &hosts, &prefix_toml, "890", &hook));
+    let (_, stderr) = expect_code(&es(&sb, &["deploy", "4.0.0", "a", "prod"]), 1);
+    assert!(
+        summary_line(&stderr, &tb, 41).contains("a post hook failed; back on 1.0.0"),
+        "{stderr}"
+    );
+    assert!(
+        summary_line(&stderr, &tb, 40).contains("reverted"),
+        "{stderr}"
+    );
+    for n in hosts {
+        assert!(serves(&tb, n, "890", "1.0.0"), "host {n}: {stderr}");
+        assert!(!locked(&tb, n, prefix), "host {n}: {stderr}");
+    }
+    // One version everywhere: es status agrees.
+    let (_, stderr) = expect_code(&es(&sb, &["status", "a"]), 0);
+    assert!(!stderr.contains("different versions"), "{stderr}");
+}
