@@ -442,3 +442,73 @@ fn a_post_hook_failing_on_one_host_leaves_the_fleet_on_one_version() {
     let (_, stderr) = expect_code(&es(&sb, &["status", "a"]), 0);
     assert!(!stderr.contains("different versions"), "{stderr}");
 }
+
+/// Undoes the ledger's mounts on host `n`, even when the test fails.
+struct Unmount(usize, Vec<String>);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        for path in &self.1 {
+            Testbed::get().exec(self.0, &["umount", path]);
+        }
+    }
+}
+
+#[test]
+fn a_full_disk_at_the_ledger_write_fails_the_deploy_and_keeps_whole_lines() {
+    let tb = Testbed::get();
+    let sb = Sandbox::new();
+    let (n, prefix) = (41, "guard_ledger");
+    fresh(&tb, n, prefix);
+    sb.write_config(&config(
+        &tb,
+        &built().name,
+        &[n],
+        &format!("\"~/{prefix}\""),
+        "892",
+        "",
+    ));
+    expect_code(&es(&sb, &["deploy", "1.0.0", "a", "prod"]), 0);
+
+    // The ledger alone on a tiny tmpfs (bound over the file), its page nearly
+    // full and the rest of the tmpfs taken: the next line fits only in part.
+    let ledger = format!("/home/{}/{prefix}/a/.es/releases.jsonl", tb.user);
+    let disk = format!("/tmp/{prefix}-disk");
+    let script = format!(
+        r#"set -e
+mkdir -p {disk}
+mount -t tmpfs -o size=8k,mode=0777 tmpfs {disk}
+cp {ledger} {disk}/ledger
+chmod 666 {disk}/ledger
+mount --bind {disk}/ledger {ledger}
+size=$(stat -c %s {ledger})
+printf '{{"pad":"%s"}}\n' "$(head -c $((4090 - size - 11)) /dev/zero | tr '\0' x)" >> {ledger}
+dd if=/dev/zero of={disk}/fill bs=1k 2>/dev/null || true
+stat -c %s {ledger}"#
+    );
+    let _unmount = Unmount(n, vec![ledger.clone(), disk.clone()]);
+    let out = tb.exec(n, &["sh", "-c", &script]);
+    assert!(out.status.success(), "{out:?}");
+    let before = host_text(&tb, n, &format!("{prefix}/a/.es/releases.jsonl"));
+    assert_eq!(before.len(), 4090, "{before}");
+
+    let (_, stderr) = expect_code(&es(&sb, &["deploy", "4.0.0", "a", "prod"]), 1);
+    let line = summary_line(&stderr, &tb, n);
+    assert!(
+        line.contains("FAILED") && line.contains("at finish"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("ledger: cannot append"), "{stderr}");
+    assert!(stderr.contains("the deploy lock was released"), "{stderr}");
+    assert!(!stderr.contains("may remain"), "{stderr}");
+    assert!(
+        stderr.contains("the host runs 4.0.0"),
+        "read back: {stderr}"
+    );
+    assert!(!locked(&tb, n, prefix));
+    let after = host_text(&tb, n, &format!("{prefix}/a/.es/releases.jsonl"));
+    assert_eq!(after, before, "the ledger keeps whole lines only");
+    for l in after.lines() {
+        serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+    }
+}

@@ -27,6 +27,8 @@ pub struct Armed {
     /// `.../armed-TOKEN`: es removes it to confirm, the guard renames it to fire.
     flag: String,
     reason: String,
+    /// `releases/ID/failed` of the release switched to.
+    failed_mark: String,
 }
 
 /// Starts the guard of the switch of `spec.root` to `release`; when it fires
@@ -79,15 +81,49 @@ pub fn arm(
     Ok(Armed {
         flag,
         reason: format!("{dir}/reason"),
+        failed_mark: failed_mark(root, release),
     })
 }
 
+/// The mark of a release whose switch failed on this host.
+fn failed_mark(root: &str, release: &str) -> String {
+    format!("{root}/releases/{release}/failed")
+}
+
+/// Marks `release` failed on this host: `es rollback` never picks it and it
+/// does not count toward `deploy.keep_releases`.
+pub fn mark_failed(ctx: &mut HostCtx<'_>, root: &str, release: &str, why: &str) -> Result<()> {
+    let line = why
+        .lines()
+        .last()
+        .unwrap_or("")
+        .chars()
+        .take(500)
+        .collect::<String>();
+    ctx.check(&format!(
+        "printf '%s\\n' {} > {}",
+        quote(&line),
+        quote(&failed_mark(root, release))
+    ))?;
+    Ok(())
+}
+
 impl Armed {
-    /// Tells the guard the switch is settled (healthy, or es went back itself).
-    /// Fails when the guard fired first: the host went back by itself.
+    /// Tells the guard the new release is healthy (and clears an earlier
+    /// failed mark). Fails when the guard fired first: the host went back by itself.
     pub fn confirm(&self, ctx: &mut HostCtx<'_>) -> Result<()> {
+        self.settle(ctx, &format!("rm -f {}; ", quote(&self.failed_mark)))
+    }
+
+    /// Tells the guard es went back itself.
+    pub fn disarm(&self, ctx: &mut HostCtx<'_>) -> Result<()> {
+        self.settle(ctx, "")
+    }
+
+    /// Removes the flag, then runs `then`; fails when the guard fired first.
+    fn settle(&self, ctx: &mut HostCtx<'_>, then: &str) -> Result<()> {
         let out = ctx.exec(&format!(
-            "rm {} 2>/dev/null && echo confirmed || cat {} 2>/dev/null",
+            "if rm {} 2>/dev/null; then {then}echo confirmed; else cat {} 2>/dev/null; fi",
             quote(&self.flag),
             quote(&self.reason)
         ))?;

@@ -16,6 +16,7 @@
 //! 4. **finish**, every locked host: prune old releases, write the ledger,
 //!    release the lock.
 
+mod finish;
 mod guard;
 mod host;
 mod plan;
@@ -35,7 +36,7 @@ use crate::cli::{BuildArgs, DeployArgs, QuickdeployArgs, RollbackArgs};
 use crate::config::HooksOn;
 use crate::fleet::{Fleet, HostCtx};
 use crate::hosts::Target;
-use crate::ui::Mode;
+use finish::{finish_host, print_rollout_summary};
 use host::{Facts, LockMode};
 pub use plan::DEFAULT_SUPERVISOR_TEMPLATE;
 pub use plan::{format_utc, login, machine, now_utc};
@@ -76,6 +77,8 @@ struct HostRun {
     locked: bool,
     outcome: Outcome,
     elapsed: Duration,
+    /// What the host runs at the end, read back by its finish (`Some(None)`: nothing).
+    now: Option<Option<String>>,
 }
 
 impl HostRun {
@@ -90,6 +93,7 @@ impl HostRun {
             locked: false,
             outcome: Outcome::Staged,
             elapsed: Duration::ZERO,
+            now: None,
         }
     }
 
@@ -391,14 +395,19 @@ fn rollout(app: &App, fleet: &Fleet<'_>, plan: &Plan) -> bool {
                 sub_fleet(fleet, labels, true).run(|ctx| switch_host(ctx, plan, &spec, &runs));
             runs.record(&report);
             if runs.failed() > max_fail {
-                stopped = Some(format!(
-                    "{} hosts failed (max-fail {max_fail}): the rollout stopped and the hosts already switched went back",
-                    runs.failed()
-                ));
+                let failed = runs.failed();
                 let switched = runs.labels_where(|r| r.outcome == Outcome::Switched);
                 let report =
                     sub_fleet(fleet, &switched, true).run(|ctx| revert_host(ctx, &spec, &runs));
                 runs.record(&report);
+                let back = runs.labels_where(|r| r.outcome == Outcome::Reverted).len();
+                let others = match switched.len() {
+                    0 => "no other host had switched".to_string(),
+                    n => format!("{back} of the {n} hosts already switched went back"),
+                };
+                stopped = Some(format!(
+                    "{failed} hosts failed (max-fail {max_fail}): the rollout stopped; {others}"
+                ));
                 break;
             }
         }
@@ -407,14 +416,9 @@ fn rollout(app: &App, fleet: &Fleet<'_>, plan: &Plan) -> bool {
     // 4. Finish wherever the lock is ours.
     let locked = runs.labels_where(|r| r.locked);
     let report = sub_fleet(fleet, &locked, true).run(|ctx| finish_host(ctx, plan, &runs));
-    for outcome in &report.outcomes {
-        if let Err(failure) = &outcome.result {
-            app.ui.note(&format!(
-                "{}: could not finish ({}); the lock may remain",
-                outcome.host, failure.error
-            ));
-        }
-    }
+    // A finish that failed (the ledger, the lock) fails its host; its error
+    // says whether the lock remains.
+    runs.record(&report);
     print_rollout_summary(app, &title, &runs, stopped.as_deref(), started.elapsed());
     runs.all()
         .iter()
@@ -520,159 +524,6 @@ fn check_holder_is_gone(facts: &Facts, command_timeout: Duration) -> Result<()> 
         );
     }
     Ok(())
-}
-
-/// Phase 4 on one host: prune, ledger, unlock.
-fn finish_host(ctx: &mut HostCtx<'_>, plan: &Plan, runs: &Runs) -> Result<()> {
-    let run = runs.get(ctx.host());
-    let Some(root) = run.root.clone() else {
-        return Ok(());
-    };
-    let (outcome, error) = outcome_words(&run.outcome);
-    let serving = match run.outcome {
-        Outcome::Switched | Outcome::Unchanged => run.release.clone(),
-        _ => run.previous.clone(),
-    };
-    let mut entry = plan.deployer.clone();
-    entry["action"] = json!("deploy");
-    entry["version"] = json!(plan.version);
-    entry["release"] = json!(run.release);
-    entry["previous"] = json!(run.previous);
-    entry["serving"] = json!(serving);
-    entry["profile"] = json!(plan.profile);
-    entry["commit"] = run.build["commit"].clone();
-    entry["branch"] = run.build["branch"].clone();
-    entry["outcome"] = json!(outcome);
-    if let Some(error) = error {
-        entry["error"] = json!(error);
-    }
-    let protect: Vec<&str> = [run.previous.as_deref(), run.release.as_deref()]
-        .into_iter()
-        .flatten()
-        .collect();
-    host::finish(
-        ctx,
-        &root,
-        plan.keep_releases,
-        plan.deploy_id(),
-        Some(&entry),
-        &protect,
-    )
-}
-
-/// The outcome as the summary and the ledger say it, and its error.
-fn outcome_words(outcome: &Outcome) -> (&'static str, Option<String>) {
-    match outcome {
-        Outcome::Staged => ("not switched", None),
-        Outcome::Switched => ("switched", None),
-        Outcome::Unchanged => ("unchanged", None),
-        Outcome::Reverted => ("reverted", None),
-        Outcome::Locked(holder) => ("locked", Some(format!("locked by {holder}"))),
-        Outcome::Failed { step, error } => ("failed", Some(format!("at {step}: {error}"))),
-    }
-}
-
-fn print_rollout_summary(
-    app: &App,
-    title: &str,
-    runs: &Runs,
-    stopped: Option<&str>,
-    elapsed: Duration,
-) {
-    let ui = &app.ui;
-    ui.clear();
-    let all = runs.all();
-    let count = |word: &str| {
-        all.iter()
-            .filter(|r| outcome_words(&r.outcome).0 == word)
-            .count()
-    };
-    let ok = count("switched") + count("unchanged");
-    if ui.wants_summary() {
-        let hosts: Vec<Value> = all
-            .iter()
-            .map(|r| {
-                let (outcome, error) = outcome_words(&r.outcome);
-                let mut v = json!({
-                    "host": r.label,
-                    "ok": matches!(r.outcome, Outcome::Switched | Outcome::Unchanged),
-                    "outcome": outcome,
-                    "release": r.release,
-                    "previous": r.previous,
-                    "seconds": r.elapsed.as_secs_f64(),
-                });
-                if let Outcome::Failed { step, error } = &r.outcome {
-                    v["step"] = json!(step);
-                    v["error"] = json!(error);
-                } else if let Some(error) = error {
-                    v["error"] = json!(error);
-                }
-                v
-            })
-            .collect();
-        ui.summary(json!({
-            "event": "summary",
-            "command": title,
-            "ok": ok,
-            "failed": all.len() - ok,
-            "stopped": stopped,
-            "seconds": elapsed.as_secs_f64(),
-            "hosts": hosts,
-        }));
-    }
-    if ui.mode == Mode::Json {
-        return;
-    }
-    let width = all.iter().map(|r| r.label.len()).max().unwrap_or(4).max(4);
-    let mut text = format!("\n{title}: {} hosts\n", all.len());
-    for r in &all {
-        let (word, _) = outcome_words(&r.outcome);
-        let from = r.version_of(r.previous.as_deref());
-        let to = r.version_of(r.release.as_deref());
-        let detail = match &r.outcome {
-            Outcome::Switched => format!("{from} -> {to}"),
-            Outcome::Unchanged => format!("{to} already current, healthy"),
-            Outcome::Reverted => format!("back on {from}"),
-            Outcome::Staged => format!("still on {from} ({to} staged)"),
-            Outcome::Locked(holder) => format!("locked by {holder}"),
-            Outcome::Failed { step, error } => {
-                let mut lines = error.lines();
-                let mut s = format!("at {step}: {}", lines.next().unwrap_or(""));
-                for line in lines {
-                    s.push_str(&format!("\n  {:width$}                  {line}", ""));
-                }
-                s
-            }
-        };
-        let shown = if matches!(r.outcome, Outcome::Failed { .. }) {
-            "FAILED"
-        } else {
-            word
-        };
-        if !ui.quiet || shown != "switched" {
-            text.push_str(&format!(
-                "  {:<width$}  {shown:<12}  {:>6.2}s  {detail}\n",
-                r.label,
-                r.elapsed.as_secs_f64()
-            ));
-        }
-    }
-    if let Some(why) = stopped {
-        text.push_str(&format!("stopped: {why}\n"));
-    }
-    let mut counts = vec![format!("{ok} ok"), format!("{} failed", count("failed"))];
-    for word in ["reverted", "not switched", "locked"] {
-        let n = count(word);
-        if n > 0 {
-            counts.push(format!("{n} {word}"));
-        }
-    }
-    text.push_str(&format!(
-        "{}, in {:.2}s",
-        counts.join(", "),
-        elapsed.as_secs_f64()
-    ));
-    eprintln!("{}", ui.mask(&text));
 }
 
 /// `--dry-run`: the plan for each host, from the same facts and rendering the
@@ -875,8 +726,9 @@ pub fn rollback(app: &App, args: &RollbackArgs) -> Result<bool> {
                 .releases
                 .iter()
                 .find(|r| {
-                    crate::version::parse_version(r.version()).ok()
-                        == crate::version::parse_version(to).ok()
+                    !r.failed
+                        && crate::version::parse_version(r.version()).ok()
+                            == crate::version::parse_version(to).ok()
                 })
                 .cloned(),
             None => facts.previous().cloned(),
@@ -933,7 +785,9 @@ pub fn rollback(app: &App, args: &RollbackArgs) -> Result<bool> {
             &[],
         );
         let target = result?;
-        finished?;
+        if let Some(error) = finished?.error {
+            anyhow::bail!("{error}");
+        }
         Ok(target.version().to_string())
     });
     report.print_summary(&app.ui, &title);

@@ -40,10 +40,12 @@ pub(super) fn switch_host(
     )?;
     if let Err(failure) = host::switch(ctx, &spec, &id) {
         let failure = go_back(ctx, &spec, &run, failure, "not healthy");
-        return Err(match armed.confirm(ctx) {
+        let failure = match armed.disarm(ctx) {
             Ok(()) => failure,
             Err(fired) => failure.context(fired.to_string()),
-        });
+        };
+        guard::mark_failed(ctx, &root, &id, &format!("{failure:#}"))?;
+        return Err(failure);
     }
     armed.confirm(ctx)?;
     runs.update(ctx.host(), |r| r.outcome = Outcome::Switched);
@@ -55,7 +57,9 @@ pub(super) fn switch_host(
     ) {
         // The fleet ends on one version: a failed post hook fails the switch.
         runs.update(ctx.host(), |r| r.outcome = Outcome::Staged);
-        return Err(go_back(ctx, &spec, &run, failure, "a post hook failed"));
+        let failure = go_back(ctx, &spec, &run, failure, "a post hook failed");
+        guard::mark_failed(ctx, &root, &id, &format!("{failure:#}"))?;
+        return Err(failure);
     }
     Ok(())
 }
@@ -70,8 +74,17 @@ pub(super) fn go_back(
     why: &str,
 ) -> anyhow::Error {
     let Some(previous) = run.previous.clone() else {
+        // A first deploy: nothing half-serves; the logs stay for inspection.
+        let stopped = match host::run_supervisord(ctx, "stop", spec) {
+            Ok(_) => "supervisord stopped".to_string(),
+            Err(err) => format!(
+                "stopping supervisord failed: {}",
+                crate::fleet::describe(&err)
+            ),
+        };
         return failure.context(format!(
-            "{why}, and there is no previous release to go back to: this host runs no healthy release"
+            "{why}, and there is no previous release to go back to: this host runs no healthy release ({stopped}; the logs are in {}/logs)",
+            spec["root"].as_str().unwrap_or("")
         ));
     };
     let step = ctx.current_step();

@@ -106,6 +106,11 @@ def main(guard, token, deadline, deploy_id, spec):
         reason += "; the deploy lock was released"
     with open(os.path.join(guard, "reason"), "w") as f:
         f.write(reason + "\n")
+    try:  # es rollback never picks it; it does not count toward keep_releases
+        with open(os.path.join(root, "releases", release, "failed"), "w") as f:
+            f.write(reason + "\n")
+    except OSError:
+        pass
     entry = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "action": "guard",
