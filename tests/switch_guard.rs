@@ -512,3 +512,54 @@ stat -c %s {ledger}"#
         serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("{e}: {l}"));
     }
 }
+
+#[test]
+fn a_failed_first_deploy_is_said_and_rollback_never_picks_a_failed_release() {
+    let tb = Testbed::get();
+    let sb = Sandbox::new();
+    let (n, prefix) = (38, "guard_first");
+    fresh(&tb, n, prefix);
+    let name = &built().name;
+    sb.write_config(&config(
+        &tb,
+        name,
+        &[n],
+        &format!("\"~/{prefix}\""),
+        "893",
+        GUARDED,
+    ));
+
+    // A first deploy that never answers: said as such, nothing left running.
+    let (_, stderr) = expect_code(&es(&sb, &["deploy", "2.0.0", "a", "prod"]), 1);
+    let line = summary_line(&stderr, &tb, n);
+    assert!(line.contains("FAILED"), "{stderr}");
+    assert!(
+        stderr.contains("this host runs no healthy release (supervisord stopped"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("went back"), "{stderr}");
+    let root = format!("/home/{}/{prefix}/a", tb.user);
+    let marks = tb.exec(n, &["sh", "-c", &format!("ls {root}/releases/*/failed")]);
+    assert!(marks.status.success(), "no failed mark: {marks:?}");
+    let running = tb.exec(
+        n,
+        &["sh", "-c", &format!("pgrep -f {root}/etc/[s]upervisord.conf")],
+    );
+    assert!(
+        !running.status.success(),
+        "supervisord still runs: {running:?}"
+    );
+
+    // 1.0.0, then 4.0.0; 2.0.0 fails again (it was current last, for a moment).
+    expect_code(&es(&sb, &["deploy", "1.0.0", "a", "prod"]), 0);
+    expect_code(&es(&sb, &["deploy", "4.0.0", "a", "prod"]), 0);
+    expect_code(&es(&sb, &["deploy", "2.0.0", "a", "prod"]), 1);
+    assert!(serves(&tb, n, "893", "4.0.0"));
+
+    // The previous release is 1.0.0, never the failed 2.0.0.
+    let (_, stderr) = expect_code(&es(&sb, &["rollback", "a"]), 0);
+    assert!(serves(&tb, n, "893", "1.0.0"), "{stderr}");
+    let (_, stderr) = expect_code(&es(&sb, &["rollback", "a", "--to", "2.0.0"]), 1);
+    assert!(stderr.contains("no 2.0.0 release is kept here"), "{stderr}");
+    assert!(serves(&tb, n, "893", "1.0.0"));
+}
