@@ -543,7 +543,11 @@ fn a_failed_first_deploy_is_said_and_rollback_never_picks_a_failed_release() {
     assert!(marks.status.success(), "no failed mark: {marks:?}");
     let running = tb.exec(
         n,
-        &["sh", "-c", &format!("pgrep -f {root}/etc/[s]upervisord.conf")],
+        &[
+            "sh",
+            "-c",
+            &format!("pgrep -f {root}/etc/[s]upervisord.conf"),
+        ],
     );
     assert!(
         !running.status.success(),
@@ -562,4 +566,21 @@ fn a_failed_first_deploy_is_said_and_rollback_never_picks_a_failed_release() {
     let (_, stderr) = expect_code(&es(&sb, &["rollback", "a", "--to", "2.0.0"]), 1);
     assert!(stderr.contains("no 2.0.0 release is kept here"), "{stderr}");
     assert!(serves(&tb, n, "893", "1.0.0"));
+}
+
+#[test]
+fn a_bare_config_file_name_runs_secret_commands_in_its_directory() {
+    let tb = Testbed::get();
+    let sb = Sandbox::new();
+    let text = config(&tb, &built().name, &[37], "\"~/guard_bare\"", "894", "")
+        + "\n[deploy.secrets]\nTOKEN = { command = \"cat token.txt; exit 7\" }\n";
+    std::fs::write(sb.work.path().join("sec.toml"), text).unwrap();
+    std::fs::write(sb.work.path().join("token.txt"), "t0ken\n").unwrap();
+    // The command runs (and its own failure is what is reported), before any host.
+    let (_, stderr) = expect_code(
+        &es(&sb, &["-c", "sec.toml", "deploy", "1.0.0", "a", "prod"]),
+        2,
+    );
+    assert!(stderr.contains("TOKEN: its command failed"), "{stderr}");
+    assert!(!stderr.contains("No such file"), "{stderr}");
 }

@@ -563,7 +563,11 @@ pub struct Loaded {
 impl Loaded {
     /// The directory holding the configuration: the project's root.
     pub fn root(&self) -> &Path {
-        self.path.parent().unwrap_or(Path::new("."))
+        // A bare file name (`-c sec.toml`) has the empty path as its parent.
+        match self.path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        }
     }
 
     /// An error pointing at a span of this file.
@@ -855,6 +859,13 @@ mod tests {
 
     fn parse_str(text: &str) -> Result<Loaded, ConfigError> {
         parse(Path::new("deploy.toml"), text.to_string())
+    }
+
+    #[test]
+    fn a_bare_file_name_has_the_current_directory_as_its_root() {
+        assert_eq!(parse_str("").unwrap().root(), Path::new("."));
+        let nested = parse(Path::new("conf/sec.toml"), String::new()).unwrap();
+        assert_eq!(nested.root(), Path::new("conf"));
     }
 
     #[test]

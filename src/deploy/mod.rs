@@ -42,7 +42,7 @@ pub use plan::DEFAULT_SUPERVISOR_TEMPLATE;
 pub use plan::{format_utc, login, machine, now_utc};
 use plan::{Plan, Request};
 pub use status::{releases, status};
-use switch::{go_back, revert_host, switch_host};
+use switch::{revert_host, rollback_switch, switch_host};
 
 /// How one host's part of a rollout ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -419,6 +419,18 @@ fn rollout(app: &App, fleet: &Fleet<'_>, plan: &Plan) -> bool {
     // A finish that failed (the ledger, the lock) fails its host; its error
     // says whether the lock remains.
     runs.record(&report);
+    let unfinished: Vec<&str> = report
+        .outcomes
+        .iter()
+        .filter(|o| o.result.is_err())
+        .map(|o| o.host.as_str())
+        .collect();
+    if stopped.as_deref() == Some(INTERRUPTED) && !unfinished.is_empty() {
+        stopped = Some(format!(
+            "interrupted: the steps under way were finished, nothing more was switched; finishing failed on {} (its line says whether its lock remains)",
+            unfinished.join(", ")
+        ));
+    }
     print_rollout_summary(app, &title, &runs, stopped.as_deref(), started.elapsed());
     runs.all()
         .iter()
@@ -748,17 +760,9 @@ pub fn rollback(app: &App, args: &RollbackArgs) -> Result<bool> {
                 let mut spec = spec.clone();
                 spec["root"] = json!(root);
                 ctx.step(&format!("switch to {}", target.version()));
-                match host::switch(ctx, &spec, &target.id) {
-                    Ok(()) => Ok(target),
-                    Err(failure) => {
-                        let run = HostRun {
-                            previous: facts.current.clone(),
-                            facts: facts.clone(),
-                            ..HostRun::new(ctx.host())
-                        };
-                        Err(go_back(ctx, &spec, &run, failure, "not healthy"))
-                    }
-                }
+                let deadline = guard::deadline(&config.deploy.health, config.deploy.process_count);
+                let id = deployer["deploy_id"].as_str().unwrap_or("");
+                rollback_switch(ctx, &spec, &target.id, &facts, deadline, id).map(|()| target)
             }
         };
         let mut entry = deployer.clone();

@@ -5,6 +5,7 @@
 use anyhow::Result;
 use serde_json::{json, Value};
 
+use super::host::Facts;
 use super::plan::Plan;
 use super::{guard, host, HostRun, Outcome, Runs};
 use crate::fleet::HostCtx;
@@ -62,6 +63,41 @@ pub(super) fn switch_host(
         return Err(failure);
     }
     Ok(())
+}
+
+/// `es rollback`'s switch of one host to `target`, guarded like a deploy's;
+/// on failure, back to what ran before.
+pub(super) fn rollback_switch(
+    ctx: &mut HostCtx<'_>,
+    spec: &Value,
+    target: &str,
+    facts: &Facts,
+    deadline: u64,
+    deploy_id: &str,
+) -> Result<()> {
+    let run = HostRun {
+        previous: facts.current.clone(),
+        facts: facts.clone(),
+        ..HostRun::new(ctx.host())
+    };
+    let armed = guard::arm(
+        ctx,
+        spec,
+        target,
+        facts.current.as_deref(),
+        deadline,
+        deploy_id,
+    )?;
+    match host::switch(ctx, spec, target) {
+        Ok(()) => armed.confirm(ctx),
+        Err(failure) => {
+            let failure = go_back(ctx, spec, &run, failure, "not healthy");
+            Err(match armed.disarm(ctx) {
+                Ok(()) => failure,
+                Err(fired) => failure.context(fired.to_string()),
+            })
+        }
+    }
 }
 
 /// After a failed switch (`why`): the previous release again, healthy.
