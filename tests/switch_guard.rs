@@ -584,3 +584,35 @@ fn a_bare_config_file_name_runs_secret_commands_in_its_directory() {
     assert!(stderr.contains("TOKEN: its command failed"), "{stderr}");
     assert!(!stderr.contains("No such file"), "{stderr}");
 }
+
+#[test]
+fn a_hook_past_command_timeout_is_ended_on_the_host() {
+    let tb = Testbed::get();
+    let sb = Sandbox::new();
+    let (n, prefix) = (40, "guard_hook");
+    fresh(&tb, n, prefix);
+    let mut text = config(
+        &tb,
+        &built().name,
+        &[n],
+        &format!("\"~/{prefix}\""),
+        "895",
+        "pre_hooks = [\"sleep 41.5 & sleep 42.5\"]",
+    );
+    text = text.replace("keepalive = 2\n", "keepalive = 2\ncommand_timeout = 4\n");
+    sb.write_config(&text);
+    let (_, stderr) = expect_code(&es(&sb, &["deploy", "1.0.0", "a", "prod"]), 1);
+    assert!(stderr.contains("pre hook 1"), "{stderr}");
+    assert!(!locked(&tb, n, prefix), "{stderr}");
+    // The hook's shell and both its sleeps are gone (bounded wait).
+    let mut left = String::new();
+    for _ in 0..40 {
+        let out = tb.exec(n, &["sh", "-c", "pgrep -af '[s]leep 4[12].5'"]);
+        left = String::from_utf8_lossy(&out.stdout).into_owned();
+        if left.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(left.is_empty(), "still running on the host: {left}");
+}

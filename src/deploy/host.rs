@@ -325,14 +325,19 @@ fn new_secret() -> Result<String> {
 }
 
 /// Runs hooks in a release's environment (its venv activated, es.env loaded),
-/// stdin closed. Their output is shown.
+/// stdin closed. Their output is shown. The host itself ends a hook at
+/// `ssh.command_timeout` (coreutils `timeout` signals its whole process
+/// group), so nothing of it outlives es giving up on it.
 pub fn run_hooks(ctx: &mut HostCtx<'_>, kind: &str, dir: &str, hooks: &[String]) -> Result<()> {
+    let secs = ctx.command_timeout().as_secs().max(1);
     for (i, hook) in hooks.iter().enumerate() {
         ctx.step(&format!("{kind} {}", i + 1));
         let script = format!(
             "cd {d} || exit 1\nif [ -f bin/activate ]; then . bin/activate; fi\n\
-             if [ -f es.env ]; then set -a; . ./es.env; set +a; fi\n{{\n{hook}\n}} </dev/null",
-            d = quote(dir)
+             if [ -f es.env ]; then set -a; . ./es.env; set +a; fi\n\
+             timeout -k 5 {secs} \"${{SHELL:-/bin/sh}}\" -c {hook} </dev/null",
+            d = quote(dir),
+            hook = quote(hook)
         );
         let out = ctx.check(&script)?;
         if !ctx.ui().quiet {
