@@ -616,3 +616,47 @@ fn a_hook_past_command_timeout_is_ended_on_the_host() {
     }
     assert!(left.is_empty(), "still running on the host: {left}");
 }
+
+#[test]
+fn a_hook_printing_100_mb_is_streamed_in_bounded_memory() {
+    let tb = Testbed::get();
+    let sb = Sandbox::new();
+    let (n, prefix) = (41, "guard_output");
+    fresh(&tb, n, prefix);
+    let hook = "pre_hooks = [\"head -c 100000000 /dev/zero | tr '\\\\0' x | fold -w 100; echo hook-done\"]";
+    sb.write_config(&config(
+        &tb,
+        &built().name,
+        &[n],
+        &format!("\"~/{prefix}\""),
+        "896",
+        hook,
+    ));
+    // The release is one that answers; only the memory of es is measured here.
+    let out = Command::new("/usr/bin/time")
+        .args(["-f", "max-rss-kb=%M", env!("CARGO_BIN_EXE_es")])
+        .args(["deploy", "1.0.0", "a", "prod"])
+        .current_dir(sb.work.path())
+        .env("HOME", sb.home.path())
+        .env_remove("SSH_AUTH_SOCK")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = common::text(&out);
+    assert!(
+        out.status.success(),
+        "{}",
+        &stderr[stderr.len().saturating_sub(3000)..]
+    );
+    assert!(stdout.contains("hook-done"), "the output is shown");
+    assert!(stdout.len() > 100_000_000, "all of it: {}", stdout.len());
+    let rss: u64 = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("max-rss-kb="))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{}", &stderr[stderr.len().saturating_sub(2000)..]));
+    eprintln!(
+        "es deploy with 100 MB of hook output: max RSS {} MB",
+        rss / 1024
+    );
+    assert!(rss < 100 * 1024, "max RSS {rss} kB");
+}

@@ -339,11 +339,29 @@ pub fn run_hooks(ctx: &mut HostCtx<'_>, kind: &str, dir: &str, hooks: &[String])
             d = quote(dir),
             hook = quote(hook)
         );
-        let out = ctx.check(&script)?;
-        if !ctx.ui().quiet {
-            ctx.ui()
-                .host_text(ctx.host(), &format!("{}{}", out.stdout, out.stderr));
-        }
+        // Shown line by line as it comes, never held whole.
+        let ui = ctx.ui();
+        let host = ctx.host().to_string();
+        let mut buffers = [Vec::new(), Vec::new()];
+        let mut show = |is_stderr: bool, bytes: &[u8], last: bool| {
+            let pending = &mut buffers[usize::from(is_stderr)];
+            pending.extend_from_slice(bytes);
+            let cut = match pending.iter().rposition(|b| *b == b'\n') {
+                _ if last || pending.len() > 65_536 => pending.len(),
+                Some(i) => i + 1,
+                None => return,
+            };
+            let lines: Vec<u8> = pending.drain(..cut).collect();
+            if !ui.quiet && !lines.is_empty() {
+                ui.host_text(&host, &String::from_utf8_lossy(&lines));
+            }
+        };
+        let out = ctx.exec_streaming(&script, &mut |is_stderr, bytes| {
+            show(is_stderr, bytes, false)
+        })?;
+        show(false, &[], true);
+        show(true, &[], true);
+        out.ok()?;
     }
     Ok(())
 }
