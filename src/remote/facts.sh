@@ -35,7 +35,7 @@ cd "$root" || exit 1
 echo "root=$(pwd -P)"
 
 # Nothing es writes may be redirected elsewhere by a planted symlink.
-for p in .es etc tmp logs releases shared current.new; do
+for p in .es .es/guard etc tmp logs releases shared current.new; do
     if [ -L "$p" ] && [ "$p" != current ]; then
         echo "lock=error"
         echo "lock_error=$root/$p is a symbolic link; es refuses to write through it"
