@@ -91,7 +91,7 @@ impl App {
             .map(str::to_string)
             .or_else(|| deploy.default_venv.clone())
         {
-            Some(name) => crate::venv::Venv::new(&deploy.virtualenv_prefix, &name),
+            Some(name) => crate::venv::Venv::new(deploy.virtualenv_prefix.get_ref(), &name),
             None => bad_input!("which venv? give VENV, or set deploy.default_venv"),
         }
     }

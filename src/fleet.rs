@@ -41,7 +41,7 @@ pub struct HostCtx<'a> {
     started: Instant,
 }
 
-impl HostCtx<'_> {
+impl<'a> HostCtx<'a> {
     /// Names the step the job is at: shown in progress, and in the summary if it fails.
     pub fn step(&mut self, name: &str) {
         self.step = name.to_string();
@@ -76,7 +76,7 @@ impl HostCtx<'_> {
     }
 
     /// The fleet's output side.
-    pub fn ui(&self) -> &Ui {
+    pub fn ui(&self) -> &'a Ui {
         self.fleet.ui
     }
 

@@ -45,6 +45,22 @@ impl Venv {
     }
 }
 
+/// A venv prefix holds only characters no shell, pip launcher script or
+/// supervisord line needs quoted (as venv names do), after an optional `~/`.
+pub fn check_prefix(prefix: &str) -> Result<(), String> {
+    let rest = prefix.strip_prefix("~/").unwrap_or(prefix);
+    let safe = rest
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"_.-/".contains(&b));
+    // A leading `-` would read as an option to cd, mkdir or rm.
+    if rest.is_empty() || rest.starts_with('-') || !safe {
+        return Err(format!(
+            "{prefix:?} is not a safe path: use letters, digits, `_`, `.`, `-` and `/` only (not starting with `-`), after an optional leading `~/`"
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -56,6 +72,29 @@ mod tests {
         }
         for bad in ["", ".", "..", "a/b", "a b", "$(x)", "a;b", "ä"] {
             assert!(Venv::new("~/w", bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn prefixes_that_need_quoting_are_refused() {
+        for good in ["~/hello_es", "/srv/apps", "apps", "~/a.b/c-d_e/"] {
+            assert!(check_prefix(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "~/",
+            "-rf",
+            "~/x$(touch /tmp/pwned)",
+            "~/a`id`",
+            "~/my apps",
+            "~/a;b",
+            "~/a'b",
+            "~/a\"b",
+            "~user/x",
+            "/srv/ä",
+            "~/a\nb",
+        ] {
+            assert!(check_prefix(bad).is_err(), "{bad:?}");
         }
     }
 

@@ -393,12 +393,14 @@ fn shell_metacharacters_in_values_never_run() {
     }
     assert!(!Path::new("/tmp/es-pwned-1").exists());
 
-    // A prefix with a command substitution is a path, even in a dry run.
+    // A prefix with a command substitution is refused before any host is
+    // contacted, even in a dry run (pip's launcher scripts would run it).
     let hostile = config(&tb, "meta", &[("a", "883")], "")
         .replace("\"~/meta\"", "\"~/meta_$(touch /tmp/es-pwned-p)\"");
     assert!(hostile.contains("es-pwned-p"));
     sb.write_config(&hostile);
-    expect_code(&deploy(&sb, &["1.0.0", "a", "prod", "--dry-run"]), 0);
+    let (_, stderr) = expect_code(&deploy(&sb, &["1.0.0", "a", "prod", "--dry-run"]), 2);
+    assert!(stderr.contains("deploy.virtualenv_prefix"), "{stderr}");
     sb.write_config(&config(&tb, "meta", &[("a", "883")], hook));
 
     // A venv name with metacharacters is refused before any host is contacted.

@@ -195,7 +195,7 @@ impl Default for Ssh {
 pub struct Deploy {
     /// Venvs live in PREFIX/VENV on every host.
     #[serde(default = "default_virtualenv_prefix")]
-    pub virtualenv_prefix: String,
+    pub virtualenv_prefix: Spanned<String>,
     /// Command creating a venv; the venv path is appended (default `python3 -m venv`).
     pub virtualenv_command: Option<String>,
     /// Sub directories made in every venv besides `logs`, `etc` and `tmp`.
@@ -335,6 +335,16 @@ pub struct Health {
     /// Request headers (a `Host` for a virtual host, say).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// Seconds every process must stay up and keep answering once all are RUNNING.
+    #[serde(default = "default_health_settle")]
+    pub settle: f64,
+    /// Seconds the host waits for es to confirm a switch before going back by
+    /// itself; default: enough for every process's health wait and settle.
+    pub deadline: Option<u64>,
+}
+
+fn default_health_settle() -> f64 {
+    3.0
 }
 
 fn default_health_path() -> String {
@@ -356,6 +366,8 @@ impl Default for Health {
             status: default_health_status(),
             timeout: default_health_timeout(),
             headers: BTreeMap::new(),
+            settle: default_health_settle(),
+            deadline: None,
         }
     }
 }
@@ -516,8 +528,8 @@ impl SecretSource {
     }
 }
 
-fn default_virtualenv_prefix() -> String {
-    "~/w".into()
+fn default_virtualenv_prefix() -> Spanned<String> {
+    Spanned::new(0..0, "~/w".into())
 }
 
 fn default_process_count() -> u32 {
@@ -606,7 +618,11 @@ pub struct Loaded {
 impl Loaded {
     /// The directory holding the configuration: the project's root.
     pub fn root(&self) -> &Path {
-        self.path.parent().unwrap_or(Path::new("."))
+        // A bare file name (`-c sec.toml`) has the empty path as its parent.
+        match self.path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        }
     }
 
     /// An error pointing at a span of this file.
@@ -819,6 +835,10 @@ fn validate(loaded: &Loaded) -> Result<(), ConfigError> {
     if let Some(serve) = &config.serve {
         serve::validate(loaded, serve)?;
     }
+    let prefix = &config.deploy.virtualenv_prefix;
+    if let Err(message) = crate::venv::check_prefix(prefix.get_ref()) {
+        return Err(loaded.error_at(prefix.span(), "deploy.virtualenv_prefix", message));
+    }
     for (venv, prefix) in &config.deploy.venv_ports {
         if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_digit()) {
             return Err(loaded.error(
@@ -926,6 +946,13 @@ mod tests {
 
     fn parse_str(text: &str) -> Result<Loaded, ConfigError> {
         parse(Path::new("deploy.toml"), text.to_string())
+    }
+
+    #[test]
+    fn a_bare_file_name_has_the_current_directory_as_its_root() {
+        assert_eq!(parse_str("").unwrap().root(), Path::new("."));
+        let nested = parse(Path::new("conf/sec.toml"), String::new()).unwrap();
+        assert_eq!(nested.root(), Path::new("conf"));
     }
 
     #[test]

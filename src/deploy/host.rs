@@ -2,7 +2,7 @@
 //! release hooks; the switch (health-checked) and the way back; the finish
 //! (prune, ledger, lock). Each is one remote script from src/remote/.
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use serde_json::{json, Value};
 
 use super::plan::{Placement, Plan};
@@ -20,6 +20,8 @@ pub struct Release {
     pub meta: Value,
     /// What `es build` recorded: commit, branch, built_at (empty when unknown).
     pub build: Value,
+    /// Its switch failed on this host: never gone back to.
+    pub failed: bool,
 }
 
 impl Release {
@@ -59,6 +61,7 @@ pub struct Facts {
 impl Facts {
     pub fn parse(text: &str) -> Facts {
         let mut facts = Facts::default();
+        let mut failed = Vec::new();
         for line in text.lines() {
             let Some((key, value)) = line.split_once('=') else {
                 continue;
@@ -78,8 +81,10 @@ impl Facts {
                         activated,
                         meta: meta.unwrap_or(Value::Null),
                         build: build.unwrap_or(Value::Null),
+                        failed: false,
                     });
                 }
+                "failed" => failed.push(value),
                 "lock" => facts.lock = Some(value),
                 "lock_owner" => facts.lock_owner = Some(value),
                 "lock_age" => facts.lock_age = value.parse().ok(),
@@ -97,6 +102,9 @@ impl Facts {
                 _ => {}
             }
         }
+        for release in &mut facts.releases {
+            release.failed = failed.contains(&release.id);
+        }
         facts.releases.sort_by(|a, b| b.recency().cmp(a.recency()));
         facts
     }
@@ -109,11 +117,14 @@ impl Facts {
         self.current.as_deref().and_then(|id| self.release(id))
     }
 
-    /// The release to go back to: the one most recently current before the current one.
+    /// The release to go back to: the one most recently current before the
+    /// current one, never one whose switch failed.
     pub fn previous(&self) -> Option<&Release> {
         self.releases
             .iter()
-            .filter(|r| Some(r.id.as_str()) != self.current.as_deref() && r.activated.is_some())
+            .filter(|r| {
+                Some(r.id.as_str()) != self.current.as_deref() && r.activated.is_some() && !r.failed
+            })
             .max_by(|a, b| a.recency().cmp(b.recency()))
     }
 
@@ -314,20 +325,43 @@ fn new_secret() -> Result<String> {
 }
 
 /// Runs hooks in a release's environment (its venv activated, es.env loaded),
-/// stdin closed. Their output is shown.
+/// stdin closed. Their output is shown. The host itself ends a hook at
+/// `ssh.command_timeout` (coreutils `timeout` signals its whole process
+/// group), so nothing of it outlives es giving up on it.
 pub fn run_hooks(ctx: &mut HostCtx<'_>, kind: &str, dir: &str, hooks: &[String]) -> Result<()> {
+    let secs = ctx.command_timeout().as_secs().max(1);
     for (i, hook) in hooks.iter().enumerate() {
         ctx.step(&format!("{kind} {}", i + 1));
         let script = format!(
             "cd {d} || exit 1\nif [ -f bin/activate ]; then . bin/activate; fi\n\
-             if [ -f es.env ]; then set -a; . ./es.env; set +a; fi\n{{\n{hook}\n}} </dev/null",
-            d = quote(dir)
+             if [ -f es.env ]; then set -a; . ./es.env; set +a; fi\n\
+             timeout -k 5 {secs} \"${{SHELL:-/bin/sh}}\" -c {hook} </dev/null",
+            d = quote(dir),
+            hook = quote(hook)
         );
-        let out = ctx.check(&script)?;
-        if !ctx.ui().quiet {
-            ctx.ui()
-                .host_text(ctx.host(), &format!("{}{}", out.stdout, out.stderr));
-        }
+        // Shown line by line as it comes, never held whole.
+        let ui = ctx.ui();
+        let host = ctx.host().to_string();
+        let mut buffers = [Vec::new(), Vec::new()];
+        let mut show = |is_stderr: bool, bytes: &[u8], last: bool| {
+            let pending = &mut buffers[usize::from(is_stderr)];
+            pending.extend_from_slice(bytes);
+            let cut = match pending.iter().rposition(|b| *b == b'\n') {
+                _ if last || pending.len() > 65_536 => pending.len(),
+                Some(i) => i + 1,
+                None => return,
+            };
+            let lines: Vec<u8> = pending.drain(..cut).collect();
+            if !ui.quiet && !lines.is_empty() {
+                ui.host_text(&host, &String::from_utf8_lossy(&lines));
+            }
+        };
+        let out = ctx.exec_streaming(&script, &mut |is_stderr, bytes| {
+            show(is_stderr, bytes, false)
+        })?;
+        show(false, &[], true);
+        show(true, &[], true);
+        out.ok()?;
     }
     Ok(())
 }
@@ -396,8 +430,16 @@ pub fn check(ctx: &mut HostCtx<'_>, spec: &Value) -> Result<Value> {
         .map_err(|e| anyhow!("bad answer from the process manager's check: {e}"))
 }
 
+/// What a host's finish read back: the release it runs at the end, and
+/// what failed (the ledger, the lock), said with the lock's true state.
+pub struct Finished {
+    pub current: Option<String>,
+    pub error: Option<String>,
+}
+
 /// Prunes old releases (keeping `protect`), appends `ledger` and releases the
-/// lock when it is still `deploy_id`'s.
+/// lock when it is still `deploy_id`'s. Fails only when the host could not be
+/// asked (then the lock may remain).
 pub fn finish(
     ctx: &mut HostCtx<'_>,
     root: &str,
@@ -405,7 +447,7 @@ pub fn finish(
     deploy_id: &str,
     ledger: Option<&Value>,
     protect: &[&str],
-) -> Result<()> {
+) -> Result<Finished> {
     ctx.step("finish");
     let keep = keep.to_string();
     let ledger = ledger.map(Value::to_string).unwrap_or_default();
@@ -416,14 +458,30 @@ pub fn finish(
         Arg::Value(&ledger),
     ];
     args.extend(protect.iter().map(|p| Arg::Value(p)));
-    let out = ctx.exec(&FINISH.shell(&args))?;
+    let out = ctx
+        .exec(&FINISH.shell(&args))
+        .map_err(|e| e.context("finishing (the deploy lock may remain)"))?;
     if ctx.ui().verbose {
         ctx.ui().host_text(ctx.host(), &out.stdout);
     }
-    if !out.success() {
-        bail!("finishing: {}", out.stderr.trim());
-    }
-    Ok(())
+    let field = |key: &str| {
+        out.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(str::to_string)
+    };
+    let error = (!out.success()).then(|| {
+        let lock = match field("lock=").as_deref() {
+            Some("remains") => "; the deploy lock remains (`es deploy --force` breaks it)",
+            Some("released") => "; the deploy lock was released",
+            _ => "",
+        };
+        format!("finishing: {}{lock}", out.stderr.trim())
+    });
+    Ok(Finished {
+        current: field("current=").filter(|c| !c.is_empty()),
+        error,
+    })
 }
 
 #[cfg(test)]
@@ -436,11 +494,13 @@ mod tests {
             release=1.0-a\t2026-01-01T00:00:00Z\t{\"version\":\"1.0\",\"staged_at\":\"2026-01-01T00:00:00Z\"}\t{}\n\
             release=1.1-b\t2026-01-02T00:00:00Z\t{\"version\":\"1.1\"}\t{\"commit\":\"abc\"}\n\
             release=1.2-c\t-\t{\"version\":\"1.2\",\"staged_at\":\"2026-01-03T00:00:00Z\"}\t{}\n\
+            release=1.05-f\t2026-01-01T12:00:00Z\t{\"version\":\"1.05\"}\t{}\nfailed=1.05-f\n\
             lock=busy\nlock_owner={\"user\":\"ann\",\"machine\":\"m\",\"pid\":7,\"version\":\"1.2\"}\nlock_age=300\n\
             ledger={\"version\":\"1.1\"}\nsupervisord=42\ntools=yes\n";
         let facts = Facts::parse(text);
         let ids: Vec<&str> = facts.releases.iter().map(|r| r.id.as_str()).collect();
-        assert_eq!(ids, ["1.2-c", "1.1-b", "1.0-a"]);
+        assert_eq!(ids, ["1.2-c", "1.1-b", "1.05-f", "1.0-a"]);
+        assert!(facts.release("1.05-f").unwrap().failed);
         assert_eq!(facts.current_release().map(Release::version), Some("1.1"));
         assert_eq!(facts.current_release().unwrap().build["commit"], "abc");
         assert_eq!(facts.previous().map(|r| r.id.as_str()), Some("1.0-a"));

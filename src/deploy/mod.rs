@@ -17,19 +17,22 @@
 //!    release the lock.
 
 mod adopt;
+mod finish;
+mod guard;
 mod host;
 mod lock;
 mod plan;
 mod resolve;
 mod rollback;
 mod status;
+mod switch;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::app::App;
 use crate::bad_input;
@@ -37,7 +40,7 @@ use crate::cli::{BuildArgs, DeployArgs, QuickdeployArgs};
 use crate::config::HooksOn;
 use crate::fleet::{Fleet, HostCtx};
 use crate::hosts::Target;
-use crate::ui::Mode;
+use finish::{finish_host, print_rollout_summary};
 pub use host::manager_script;
 use host::{Facts, LockMode};
 pub use lock::command as lock_command;
@@ -45,6 +48,7 @@ pub use plan::{configured_process_spec, unit_name, DEFAULT_SUPERVISOR_TEMPLATE};
 use plan::{Plan, Request};
 pub use rollback::rollback;
 pub use status::{releases, status};
+use switch::{revert_host, switch_host};
 
 /// How one host's part of a rollout ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +83,8 @@ struct HostRun {
     locked: bool,
     outcome: Outcome,
     elapsed: Duration,
+    /// What the host runs at the end, read back by its finish (`Some(None)`: nothing).
+    now: Option<Option<String>>,
 }
 
 impl HostRun {
@@ -93,6 +99,7 @@ impl HostRun {
             locked: false,
             outcome: Outcome::Staged,
             elapsed: Duration::ZERO,
+            now: None,
         }
     }
 
@@ -433,14 +440,19 @@ fn rollout(app: &App, fleet: &Fleet<'_>, plan: &Plan, lock_wait: Option<u64>) ->
                 sub_fleet(fleet, labels, true).run(|ctx| switch_host(ctx, plan, &spec, &runs));
             runs.record(&report);
             if runs.failed() > max_fail {
-                stopped = Some(format!(
-                    "{} hosts failed (max-fail {max_fail}): the rollout stopped and the hosts already switched went back",
-                    runs.failed()
-                ));
+                let failed = runs.failed();
                 let switched = runs.labels_where(|r| r.outcome == Outcome::Switched);
                 let report =
                     sub_fleet(fleet, &switched, true).run(|ctx| revert_host(ctx, &spec, &runs));
                 runs.record(&report);
+                let back = runs.labels_where(|r| r.outcome == Outcome::Reverted).len();
+                let others = match switched.len() {
+                    0 => "no other host had switched".to_string(),
+                    n => format!("{back} of the {n} hosts already switched went back"),
+                };
+                stopped = Some(format!(
+                    "{failed} hosts failed (max-fail {max_fail}): the rollout stopped; {others}"
+                ));
                 break;
             }
         }
@@ -449,13 +461,20 @@ fn rollout(app: &App, fleet: &Fleet<'_>, plan: &Plan, lock_wait: Option<u64>) ->
     // 4. Finish wherever the lock is ours.
     let locked = runs.labels_where(|r| r.locked);
     let report = sub_fleet(fleet, &locked, true).run(|ctx| finish_host(ctx, plan, &runs));
-    for outcome in &report.outcomes {
-        if let Err(failure) = &outcome.result {
-            app.ui.note(&format!(
-                "{}: could not finish ({}); the lock may remain",
-                outcome.host, failure.error
-            ));
-        }
+    // A finish that failed (the ledger, the lock) fails its host; its error
+    // says whether the lock remains.
+    runs.record(&report);
+    let unfinished: Vec<&str> = report
+        .outcomes
+        .iter()
+        .filter(|o| o.result.is_err())
+        .map(|o| o.host.as_str())
+        .collect();
+    if stopped.as_deref() == Some(INTERRUPTED) && !unfinished.is_empty() {
+        stopped = Some(format!(
+            "interrupted: the steps under way were finished, nothing more was switched; finishing failed on {} (its line says whether its lock remains)",
+            unfinished.join(", ")
+        ));
     }
     print_rollout_summary(app, &title, &runs, stopped.as_deref(), started.elapsed());
     runs.all()
@@ -509,230 +528,6 @@ fn prepare_host(ctx: &mut HostCtx<'_>, plan: &Plan, runs: &Runs) -> Result<()> {
         }
     });
     Ok(())
-}
-
-/// Phase 3 on one host: switch to the staged release; on failure, back to
-/// the previous one.
-fn switch_host(ctx: &mut HostCtx<'_>, plan: &Plan, spec: &Value, runs: &Runs) -> Result<()> {
-    let run = runs.get(ctx.host());
-    let (Some(root), Some(id)) = (run.root.clone(), run.release.clone()) else {
-        anyhow::bail!("nothing staged");
-    };
-    let mut spec = spec.clone();
-    spec["root"] = json!(root);
-    if run.outcome == Outcome::Unchanged {
-        ctx.step("health (release unchanged)");
-        host::run_manager(ctx, "start", &spec)?;
-        return Ok(());
-    }
-    ctx.step("switch");
-    if let Err(failure) = host::switch(ctx, &spec, &id) {
-        return Err(go_back(ctx, &spec, &run, failure));
-    }
-    runs.update(ctx.host(), |r| r.outcome = Outcome::Switched);
-    host::run_hooks(
-        ctx,
-        "post hook",
-        &format!("{root}/current"),
-        &plan.post_hooks,
-    )
-    .map_err(|e| e.context("the new release is serving; a post hook failed"))
-}
-
-/// After a failed switch: the previous release again, healthy. Returns the
-/// failure, saying what serves now.
-fn go_back(
-    ctx: &mut HostCtx<'_>,
-    spec: &Value,
-    run: &HostRun,
-    failure: anyhow::Error,
-) -> anyhow::Error {
-    let Some(previous) = run.previous.clone() else {
-        return failure.context(
-            "the new release is not healthy, and there is no previous release to go back to",
-        );
-    };
-    let step = ctx.current_step();
-    ctx.step("switch back");
-    let back = host::switch(ctx, spec, &previous);
-    ctx.step(&step);
-    let version = run.version_of(Some(&previous));
-    match back {
-        Ok(()) => failure.context(format!(
-            "not healthy; back on {version}, which serves again"
-        )),
-        Err(err) => failure.context(format!(
-            "not healthy, and going back to {version} failed too: {}",
-            crate::fleet::describe(&err)
-        )),
-    }
-}
-
-/// The rollout stopped: a switched host goes back to its previous release.
-fn revert_host(ctx: &mut HostCtx<'_>, spec: &Value, runs: &Runs) -> Result<()> {
-    let run = runs.get(ctx.host());
-    let (Some(root), Some(previous)) = (run.root.clone(), run.previous.clone()) else {
-        anyhow::bail!("no previous release to go back to");
-    };
-    let mut spec = spec.clone();
-    spec["root"] = json!(root);
-    ctx.step("revert");
-    host::switch(ctx, &spec, &previous)?;
-    runs.update(ctx.host(), |r| r.outcome = Outcome::Reverted);
-    Ok(())
-}
-
-/// Phase 4 on one host: prune, ledger, unlock.
-fn finish_host(ctx: &mut HostCtx<'_>, plan: &Plan, runs: &Runs) -> Result<()> {
-    let run = runs.get(ctx.host());
-    let Some(root) = run.root.clone() else {
-        return Ok(());
-    };
-    let (outcome, error) = outcome_words(&run.outcome);
-    let serving = match run.outcome {
-        Outcome::Switched | Outcome::Unchanged => run.release.clone(),
-        _ => run.previous.clone(),
-    };
-    let mut entry = plan.deployer.clone();
-    entry["action"] = json!("deploy");
-    entry["version"] = json!(plan.version);
-    entry["release"] = json!(run.release);
-    entry["previous"] = json!(run.previous);
-    entry["serving"] = json!(serving);
-    entry["profile"] = json!(plan.profile);
-    entry["commit"] = run.build["commit"].clone();
-    entry["branch"] = run.build["branch"].clone();
-    entry["outcome"] = json!(outcome);
-    if let Some(error) = error {
-        entry["error"] = json!(error);
-    }
-    let protect: Vec<&str> = [run.previous.as_deref(), run.release.as_deref()]
-        .into_iter()
-        .flatten()
-        .collect();
-    host::finish(
-        ctx,
-        &root,
-        plan.keep_releases,
-        plan.deploy_id(),
-        Some(&entry),
-        &protect,
-    )
-}
-
-/// The outcome as the summary and the ledger say it, and its error.
-fn outcome_words(outcome: &Outcome) -> (&'static str, Option<String>) {
-    match outcome {
-        Outcome::Staged => ("not switched", None),
-        Outcome::Switched => ("switched", None),
-        Outcome::Unchanged => ("unchanged", None),
-        Outcome::Reverted => ("reverted", None),
-        Outcome::Locked(holder) => ("locked", Some(format!("locked by {holder}"))),
-        Outcome::Failed { step, error } => ("failed", Some(format!("at {step}: {error}"))),
-    }
-}
-
-fn print_rollout_summary(
-    app: &App,
-    title: &str,
-    runs: &Runs,
-    stopped: Option<&str>,
-    elapsed: Duration,
-) {
-    let ui = &app.ui;
-    ui.clear();
-    let all = runs.all();
-    let count = |word: &str| {
-        all.iter()
-            .filter(|r| outcome_words(&r.outcome).0 == word)
-            .count()
-    };
-    let ok = count("switched") + count("unchanged");
-    if ui.wants_summary() {
-        let hosts: Vec<Value> = all
-            .iter()
-            .map(|r| {
-                let (outcome, error) = outcome_words(&r.outcome);
-                let mut v = json!({
-                    "host": r.label,
-                    "ok": matches!(r.outcome, Outcome::Switched | Outcome::Unchanged),
-                    "outcome": outcome,
-                    "release": r.release,
-                    "previous": r.previous,
-                    "seconds": r.elapsed.as_secs_f64(),
-                });
-                if let Outcome::Failed { step, error } = &r.outcome {
-                    v["step"] = json!(step);
-                    v["error"] = json!(error);
-                } else if let Some(error) = error {
-                    v["error"] = json!(error);
-                }
-                v
-            })
-            .collect();
-        ui.summary(json!({
-            "event": "summary",
-            "command": title,
-            "ok": ok,
-            "failed": all.len() - ok,
-            "stopped": stopped,
-            "seconds": elapsed.as_secs_f64(),
-            "hosts": hosts,
-        }));
-    }
-    if ui.mode == Mode::Json {
-        return;
-    }
-    let width = all.iter().map(|r| r.label.len()).max().unwrap_or(4).max(4);
-    let mut text = format!("\n{title}: {} hosts\n", all.len());
-    for r in &all {
-        let (word, _) = outcome_words(&r.outcome);
-        let from = r.version_of(r.previous.as_deref());
-        let to = r.version_of(r.release.as_deref());
-        let detail = match &r.outcome {
-            Outcome::Switched => format!("{from} -> {to}"),
-            Outcome::Unchanged => format!("{to} already current, healthy"),
-            Outcome::Reverted => format!("back on {from}"),
-            Outcome::Staged => format!("still on {from} ({to} staged)"),
-            Outcome::Locked(holder) => format!("locked by {holder}"),
-            Outcome::Failed { step, error } => {
-                let mut lines = error.lines();
-                let mut s = format!("at {step}: {}", lines.next().unwrap_or(""));
-                for line in lines {
-                    s.push_str(&format!("\n  {:width$}                  {line}", ""));
-                }
-                s
-            }
-        };
-        let shown = if matches!(r.outcome, Outcome::Failed { .. }) {
-            "FAILED"
-        } else {
-            word
-        };
-        if !ui.quiet || shown != "switched" {
-            text.push_str(&format!(
-                "  {:<width$}  {shown:<12}  {:>6.2}s  {detail}\n",
-                r.label,
-                r.elapsed.as_secs_f64()
-            ));
-        }
-    }
-    if let Some(why) = stopped {
-        text.push_str(&format!("stopped: {why}\n"));
-    }
-    let mut counts = vec![format!("{ok} ok"), format!("{} failed", count("failed"))];
-    for word in ["reverted", "not switched", "locked"] {
-        let n = count(word);
-        if n > 0 {
-            counts.push(format!("{n} {word}"));
-        }
-    }
-    text.push_str(&format!(
-        "{}, in {:.2}s",
-        counts.join(", "),
-        elapsed.as_secs_f64()
-    ));
-    eprintln!("{}", ui.mask(&text));
 }
 
 /// `--dry-run`: the plan for each host, from the same facts and rendering the

@@ -98,7 +98,7 @@ fn plan_with(app: &App, request: &Request<'_>, resolve: bool) -> Result<Plan> {
         Some(v) => v,
         None => bad_input!("which venv? give VERSION VENV PROFILE, or set deploy.default_venv"),
     };
-    let venv = Venv::new(&config.deploy.virtualenv_prefix, &venv_name)?;
+    let venv = Venv::new(config.deploy.virtualenv_prefix.get_ref(), &venv_name)?;
     check_profile(request.profile)?;
     let Some(index_url) = config.index.url.clone() else {
         bad_input!(
@@ -374,6 +374,7 @@ pub fn process_spec(
             "status": health.status,
             "timeout": health.timeout,
             "headers": health.headers,
+            "settle": health.settle,
         },
         "wait": 60,
     })

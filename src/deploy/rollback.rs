@@ -10,7 +10,8 @@ use anyhow::Result;
 use serde_json::{json, Value};
 
 use super::host::{self, Facts, Release};
-use super::{go_back, lock, plan, sub_fleet, HostRun};
+use super::switch::rollback_switch;
+use super::{guard, lock, plan, sub_fleet};
 use crate::app::App;
 use crate::bad_input;
 use crate::cli::RollbackArgs;
@@ -112,9 +113,11 @@ pub fn rollback(app: &App, args: &RollbackArgs) -> Result<bool> {
         }
         return Ok(false);
     }
+    let deadline = guard::deadline(&config.deploy.health, config.deploy.process_count);
     let report = fleet.run(|ctx| {
         let (facts, target) = ours.get(ctx.host()).cloned().unwrap_or_default();
-        rollback_host(ctx, &spec, &deployer, &facts, target, args.to.as_deref())
+        let to = args.to.as_deref();
+        rollback_host(ctx, &spec, &deployer, &facts, (target, to), deadline)
     });
     report.print_summary(&app.ui, &title);
     Ok(report.all_ok())
@@ -127,8 +130,9 @@ fn target_of(facts: &Facts, to: Option<&str>) -> Option<Release> {
             .releases
             .iter()
             .find(|r| {
-                crate::version::parse_version(r.version()).ok()
-                    == crate::version::parse_version(to).ok()
+                !r.failed
+                    && crate::version::parse_version(r.version()).ok()
+                        == crate::version::parse_version(to).ok()
             })
             .cloned(),
         None => facts.previous().cloned(),
@@ -159,14 +163,15 @@ fn kept_where(
     )
 }
 
-/// One host, its lock taken: switch to `target`, then the ledger and unlock.
+/// One host, its lock taken: switch to `target` (the release `to` names, or
+/// the previous one), host-guarded with `deadline`, then the ledger and unlock.
 fn rollback_host(
     ctx: &mut HostCtx<'_>,
     spec: &Value,
     deployer: &Value,
     facts: &Facts,
-    target: Option<Release>,
-    to: Option<&str>,
+    (target, to): (Option<Release>, Option<&str>),
+    deadline: u64,
 ) -> Result<String> {
     let root = facts.root.clone().unwrap_or_default();
     let result = match target {
@@ -184,17 +189,8 @@ fn rollback_host(
             let mut spec = spec.clone();
             spec["root"] = json!(root);
             ctx.step(&format!("switch to {}", target.version()));
-            match host::switch(ctx, &spec, &target.id) {
-                Ok(()) => Ok(target),
-                Err(failure) => {
-                    let run = HostRun {
-                        previous: facts.current.clone(),
-                        facts: facts.clone(),
-                        ..HostRun::new(ctx.host())
-                    };
-                    Err(go_back(ctx, &spec, &run, failure))
-                }
-            }
+            let id = deployer["deploy_id"].as_str().unwrap_or("");
+            rollback_switch(ctx, &spec, &target.id, facts, deadline, id).map(|()| target)
         }
     };
     let mut entry = deployer.clone();
@@ -221,6 +217,8 @@ fn rollback_host(
         &[],
     );
     let target = result?;
-    finished?;
+    if let Some(error) = finished?.error {
+        anyhow::bail!("{error}");
+    }
     Ok(target.version().to_string())
 }

@@ -16,6 +16,7 @@
 #                       one line per complete release: when it last became
 #                       current (or -), its release.json, es build's record (or {})
 #   lock=taken|busy|error, lock_owner=JSON, lock_age=SECONDS, lock_error=TEXT
+#   failed=ID           a release whose switch failed on this host (never gone back to)
 #   tools=yes           the supervisor/uv tools venv is complete
 #   legacy=yes          a venv of the old layout (bin/python in ROOT itself)
 #   secret=HEX          the supervisor HTTP password of this venv
@@ -37,7 +38,7 @@ cd "$root" || exit 1
 echo "root=$(pwd -P)"
 
 # Nothing es writes may be redirected elsewhere by a planted symlink.
-for p in .es etc tmp logs releases shared current.new; do
+for p in .es .es/guard etc tmp logs releases shared current.new; do
     if [ -L "$p" ] && [ "$p" != current ]; then
         echo "lock=error"
         echo "lock_error=$root/$p is a symbolic link; es refuses to write through it"
@@ -101,6 +102,7 @@ for d in releases/*/; do
     build=$(tr -d '\n\t' < "${d}es-build.json" 2>/dev/null)
     [ -n "$build" ] || build='{}'
     printf 'release=%s\t%s\t%s\t%s\n' "$id" "$activated" "$(tr -d '\n\t' < "${d}release.json")" "$build"
+    [ -f "${d}failed" ] && echo "failed=$id"
 done
 [ -f .es/tools/complete ] && echo tools=yes
 [ -x bin/python ] && [ ! -d releases ] && echo legacy=yes

@@ -61,6 +61,11 @@ pub const LOGS: Script = Script {
     source: include_str!("logs.sh"),
 };
 
+/// Guards a switch on the host: goes back by itself unless es confirms in time.
+pub const GUARD: Script = Script {
+    source: include_str!("guard.py"),
+};
+
 /// Builds an sdist and a wheel on the build host, in a work directory of its own.
 pub const BUILD: Script = Script {
     source: include_str!("build.sh"),
@@ -75,6 +80,11 @@ pub enum Arg<'a> {
 }
 
 impl Script {
+    /// The script's text, to upload as a file.
+    pub fn source(&self) -> &'static str {
+        self.source
+    }
+
     /// `sh -c SCRIPT es ARGS...`
     pub fn shell(&self, args: &[Arg<'_>]) -> String {
         format!("sh -c {} es{}", quote(self.source), render(args))
@@ -437,7 +447,7 @@ echo 'app-a@1.service: Failed to kill control group x, ignoring: Input/output er
         };
         let out = finish("mine");
         // Kept: the two newest (r5, r4), current (r1) and the protected r2.
-        assert_eq!(out, "pruned=r3\n");
+        assert_eq!(out, "pruned=r3\nlock=other\ncurrent=r1\n");
         assert!(
             root.join(".es/lock").exists(),
             "another deploy's lock was released"
@@ -524,6 +534,44 @@ echo 'app-a@1.service: Failed to kill control group x, ignoring: Input/output er
         assert!(out.contains("\"version\":\"1.4.2\""), "{out}");
         assert!(!out.contains("legacy=yes"), "{out}");
         assert_eq!(adopt(), "", "adopted once");
+    }
+
+    #[test]
+    fn finish_prunes_failed_releases_first_and_never_leaves_half_a_ledger_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for (i, id) in ["r1", "r2", "r3", "r4"].iter().enumerate() {
+            let rel = root.join("releases").join(id);
+            std::fs::create_dir_all(&rel).unwrap();
+            std::fs::write(rel.join("release.json"), "{}").unwrap();
+            sh(&format!(
+                "touch -d @{} {}",
+                1_700_000_000 + i,
+                quote(rel.join("release.json").to_str().unwrap())
+            ));
+        }
+        std::fs::write(root.join("releases/r4/failed"), "not healthy\n").unwrap();
+        std::os::unix::fs::symlink("releases/r3", root.join("current")).unwrap();
+        std::fs::create_dir_all(root.join(".es")).unwrap();
+        let whole = format!("{}\n", "x".repeat(399));
+        std::fs::write(root.join(".es/releases.jsonl"), &whole).unwrap();
+        // A file size limit of 512 bytes: the ledger line can be written only in part.
+        let line = format!(
+            "ulimit -f 1; {}",
+            FINISH.shell(&[
+                Arg::Value(root.to_str().unwrap()),
+                Arg::Value("2"),
+                Arg::Value("d1"),
+                Arg::Value(&format!("{{\"error\":\"{}\"}}", "y".repeat(300))),
+            ])
+        );
+        let (stdout, stderr, code) = sh(&line);
+        assert_eq!(code, 1, "{stdout}{stderr}");
+        assert!(stderr.contains("ledger: cannot append"), "{stderr}");
+        // The failed r4 counts for nothing and goes; r3 (current) and r2 stay.
+        assert_eq!(stdout, "pruned=r4\npruned=r1\nlock=none\ncurrent=r3\n");
+        let ledger = std::fs::read_to_string(root.join(".es/releases.jsonl")).unwrap();
+        assert_eq!(ledger, whole, "the ledger keeps whole lines only");
     }
 
     #[test]

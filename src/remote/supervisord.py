@@ -22,7 +22,7 @@ fault's name, not as a traceback.
 
 JSON holds: root (the venv's absolute directory), release (switch), program
 (the group whose process N listens on ports[N]), ports, health {path, status
-[low, high], timeout}, wait (seconds for supervisord to stop or start).
+[low, high], timeout, settle}, wait (seconds for supervisord to stop or start).
 
 supervisord acts once a second (its poll timeout) unless something arrives on
 its socket; the XML-RPC calls made while waiting wake it, so states change
@@ -315,6 +315,35 @@ def wait_all_running(proxy, spec, names):
             raise unhealthy(spec, infos[pending[0]], "still STARTING after %gs" % spec["health"]["timeout"])
         if pending:
             time.sleep(TICK)
+    settle(proxy, spec, names)
+
+
+def settle(proxy, spec, names):
+    """Every process must keep its pid, stay RUNNING and keep answering for
+    health.settle seconds more: a crash right after answering fails the verdict."""
+    health = spec["health"]
+    window = health.get("settle", 0)
+    low, high = health["status"]
+    until = time.time() + window
+    pids = {}
+    while True:
+        infos = {"%s:%s" % (i["group"], i["name"]): i for i in proxy.supervisor.getAllProcessInfo()}
+        for name in names:
+            info = infos.get(name)
+            if info is None:
+                continue
+            pid = pids.setdefault(name, info["pid"])
+            if info["statename"] != "RUNNING" or info["pid"] != pid:
+                raise unhealthy(spec, info, "%s within the settle window (%gs after answering): %s"
+                                % (info["statename"], window, info.get("description", "")))
+            port = process_port(info, spec)
+            status, error = probe(port, health) if port is not None else (low, None)
+            if status is None or not low <= status <= high:
+                raise unhealthy(spec, info, "stopped answering within the settle window (%gs): %s"
+                                % (window, error or "answered %d" % status))
+        if time.time() >= until:
+            return
+        time.sleep(0.25)
 
 
 def restart(proxy, name):

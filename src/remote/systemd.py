@@ -243,12 +243,26 @@ def stop_surplus(spec):
             report(instance, "stopped (beyond the process count)")
 
 
-def confirm_running(pids, since):
-    """Every instance still runs the process that answered (none died after answering)."""
-    for instance, pid in pids.items():
-        props = show(instance)
-        if props.get("ActiveState") != "active" or props.get("MainPID") != pid:
-            raise unhealthy(instance, props, "exited after answering", since)
+def confirm_running(pids, since, spec):
+    """Every instance keeps running the process that answered, and keeps
+    answering, through the settle window (`health.settle` seconds): one that
+    crashes soon after answering is caught."""
+    settle_until = time.time() + float(spec["health"].get("settle") or 0)
+    while True:
+        for instance, pid in pids.items():
+            props = show(instance)
+            if props.get("ActiveState") != "active" or props.get("MainPID") != pid:
+                raise unhealthy(instance, props, "exited after answering", since)
+            port = port_of(instance, spec)
+            if port is not None:
+                low, high = spec["health"]["status"]
+                status, error = probe(port, spec["health"])
+                if status is None or not low <= status <= high:
+                    raise unhealthy(instance, props, "stopped answering after it had: %s"
+                                    % (error or "status %d" % status), since)
+        if time.time() >= settle_until:
+            return
+        time.sleep(0.25)
 
 
 def switch(spec):
@@ -266,7 +280,7 @@ def switch(spec):
     for instance in instances(spec):
         pids[instance] = restart_checked(instance, spec)
     stop_surplus(spec)
-    confirm_running(pids, since)
+    confirm_running(pids, since, spec)
 
 
 def start(spec):
@@ -287,7 +301,7 @@ def start(spec):
             outcome, pid = wait_healthy(instance, spec, since)
             report(instance, outcome)
         pids[instance] = pid
-    confirm_running(pids, began)
+    confirm_running(pids, began, spec)
 
 
 def stop(spec):

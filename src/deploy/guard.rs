@@ -1,0 +1,229 @@
+//! The host-guarded switch ("commit confirmed"): before a switch, es starts a
+//! watchdog on the host (src/remote/guard.py), detached from the SSH session.
+//! Unless es confirms the new release healthy before the deadline, the host
+//! puts the previous release back by itself, records why and releases the
+//! deploy's lock; a link cut, a SIGKILL of es or a second Ctrl-C all end the
+//! same way.
+
+use anyhow::{bail, Result};
+use serde_json::{json, Value};
+
+use crate::config::Health;
+use crate::fleet::HostCtx;
+use crate::quote::quote;
+use crate::remote::GUARD;
+
+/// Seconds of a switch's deadline: the configured one, or enough for every
+/// process's health wait (one at a time), the settle window and supervisord's
+/// own restart (60 s).
+pub fn deadline(health: &Health, processes: u32) -> u64 {
+    health.deadline.unwrap_or_else(|| {
+        health.timeout * (u64::from(processes) + 1) + health.settle.ceil() as u64 + 60
+    })
+}
+
+/// A guard waiting on the host for es's word.
+pub struct Armed {
+    /// `.../armed-TOKEN`: es removes it to confirm, the guard renames it to fire.
+    flag: String,
+    reason: String,
+    /// `releases/ID/failed` of the release switched to.
+    failed_mark: String,
+}
+
+/// Starts the guard of the switch of `spec.root` to `release`; when it fires
+/// it goes back to `previous` (or stops supervisord when there is none).
+pub fn arm(
+    ctx: &mut HostCtx<'_>,
+    spec: &Value,
+    release: &str,
+    previous: Option<&str>,
+    deadline: u64,
+    deploy_id: &str,
+) -> Result<Armed> {
+    let root = spec["root"].as_str().unwrap_or("");
+    let dir = format!("{root}/.es/guard");
+    let token = format!(
+        "{:x}{:x}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    );
+    let flag = format!("{dir}/armed-{token}");
+    ctx.check(&format!(
+        "mkdir -p {d} && rm -f {d}/reason {d}/fired-*",
+        d = quote(&dir)
+    ))?;
+    // The process manager's own script (supervisord.py or systemd.py) puts it back.
+    ctx.conn.upload(
+        super::host::manager_script(spec).source().as_bytes(),
+        &format!("{dir}/manager.py"),
+        0o600,
+    )?;
+    ctx.conn
+        .upload(GUARD.source().as_bytes(), &format!("{dir}/guard.py"), 0o600)?;
+    ctx.conn
+        .upload(format!("{release}\n").as_bytes(), &flag, 0o600)?;
+    let mut back = spec.clone();
+    back["release"] = json!(previous);
+    let python = format!("{root}/.es/tools/bin/python");
+    ctx.check(&format!(
+        "setsid {python} {script} {dir} {token} {deadline} {id} {spec} </dev/null >>{log} 2>&1 &",
+        python = quote(&python),
+        script = quote(&format!("{dir}/guard.py")),
+        dir = quote(&dir),
+        token = quote(&token),
+        id = quote(deploy_id),
+        spec = quote(&back.to_string()),
+        log = quote(&format!("{dir}/log")),
+    ))?;
+    Ok(Armed {
+        flag,
+        reason: format!("{dir}/reason"),
+        failed_mark: failed_mark(root, release),
+    })
+}
+
+/// The mark of a release whose switch failed on this host.
+fn failed_mark(root: &str, release: &str) -> String {
+    format!("{root}/releases/{release}/failed")
+}
+
+/// Marks `release` failed on this host: `es rollback` never picks it and it
+/// does not count toward `deploy.keep_releases`.
+pub fn mark_failed(ctx: &mut HostCtx<'_>, root: &str, release: &str, why: &str) -> Result<()> {
+    let line = why
+        .lines()
+        .last()
+        .unwrap_or("")
+        .chars()
+        .take(500)
+        .collect::<String>();
+    ctx.check(&format!(
+        "printf '%s\\n' {} > {}",
+        quote(&line),
+        quote(&failed_mark(root, release))
+    ))?;
+    Ok(())
+}
+
+impl Armed {
+    /// Tells the guard the new release is healthy (and clears an earlier
+    /// failed mark). Fails when the guard fired first: the host went back by itself.
+    pub fn confirm(&self, ctx: &mut HostCtx<'_>) -> Result<()> {
+        self.settle(ctx, &format!("rm -f {}; ", quote(&self.failed_mark)))
+    }
+
+    /// Tells the guard es went back itself.
+    pub fn disarm(&self, ctx: &mut HostCtx<'_>) -> Result<()> {
+        self.settle(ctx, "")
+    }
+
+    /// Removes the flag, then runs `then`; fails when the guard fired first.
+    fn settle(&self, ctx: &mut HostCtx<'_>, then: &str) -> Result<()> {
+        let out = ctx.exec(&format!(
+            "if rm {} 2>/dev/null; then {then}echo confirmed; else cat {} 2>/dev/null; fi",
+            quote(&self.flag),
+            quote(&self.reason)
+        ))?;
+        if out.stdout.trim() == "confirmed" {
+            return Ok(());
+        }
+        bail!(
+            "the host's guard acted before es confirmed: {}",
+            out.stdout.trim()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+    use std::process::Command;
+
+    /// Runs guard.py (deadline 1 s) over a venv in `root` whose manager.py
+    /// is a stand-in recording what it was asked; `confirm` removes the flag first.
+    fn run_guard(root: &Path, confirm: bool) {
+        let guard = root.join(".es/guard");
+        std::fs::create_dir_all(root.join(".es/lock")).unwrap();
+        std::fs::create_dir_all(&guard).unwrap();
+        std::fs::write(
+            root.join(".es/lock/owner"),
+            "{\"deploy_id\":\"d1\",\"pid\":1}\n",
+        )
+        .unwrap();
+        std::fs::write(
+            guard.join("manager.py"),
+            "import sys\nopen(sys.argv[0] + '.called', 'w').write(' '.join(sys.argv[1:]))\n",
+        )
+        .unwrap();
+        std::fs::write(guard.join("armed-t1"), "2.0.0-abc\n").unwrap();
+        if confirm {
+            std::fs::remove_file(guard.join("armed-t1")).unwrap();
+        }
+        let spec = json!({"root": root.to_str().unwrap(), "release": "1.0.0-def"});
+        let out = Command::new("python3")
+            .arg("-c")
+            .arg(GUARD.source())
+            .args([guard.to_str().unwrap(), "t1", "1", "d1", &spec.to_string()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+
+    #[test]
+    fn an_unconfirmed_switch_is_undone_recorded_and_unlocked_by_the_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        run_guard(root, false);
+        let guard = root.join(".es/guard");
+        let called = std::fs::read_to_string(guard.join("manager.py.called")).unwrap();
+        assert!(
+            called.starts_with("switch ") && called.contains("1.0.0-def"),
+            "{called}"
+        );
+        let reason = std::fs::read_to_string(guard.join("reason")).unwrap();
+        assert!(
+            reason.contains("es did not confirm release 2.0.0-abc within 1s"),
+            "{reason}"
+        );
+        assert!(reason.contains("went back to 1.0.0-def"), "{reason}");
+        assert!(guard.join("fired-t1").exists());
+        assert!(
+            !root.join(".es/lock").exists(),
+            "the deploy's lock is released"
+        );
+        let ledger = std::fs::read_to_string(root.join(".es/releases.jsonl")).unwrap();
+        let entry: Value = serde_json::from_str(ledger.trim()).unwrap();
+        assert_eq!(entry["outcome"], "reverted by the host");
+        assert_eq!(entry["serving"], "1.0.0-def");
+    }
+
+    #[test]
+    fn a_confirmed_switch_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        run_guard(root, true);
+        assert!(!root.join(".es/guard/manager.py.called").exists());
+        assert!(!root.join(".es/guard/reason").exists());
+        assert!(root.join(".es/lock").exists());
+    }
+
+    #[test]
+    fn the_default_deadline_covers_every_health_wait_and_the_settle_window() {
+        let health = Health {
+            timeout: 30,
+            settle: 2.5,
+            ..Health::default()
+        };
+        assert_eq!(deadline(&health, 2), 30 * 3 + 3 + 60);
+        let set = Health {
+            deadline: Some(20),
+            ..health
+        };
+        assert_eq!(deadline(&set, 2), 20);
+    }
+}
