@@ -96,6 +96,10 @@ pub struct Trigger {
     pub batch: Option<CountOrPercent>,
     pub max_fail: Option<CountOrPercent>,
     pub pause: Option<u64>,
+    /// Deploy a push whose commit does not descend from the one this trigger
+    /// last deployed from the branch (a force-push). Off: such a push is refused.
+    #[serde(default)]
+    pub allow_force_push: bool,
 }
 
 impl Trigger {
