@@ -347,7 +347,27 @@ pub fn command(app: &App, args: &ServeArgs) -> Result<bool> {
 /// Before any job: the server's secrets leave its environment (a job's
 /// processes run the pushed code), and the server becomes non-dumpable, so a
 /// process of the same user can read neither its /proc/PID/environ nor its memory.
+///
+/// Removing a variable only drops it from libc's list; /proc/PID/environ
+/// shows the block the kernel gave the process at exec, so the values are
+/// first overwritten there. Runs before any other thread exists.
 fn isolate_secrets(settings: &Settings) {
+    // SAFETY: single-threaded here; `environ` is a NUL-terminated array of
+    // NUL-terminated strings, and each value is overwritten within its own
+    // length, never past its terminator.
+    unsafe {
+        let mut entry = libc::environ;
+        while !entry.is_null() && !(*entry).is_null() {
+            let text = std::ffi::CStr::from_ptr(*entry).to_bytes();
+            if let Some(eq) = text.iter().position(|b| *b == b'=') {
+                let name = &text[..eq];
+                if settings.secret_vars.iter().any(|v| v.as_bytes() == name) {
+                    std::ptr::write_bytes((*entry).add(eq + 1), 0, text.len() - eq - 1);
+                }
+            }
+            entry = entry.add(1);
+        }
+    }
     for var in &settings.secret_vars {
         std::env::remove_var(var);
     }
