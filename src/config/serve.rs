@@ -359,7 +359,8 @@ mod tests {
         let kind = format!("{BASE}[serve]\n[[serve.notify]]\nkind = \"pager\"\n");
         let err = parse(&kind).unwrap_err().to_string();
         assert!(
-            err.contains("deploy.toml:7:8") && err.contains("unknown variant `pager`"),
+            err.contains("deploy.toml:7:8: `serve.notify[0].kind`")
+                && err.contains("unknown variant `pager`"),
             "{err}"
         );
         let email = format!("{BASE}[serve]\n[[serve.notify]]\nkind = \"email\"\nsmtp = \"mail\"\n");

@@ -121,6 +121,7 @@ impl Queue {
             let _ = self.git_output(&repo, &["worktree", "prune"]).await;
         }
         let cutoff = db::now() - self.settings.log_retention_days * 86_400;
+        self.db.prune_deliveries(cutoff)?;
         for id in self.db.prune_logs(cutoff)? {
             let _ = std::fs::remove_file(log_path(&self.settings, id));
         }
@@ -169,6 +170,9 @@ impl Queue {
             if db::now() - last_prune > 3600 {
                 last_prune = db::now();
                 let cutoff = last_prune - self.settings.log_retention_days * 86_400;
+                if let Err(err) = self.db.prune_deliveries(cutoff) {
+                    eprintln!("es serve: pruning deliveries: {err:#}");
+                }
                 if let Ok(ids) = self.db.prune_logs(cutoff) {
                     for id in ids {
                         let _ = std::fs::remove_file(log_path(&self.settings, id));

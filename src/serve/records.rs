@@ -142,6 +142,15 @@ impl Db {
         Ok(row)
     }
 
+    /// Forgets deliveries received before `before` (with the logs' retention).
+    pub fn prune_deliveries(&self, before: i64) -> Result<()> {
+        self.conn().execute(
+            "DELETE FROM deliveries WHERE received < ?1",
+            params![before],
+        )?;
+        Ok(())
+    }
+
     pub fn save_session(&self, token_hash: &str, session: &Session, expires: i64) -> Result<()> {
         let conn = self.conn();
         conn.execute("DELETE FROM sessions WHERE expires <= ?1", params![now()])?;
@@ -199,6 +208,10 @@ mod tests {
         let listed = db.deliveries(10).unwrap();
         assert_eq!(listed.len(), 4);
         assert_eq!(listed[3].answer, "queued job 1");
+        db.prune_deliveries(now() - 60).unwrap();
+        assert_eq!(db.deliveries(10).unwrap().len(), 4);
+        db.prune_deliveries(now() + 1).unwrap();
+        assert!(db.deliveries(10).unwrap().is_empty());
 
         let s = Session {
             who: "ann".into(),

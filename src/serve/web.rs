@@ -478,6 +478,8 @@ mod tests {
             ("jobs.html", include_str!("pages/jobs.html")),
             ("job.html", include_str!("pages/job.html")),
             ("login.html", include_str!("pages/login.html")),
+            ("confirm.html", include_str!("pages/confirm.html")),
+            ("deliveries.html", include_str!("pages/deliveries.html")),
         ] {
             pages.add_template(name, text).unwrap();
         }
@@ -499,6 +501,18 @@ mod tests {
             .render(context! { jobs => vec![job], triggers => vec![json!({"name": "t"})], can_deploy => true, csrf => "c", who => "ann" })
             .unwrap();
         assert!(list.contains("href=\"/jobs/3\""));
+        let confirm = pages
+            .get_template("confirm.html")
+            .unwrap()
+            .render(context! { id => 3, action => "rollback", rollback => true, version => "1.2<3", branch => "main", csrf => "c", who => "ann", can_deploy => true })
+            .unwrap();
+        assert!(confirm.contains("action=\"/jobs/3/rollback\"") && confirm.contains("1.2&lt;3"));
+        let deliveries = pages
+            .get_template("deliveries.html")
+            .unwrap()
+            .render(context! { deliveries => vec![json!({"id": 1, "source": "github", "delivery": "d<1", "received": "x", "status": 409, "answer": "refused: <older>", "branch": "main", "commit": "abc"})], who => "ann" })
+            .unwrap();
+        assert!(deliveries.contains("refused: &lt;older&gt;") && deliveries.contains("d&lt;1"));
         pages
             .get_template("login.html")
             .unwrap()
