@@ -140,9 +140,15 @@ on = ["start", "success", "failure"]
     }
 }
 
-/// A commit on `branch` with `message`, pushed to the forge; its id.
+/// A commit on `branch` (made from the current one when new) with
+/// `message`, pushed to the forge; its id.
 fn push_commit(sb: &Sandbox, p: &Project, branch: &str, message: &str) -> String {
-    git(sb, &p.dir, &["checkout", "-q", "-B", branch]);
+    let exists = git(sb, &p.dir, &["branch", "--list", branch]);
+    if exists.trim().is_empty() {
+        git(sb, &p.dir, &["checkout", "-q", "-b", branch]);
+    } else {
+        git(sb, &p.dir, &["checkout", "-q", branch]);
+    }
     let file = p.dir.join("CHANGES");
     let mut text = std::fs::read_to_string(&file).unwrap_or_default();
     text.push_str(message);
@@ -752,6 +758,33 @@ fn pushes_ship_once_never_older_and_no_secret_reaches_the_pushed_code() {
     let job = wait_success(&p, &server, back);
     assert_eq!(job["version"].as_str(), Some(v2.as_str()), "{job}");
     assert_eq!(latest(&sb, &p), v2, "no release built anything");
+
+    // A force-push (a commit that does not descend from the one deployed) is
+    // queued, fetched, and refused: nothing is built, the hosts keep v2.
+    git(&sb, &p.dir, &["checkout", "-q", "-B", "main", &one]);
+    std::fs::write(p.dir.join("FORCED"), "rewritten history\n").unwrap();
+    git(&sb, &p.dir, &["add", "FORCED"]);
+    git(&sb, &p.dir, &["commit", "-qm", "rewritten"]);
+    git(
+        &sb,
+        &p.dir,
+        &["push", "-q", "--force", "origin", "HEAD:main"],
+    );
+    let forced = git(&sb, &p.dir, &["rev-parse", "HEAD"]).trim().to_string();
+    let (status, answer) = github_push(&p, "delivery-5", "main", &forced);
+    assert_eq!(status, 202, "{answer}");
+    let job = wait_done(&p, &server, queued_id(&answer));
+    assert_eq!(job["state"], "refused", "{job}");
+    let why = job["error"].as_str().unwrap();
+    assert!(
+        why.contains("does not descend") && why.contains(&two),
+        "{why}"
+    );
+    assert!(job["version"].is_null(), "{job}");
+    for n in &p.hosts {
+        let body = serving(&tb, *n, "951");
+        assert!(body.contains(&format!(" {v2} ")), "host {n}: {body:?}");
+    }
 
     // The deliveries page lists the replay and the refusal with their answers.
     browser.go(&url(&p, "/deliveries"));
