@@ -11,7 +11,13 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
+# The bed's systemd hosts must leave the machine's /tmp alone (systemd-tmpfiles
+# empties a /tmp it shares at boot): an old file here must outlive `up`.
+probe=$(mktemp /tmp/es-tmp-probe.XXXXXX)
+touch -d '60 days ago' "$probe"
 bash testbed/testbed.sh up
+[ -e "$probe" ] || { echo "the machine's /tmp lost $probe while the test bed came up" >&2; exit 1; }
+rm -f "$probe"
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
-cargo test --no-fail-fast
+ES_TB_REQUIRED=1 cargo test --no-fail-fast

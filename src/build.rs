@@ -325,8 +325,8 @@ pub fn build(app: &App, args: &BuildArgs) -> Result<Version> {
         "version": version.to_string(),
         "commit": commit,
         "branch": branch,
-        "built_at": crate::deploy::now_utc(),
-        "built_by": format!("{}@{}", crate::deploy::login(), crate::deploy::machine()),
+        "built_at": crate::clock::now_utc(),
+        "built_by": format!("{}@{}", crate::identity::login(), crate::identity::machine()),
     });
     if let Some(built) = &built_on {
         provenance["built_on"] = json!(built.host);

@@ -6,6 +6,7 @@ use anyhow::Result;
 use crate::app::App;
 use crate::bad_input;
 use crate::cli::SupervisorArgs;
+use crate::config::ProcessManager;
 use crate::fleet::HostCtx;
 use crate::quote::quote;
 use crate::venv::Venv;
@@ -123,26 +124,15 @@ pub fn command(app: &App, args: &SupervisorArgs) -> Result<bool> {
     let config = &loaded.config;
     let project = config.project.name.clone().unwrap_or_default();
     let venvs = app.venv_names();
+    if config.deploy.process_manager == ProcessManager::Systemd {
+        bad_input!(
+            "{}: deploy.process_manager is \"systemd\": there is no supervisord to drive; `es status` shows the processes, and systemctl --user / journalctl --user on a host drive them",
+            loaded.path.display()
+        );
+    }
     let (action, venv_arg) = parse_action(&args.action, &args.args, &project, &venvs)?;
     let venv = app.venv(venv_arg.as_deref())?;
-    let venv_name = venv.name.clone();
-    let ports: Vec<String> = config
-        .deploy
-        .venv_ports
-        .get(&venv_name)
-        .map(|prefix| crate::validate::venv_ports(prefix, config.deploy.process_count))
-        .unwrap_or_default();
-    let spec = serde_json::json!({
-        "program": project,
-        "ports": ports,
-        "health": {
-            "path": config.deploy.health.path,
-            "status": config.deploy.health.status,
-            "timeout": config.deploy.health.timeout,
-            "headers": config.deploy.health.headers,
-        },
-        "wait": 60,
-    });
+    let spec = crate::deploy::configured_process_spec(config, &venv.name);
     let fleet = app.fleet(false)?;
     let report = fleet.run(|ctx| run_action(ctx, &venv, &action, &spec));
 

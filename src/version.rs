@@ -133,23 +133,12 @@ pub struct LocalTime {
 impl LocalTime {
     /// The current local time (the system's time zone, as `date` shows it).
     pub fn now() -> LocalTime {
-        // SAFETY: time() and localtime_r() only write into the values we pass.
-        let tm = unsafe {
-            let now = libc::time(std::ptr::null_mut());
-            let mut tm: libc::tm = std::mem::zeroed();
-            libc::localtime_r(&now, &mut tm);
-            tm
-        };
-        let field = |v: libc::c_int| u64::try_from(v).unwrap_or(0);
+        let [year, month, day, hour, minute, second] = crate::clock::local_now();
         LocalTime {
-            date: LocalDate {
-                year: field(tm.tm_year) + 1900,
-                month: field(tm.tm_mon) + 1,
-                day: field(tm.tm_mday),
-            },
-            hour: field(tm.tm_hour),
-            minute: field(tm.tm_min),
-            second: field(tm.tm_sec),
+            date: LocalDate { year, month, day },
+            hour,
+            minute,
+            second,
         }
     }
 

@@ -90,9 +90,12 @@ ssh_ok() {
 
 # ---------------------------------------------------------------- steps of `up`
 
+# shellcheck source=testbed/systemd-hosts.sh
+. "$(dirname "${BASH_SOURCE[0]}")/systemd-hosts.sh"
+
 step_packages() {
     local missing=() p
-    for p in openssh-server openssh-client python3-venv python3-pip iproute2 curl nginx-light sudo; do
+    for p in openssh-server openssh-client python3-venv python3-pip iproute2 curl nginx-light sudo systemd systemd-container; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep 'install ok installed' >/dev/null || missing+=("$p")
     done
     command -v nsenter >/dev/null || missing+=(util-linux)
@@ -283,6 +286,7 @@ step_known_hosts() {
     for i in $(seq "$n"); do
         echo "$(host_addr "$i") $(cut -d' ' -f1,2 "$(host_dir "$i")/etc/ssh_host_ed25519_key.pub")" >>"$tmp"
     done
+    sd_known_hosts_lines >>"$tmp"
     chmod 644 "$tmp"
     mv "$tmp" "$KNOWN_HOSTS"
 }
@@ -395,6 +399,7 @@ ES_TB_INDEX_PASSWORD=$(cat "$PASSWORD_FILE")
 ES_TB_NETNS_PREFIX=$NS_PREFIX
 ES_TB_BRIDGE_ADDR=$BRIDGE_ADDR
 ES_TB_PACKAGES=$PKGS
+ES_TB_SYSTEMD_HOSTS="$(sd_addrs)"
 EOF
     chmod 600 "$ENV_FILE.tmp"
     mv "$ENV_FILE.tmp" "$ENV_FILE"
@@ -421,6 +426,8 @@ healthy() {
     for i in "${pids[@]}"; do wait "$i" || rc=1; done
     [ $rc -eq 0 ] || { why="an sshd does not answer"; return 1; }
     ssh_ok 1 || { why="no ssh login on host 1"; return 1; }
+    grep -q '^ES_TB_SYSTEMD_HOSTS=' "$ENV_FILE" || { why="env file without systemd hosts"; return 1; }
+    sd_healthy
 }
 
 cmd_status() {
@@ -454,6 +461,7 @@ cmd_status() {
         fi
     done
     rm -rf "$tmpd"
+    sd_status_lines || ok=1
     [ $ok -eq 0 ] && echo "status: healthy" || echo "status: NOT healthy"
     return $ok
 }
@@ -481,12 +489,14 @@ cmd_up() {
         prepare_host "$i"
         start_sshd "$i"
     done
+    sd_up_all
     step_known_hosts "$n"
     step_index
     for i in $(seq "$n"); do
         wait_sshd_pidfile "$i" || die "sshd of host $i did not start; see $(host_dir "$i")/start.log and sshd.log"
     done
     wait_ssh_all "$n"
+    sd_wait_all
     write_env "$n"
     log "up with $n hosts in $((SECONDS - t0))s"
     echo "$ENV_FILE"
@@ -495,6 +505,7 @@ cmd_up() {
 cmd_down() {
     local ns l
     stop_index
+    sd_down_all
     for ns in $(ip netns list | awk '{print $1}' | grep "^$NS_PREFIX[0-9]*$" || true); do
         kill_netns "$ns"
         ip netns del "$ns" 2>/dev/null || true
@@ -600,13 +611,15 @@ cmd_reset_index() {
 usage() {
     cat <<EOF
 usage: $0 COMMAND
-  up [N]          set up (or repair) the test bed with N hosts (default 36)
+  up [N]          set up (or repair) the test bed with N hosts (default 60)
   down            tear everything down (keeps the download cache $CACHE)
   status          show the state of each part; exit 0 only when healthy
   stop-sshd I     stop host I's sshd
   start-sshd I    (re)start host I's sshd
   exec I CMD...   run CMD as root in host I's net/mount/uts namespaces
   jump B T        host T answers SSH on an address only host B reaches (ProxyJump tests)
+  systemd-restart K   power systemd host K off and boot it again
+  systemd-exec K CMD... run CMD as root inside systemd host K
   reset-index     remove every index file not in the preloaded baseline
   env             print the path of the env file
 EOF
@@ -622,6 +635,8 @@ main() {
         stop-sshd) need_root; cmd_stop_sshd "$@" ;;
         start-sshd) need_root; cmd_start_sshd "$@" ;;
         exec) need_root; cmd_exec "$@" ;;
+        systemd-restart) need_root; cmd_sd_restart "$@" ;;
+        systemd-exec) need_root; cmd_sd_exec "$@" ;;
         reset-index) cmd_reset_index ;;
         jump) need_root; cmd_jump "$@" ;;
         env) echo "$ENV_FILE" ;;

@@ -33,7 +33,7 @@ fn known_as(tb: &Testbed, n: usize, addr: &str) -> String {
 
 #[test]
 fn a_host_behind_a_bastion_is_reached_and_deployed_to() {
-    let tb = Testbed::get();
+    let tb = bed!();
     let hidden = hidden_address();
     let sb = Sandbox::new();
     let ssh_dir = sb.home.path().join(".ssh");

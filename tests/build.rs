@@ -116,7 +116,7 @@ fn install_fresh(sb: &Sandbox, tb: &Testbed, requirement: &str) -> PathBuf {
 
 #[test]
 fn calver_builds_count_up_upload_and_install() {
-    let tb = Testbed::get();
+    let tb = bed!();
     let sb = Sandbox::new();
     let name = unique("calver");
     sb.write_config(&config(&tb, &name, ""));
@@ -218,7 +218,7 @@ fn calver_builds_count_up_upload_and_install() {
 
 #[test]
 fn legacy_setup_py_placeholders_are_stamped_in_the_build_only() {
-    let tb = Testbed::get();
+    let tb = bed!();
     let sb = Sandbox::new();
     let name = unique("legacy");
     let dir = sb.work.path();
@@ -277,7 +277,7 @@ fn legacy_setup_py_placeholders_are_stamped_in_the_build_only() {
 
 #[test]
 fn wrong_password_is_refused_and_never_printed() {
-    let tb = Testbed::get();
+    let tb = bed!();
     let sb = Sandbox::new();
     let name = unique("badpass");
     sb.write_config(&config(&tb, &name, ""));
@@ -305,7 +305,7 @@ fn wrong_password_is_refused_and_never_printed() {
 
 #[test]
 fn essay_scheme_has_a_one_digit_year() {
-    let tb = Testbed::get();
+    let tb = bed!();
     let sb = Sandbox::new();
     let name = unique("essay");
     sb.write_config(&config(
@@ -320,7 +320,7 @@ fn essay_scheme_has_a_one_digit_year() {
 
 #[test]
 fn commit_is_exported_not_the_work_tree() {
-    let tb = Testbed::get();
+    let tb = bed!();
     let sb = Sandbox::new();
     let name = unique("export");
     let dir = sb.work.path();
@@ -382,7 +382,7 @@ fn commit_is_exported_not_the_work_tree() {
 
 #[test]
 fn bad_usage_exits_2() {
-    let tb = Testbed::get();
+    let tb = bed!();
     let sb = Sandbox::new();
     let name = unique("usage");
     sb.write_config(&config(&tb, &name, "repository = \"missing\"\n"));
@@ -428,7 +428,7 @@ fn redirecting_server(location: String, count: usize) -> u16 {
 
 #[test]
 fn an_upload_to_a_redirecting_url_fails_and_uploads_nothing() {
-    let tb = Testbed::get();
+    let tb = bed!();
     let sb = Sandbox::new();
     let name = unique("redirect");
     let port = redirecting_server(tb.upload_url.clone(), 8);
@@ -549,7 +549,7 @@ for _ in range(8):
 
 #[test]
 fn pypi_sync_brings_the_whole_closure_and_a_host_installs_from_it() {
-    let tb = Testbed::get();
+    let tb = bed!();
     let sb = Sandbox::new();
     let name = unique("syncer");
     // The project's own dependencies (--project): flask and its closure
@@ -669,7 +669,7 @@ fn exists_on(tb: &Testbed, n: usize, path: &str) -> bool {
 
 #[test]
 fn the_build_role_builds_on_its_host_and_the_version_is_uploaded_from_here() {
-    let tb = Testbed::get();
+    let tb = bed!();
     let sb = Sandbox::new();
     let name = unique("remote");
     let host = format!("{}@{}", tb.user, tb.addr(BUILD_HOST));
@@ -752,7 +752,7 @@ fn the_build_role_builds_on_its_host_and_the_version_is_uploaded_from_here() {
 
 #[test]
 fn a_backend_failing_on_the_build_host_names_the_host_and_the_cause() {
-    let tb = Testbed::get();
+    let tb = bed!();
     let sb = Sandbox::new();
     let name = unique("remotefail");
     let host = format!("{}@{}", tb.user, tb.addr(BUILD_HOST));
@@ -793,7 +793,7 @@ fn a_backend_failing_on_the_build_host_names_the_host_and_the_cause() {
 
 #[test]
 fn an_unreachable_build_host_fails_naming_it_and_local_builds_here() {
-    let tb = Testbed::get();
+    let tb = bed!();
     let sb = Sandbox::new();
     let name = unique("unreachable");
     // Nothing listens on port 1: the connection is refused.

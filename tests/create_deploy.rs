@@ -128,7 +128,7 @@ fn create_build_deploy(template: &str, port: &str) {
 
 #[test]
 fn quickdeploy_builds_and_deploys_a_branch() {
-    let tb = Testbed::get();
+    let tb = bed!();
     let sb = Sandbox::new();
     let (dir, name) = created_project(&tb, &sb, "default", "quick", "892");
     common::git(&sb, &dir, &["branch", "-m", "feature"]);
@@ -173,10 +173,12 @@ fn quickdeploy_builds_and_deploys_a_branch() {
 
 #[test]
 fn default_template_builds_deploys_and_serves() {
+    let _bed = bed!();
     create_build_deploy("default", "890");
 }
 
 #[test]
 fn django_template_builds_deploys_and_serves() {
+    let _bed = bed!();
     create_build_deploy("django", "891");
 }

@@ -153,7 +153,7 @@ fn deploy(sb: &Sandbox, args: &[&str]) -> std::process::Output {
 
 #[test]
 fn first_deploy_upgrade_redeploy_and_status() {
-    let tb = Testbed::get();
+    let tb = bed!();
     let sb = Sandbox::new();
     fresh(&tb, "up");
     let hook = r#"post_hooks = ["printf '%s|%s|%s|%s|%s' \"$ES_VERSION\" \"$ES_VENV\" \"$ES_PROFILE\" \"$ES_HOST\" \"$ES_PROJECT\" > post_hook.out"]"#;
@@ -331,7 +331,7 @@ fn first_deploy_upgrade_redeploy_and_status() {
 
 #[test]
 fn a_failing_pre_hook_leaves_that_host_on_its_old_version() {
-    let tb = Testbed::get();
+    let tb = bed!();
     let sb = Sandbox::new();
     fresh(&tb, "hook");
     sb.write_config(&config(&tb, "hook", &[("a", "882")], ""));
@@ -375,7 +375,7 @@ fn a_failing_pre_hook_leaves_that_host_on_its_old_version() {
 
 #[test]
 fn shell_metacharacters_in_values_never_run() {
-    let tb = Testbed::get();
+    let tb = bed!();
     let sb = Sandbox::new();
     fresh(&tb, "meta");
     let hook = r#"post_hooks = ["printf '%s' \"$ES_PROFILE\" > profile.out"]"#;
@@ -456,7 +456,7 @@ numprocs_start=0
 
 #[test]
 fn essay_template_and_a_second_venv_side_by_side() {
-    let tb = Testbed::get();
+    let tb = bed!();
     let sb = Sandbox::new();
     fresh(&tb, "ab");
     std::fs::create_dir_all(sb.work.path().join("conf")).unwrap();
@@ -490,7 +490,7 @@ fn essay_template_and_a_second_venv_side_by_side() {
 
 #[test]
 fn concurrent_deploys_to_one_venv_one_is_refused() {
-    let tb = Testbed::get();
+    let tb = bed!();
     let sb = Sandbox::new();
     fresh(&tb, "lock");
     sb.write_config(&config(
@@ -529,7 +529,7 @@ fn concurrent_deploys_to_one_venv_one_is_refused() {
 
 #[test]
 fn dry_run_shows_the_config_and_changes_nothing() {
-    let tb = Testbed::get();
+    let tb = bed!();
     let sb = Sandbox::new();
     fresh(&tb, "dry");
     sb.write_config(&config(&tb, "dry", &[("a", "887")], ""));
@@ -609,7 +609,7 @@ fn dry_run_shows_the_config_and_changes_nothing() {
 
 #[test]
 fn a_program_that_does_not_start_fails_its_host_with_its_log() {
-    let tb = Testbed::get();
+    let tb = bed!();
     let sb = Sandbox::new();
     fresh(&tb, "fail");
     std::fs::create_dir_all(sb.work.path().join("conf")).unwrap();
@@ -635,7 +635,7 @@ fn a_program_that_does_not_start_fails_its_host_with_its_log() {
 
 #[test]
 fn a_version_that_does_not_start_is_rolled_back() {
-    let tb = Testbed::get();
+    let tb = bed!();
     let sb = Sandbox::new();
     fresh(&tb, "roll");
     sb.write_config(&config(&tb, "roll", &[("a", "889")], ""));
@@ -664,7 +664,7 @@ fn a_version_that_does_not_start_is_rolled_back() {
 
 #[test]
 fn a_dead_index_fails_every_host_before_anything_changes() {
-    let tb = Testbed::get();
+    let tb = bed!();
     let sb = Sandbox::new();
     fresh(&tb, "dead");
     let good = config(&tb, "dead", &[("a", "893")], "");
@@ -703,7 +703,7 @@ fn a_dead_index_fails_every_host_before_anything_changes() {
 
 #[test]
 fn an_index_password_in_the_url_is_never_shown() {
-    let tb = Testbed::get();
+    let tb = bed!();
     let sb = Sandbox::new();
     fresh(&tb, "secret");
     let with_password = tb.index_url.replacen(
@@ -759,7 +759,7 @@ fn deploy_template() -> String {
 
 #[test]
 fn a_lock_from_another_machine_is_broken_only_once_stale() {
-    let tb = Testbed::get();
+    let tb = bed!();
     let sb = Sandbox::new();
     fresh(&tb, "stale");
     sb.write_config(&config(&tb, "stale", &[("a", "895")], ""));

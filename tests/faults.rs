@@ -66,7 +66,7 @@ impl Drop for LinkUp {
 #[test]
 fn a_host_that_drops_off_mid_command_fails_within_the_keepalive_bound() {
     let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
-    let tb = Testbed::get();
+    let tb = bed!();
     let sb = Sandbox::new();
     sb.write_config(&config(&tb, "keepalive = 2\ncommand_timeout = 120\n"));
     let started = Instant::now();
@@ -131,7 +131,7 @@ fn a_host_that_drops_off_mid_command_fails_within_the_keepalive_bound() {
 #[test]
 fn a_command_that_outlives_command_timeout_fails_and_stdin_is_closed() {
     let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
-    let tb = Testbed::get();
+    let tb = bed!();
     let sb = Sandbox::new();
     sb.write_config(&config(&tb, "command_timeout = 2\n"));
     let started = Instant::now();

@@ -189,7 +189,7 @@ fn nginx_pid(tb: &Testbed, n: usize) -> Option<String> {
 
 #[test]
 fn start_switch_rollback_refusals_and_stop() {
-    let tb = Testbed::get();
+    let tb = bed!();
     let sb = Sandbox::new();
     for n in HOSTS {
         setup_nginx_host(&tb, n);
@@ -336,7 +336,7 @@ fn start_switch_rollback_refusals_and_stop() {
 
 #[test]
 fn validate_checks_every_port_from_the_host() {
-    let tb = Testbed::get();
+    let tb = bed!();
     let sb = Sandbox::new();
     let dir = &format!("/home/{}/es-validate", tb.user);
     let _cleanup = Cleanup {

@@ -285,7 +285,7 @@ fn signed_with(cookie: &str, secret: &str) -> bool {
 
 #[test]
 fn flaskr_from_pypi_source_to_serving_with_es_commands_only() {
-    let tb = Testbed::get();
+    let tb = bed!();
     let sb = Sandbox::new();
     let hosts = [34, 35, 36];
     let prefix = "flaskr_real";
@@ -570,7 +570,7 @@ fn summary_line<'a>(stderr: &'a str, entry: &str) -> &'a str {
 
 #[test]
 fn a_program_that_cannot_start_shows_supervisords_reason_in_one_line() {
-    let tb = Testbed::get();
+    let tb = bed!();
     let sb = Sandbox::new();
     let host = 36;
     let prefix = "real_faults";

@@ -181,7 +181,7 @@ fn summary_line<'a>(stderr: &'a str, tb: &Testbed, n: usize) -> &'a str {
 
 #[test]
 fn a_version_that_cannot_serve_is_refused_and_every_host_keeps_the_old_one() {
-    let tb = Testbed::get();
+    let tb = bed!();
     let sb = Sandbox::new();
     let hosts = [21, 22, 23];
     fresh(&tb, &hosts, "health");
@@ -373,7 +373,7 @@ impl Drop for Unmount {
 
 #[test]
 fn a_full_disk_leaves_the_host_serving_and_the_next_deploy_works() {
-    let tb = Testbed::get();
+    let tb = bed!();
     let sb = Sandbox::new();
     let hosts = [24, 25];
     fresh(&tb, &hosts, "full");
@@ -449,7 +449,7 @@ fn a_full_disk_leaves_the_host_serving_and_the_next_deploy_works() {
 
 #[test]
 fn release_hooks_run_once_before_the_switch_and_shared_dirs_survive() {
-    let tb = Testbed::get();
+    let tb = bed!();
     let sb = Sandbox::new();
     let hosts = [21, 22, 23];
     fresh(&tb, &hosts, "hooks");
@@ -541,7 +541,7 @@ fn release_hooks_run_once_before_the_switch_and_shared_dirs_survive() {
 
 #[test]
 fn a_rollout_that_fails_midway_reverts_the_switched_hosts() {
-    let tb = Testbed::get();
+    let tb = bed!();
     let sb = Sandbox::new();
     let hosts = [21, 22, 23, 24, 25];
     fresh(&tb, &hosts, "batch");
@@ -651,7 +651,7 @@ fn get(addr: &str, port: u16) -> Result<String, String> {
 
 #[test]
 fn a_rolling_switch_behind_nginx_fails_no_request() {
-    let tb = Testbed::get();
+    let tb = bed!();
     let sb = Sandbox::new();
     let n = 25;
     fresh(&tb, &[n], "zero");
@@ -768,7 +768,7 @@ fn interrupted_deploy(sb: &Sandbox, args: &[&str], when: &str) -> Output {
 
 #[test]
 fn ctrl_c_leaves_no_lock_and_every_host_serving() {
-    let tb = Testbed::get();
+    let tb = bed!();
     let sb = Sandbox::new();
     let hosts = [21, 22, 23];
     fresh(&tb, &hosts, "intr");
@@ -850,7 +850,7 @@ impl Drop for StopIndex {
 
 #[test]
 fn an_index_that_needs_credentials_to_read_works_and_its_password_stays_hidden() {
-    let tb = Testbed::get();
+    let tb = bed!();
     let sb = Sandbox::new();
     built();
     // A second pypiserver over the same packages, needing auth for everything.

@@ -35,7 +35,7 @@ fn config(tb: &Testbed, hosts: &[usize]) -> String {
 #[test]
 fn run_prints_each_hosts_own_hostname() {
     let _turn = HOST5.lock().unwrap_or_else(|e| e.into_inner());
-    let tb = Testbed::get();
+    let tb = bed!();
     let sb = Sandbox::new();
     sb.write_config(&config(&tb, &[1, 2, 3, 4, 5]));
     let out = es_run(&sb, &["--", "hostname"]);
@@ -62,7 +62,7 @@ impl Drop for Restart<'_> {
 #[test]
 fn a_dead_host_fails_alone_and_quickly() {
     let _turn = HOST5.lock().unwrap_or_else(|e| e.into_inner());
-    let tb = Testbed::get();
+    let tb = bed!();
     let sb = Sandbox::new();
     sb.write_config(&config(&tb, &[1, 2, 3, 4, 5]));
     tb.control(&["stop-sshd", "5"]);
@@ -95,7 +95,7 @@ fn a_dead_host_fails_alone_and_quickly() {
 
 #[test]
 fn an_unreachable_address_times_out_within_connect_timeout() {
-    let tb = Testbed::get();
+    let tb = bed!();
     let sb = Sandbox::new();
     // .250 is on the test bed's bridge network but no host has it: no answer at all.
     let silent = format!("{}.250", tb.bridge_addr.rsplit_once('.').unwrap().0);
@@ -137,7 +137,7 @@ fn fingerprint(tb: &Testbed, n: usize) -> String {
 
 #[test]
 fn unknown_host_is_refused_then_accepted_and_recorded() {
-    let tb = Testbed::get();
+    let tb = bed!();
     let sb = Sandbox::new();
     // known_hosts holds every host but host 2.
     let known = std::fs::read_to_string(&tb.known_hosts).unwrap();
@@ -180,7 +180,7 @@ fn unknown_host_is_refused_then_accepted_and_recorded() {
 
 #[test]
 fn changed_host_key_is_refused_even_with_accept_new() {
-    let tb = Testbed::get();
+    let tb = bed!();
     let sb = Sandbox::new();
     let keygen = std::process::Command::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-f"])
@@ -220,7 +220,7 @@ fn changed_host_key_is_refused_even_with_accept_new() {
 
 #[test]
 fn hashed_known_hosts_entries_are_honoured() {
-    let tb = Testbed::get();
+    let tb = bed!();
     let sb = Sandbox::new();
     let hashed = sb.work.path().join("hashed_known_hosts");
     std::fs::copy(&tb.known_hosts, &hashed).unwrap();
@@ -243,7 +243,7 @@ fn hashed_known_hosts_entries_are_honoured() {
 
 #[test]
 fn hosts_flag_ssh_config_alias_and_json_summary() {
-    let tb = Testbed::get();
+    let tb = bed!();
     let sb = Sandbox::new();
     // An ~/.ssh/config alias naming host 4, its user and key.
     let ssh_dir = sb.home.path().join(".ssh");
@@ -287,7 +287,7 @@ fn hosts_flag_ssh_config_alias_and_json_summary() {
 
 #[test]
 fn quiet_keeps_only_the_summary_and_exit_status_follows_the_command() {
-    let tb = Testbed::get();
+    let tb = bed!();
     let sb = Sandbox::new();
     sb.write_config(&config(&tb, &[1, 2]));
     let out = sb
@@ -314,7 +314,7 @@ fn quiet_keeps_only_the_summary_and_exit_status_follows_the_command() {
 
 #[test]
 fn escape_sequences_from_a_host_are_shown_not_obeyed() {
-    let tb = Testbed::get();
+    let tb = bed!();
     let sb = Sandbox::new();
     sb.write_config(&config(&tb, &[1]));
     let out = es_run(
@@ -350,7 +350,7 @@ fn local_host_runs_without_ssh() {
 
 #[test]
 fn a_passphrase_protected_key_gets_a_clear_error() {
-    let tb = Testbed::get();
+    let tb = bed!();
     let sb = Sandbox::new();
     let key = sb.work.path().join("locked_key");
     let keygen = std::process::Command::new("ssh-keygen")
@@ -381,7 +381,7 @@ impl Drop for Agent {
 
 #[test]
 fn ssh_agent_is_tried_first() {
-    let tb = Testbed::get();
+    let tb = bed!();
     let sb = Sandbox::new();
     let socket = sb.work.path().join("agent.sock");
     let agent = std::process::Command::new("ssh-agent")
@@ -429,7 +429,7 @@ fn ssh_agent_is_tried_first() {
 
 #[test]
 fn sudo_runs_the_command_as_root() {
-    let tb = Testbed::get();
+    let tb = bed!();
     let sb = Sandbox::new();
     sb.write_config(&config(&tb, &[3]));
     let out = es_run(&sb, &["--", "id -un"]);
@@ -455,7 +455,7 @@ fn sudo_runs_the_command_as_root() {
 
 #[test]
 fn the_same_host_written_three_ways_is_worked_on_once() {
-    let tb = Testbed::get();
+    let tb = bed!();
     let sb = Sandbox::new();
     sb.write_config(&config(&tb, &[2]));
     let a = tb.addr(2);
@@ -473,7 +473,7 @@ fn the_same_host_written_three_ways_is_worked_on_once() {
 
 #[test]
 fn output_far_larger_than_memory_is_streamed_not_held() {
-    let tb = Testbed::get();
+    let tb = bed!();
     let sb = Sandbox::new();
     sb.write_config(&config(&tb, &[3]));
     // 100 MB of output through es, counted by wc: es's own peak memory

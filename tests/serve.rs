@@ -472,7 +472,7 @@ fn serving(tb: &Testbed, p: &Project, n: usize, i: usize) -> String {
 
 #[test]
 fn a_signed_push_builds_and_deploys_the_newest_commit_and_keeps_the_history() {
-    let tb = Testbed::get();
+    let tb = bed!();
     let sb = Sandbox::new();
     let (hook_port, notified) = receiver();
     let smtp = smtp_sink(&sb);
@@ -1025,7 +1025,7 @@ fn wait_unlocked(tb: &Testbed, p: &Project) {
 
 #[test]
 fn a_killed_server_shows_the_job_interrupted_and_sigterm_stops_gracefully() {
-    let tb = Testbed::get();
+    let tb = bed!();
     let sb = Sandbox::new();
     // A pre hook that takes a while: the job is surely mid-deploy when it is killed.
     let p = project(

@@ -206,6 +206,11 @@ pub struct Deploy {
     pub process_count: u32,
     /// The project's supervisord template (default: the one built into es).
     pub supervisor_template: Option<String>,
+    /// What runs the processes on the hosts.
+    #[serde(default)]
+    pub process_manager: ProcessManager,
+    /// The project's systemd template unit (default: the one built into es).
+    pub systemd_template: Option<String>,
     /// Extra templates rendered into the venv: local path -> path relative to the venv.
     #[serde(default)]
     pub extra_templates: BTreeMap<String, String>,
@@ -254,6 +259,27 @@ pub struct Deploy {
 
 fn default_keep_releases() -> u32 {
     5
+}
+
+/// `deploy.process_manager`: what runs a venv's processes on the hosts.
+#[derive(Debug, Deserialize, serde::Serialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ProcessManager {
+    /// One supervisord per venv, started by es.
+    #[default]
+    Supervisord,
+    /// Instances of one template unit in the deploy user's systemd manager.
+    Systemd,
+}
+
+impl ProcessManager {
+    /// The file each release keeps its rendered configuration in.
+    pub fn config_file(self) -> &'static str {
+        match self {
+            ProcessManager::Supervisord => "supervisord.conf",
+            ProcessManager::Systemd => "systemd.service",
+        }
+    }
 }
 
 /// `deploy.release_hooks_on`
@@ -479,6 +505,8 @@ impl Default for Deploy {
             virtualenv_sub_dirs: Vec::new(),
             process_count: default_process_count(),
             supervisor_template: None,
+            process_manager: ProcessManager::default(),
+            systemd_template: None,
             extra_templates: BTreeMap::new(),
             venv_ports: BTreeMap::new(),
             installer: Installer::default(),
@@ -570,15 +598,33 @@ impl Loaded {
         }
     }
 
-    /// An error about this file with no better place to point at.
+    /// An error about `key` (dotted, as `deploy.supervisor_template`), at the
+    /// line the key is written on when it is in the file.
     pub fn error(&self, key: &str, message: impl Into<String>) -> ConfigError {
         ConfigError {
             path: self.path.clone(),
-            line: None,
+            line: key_span(&self.source, key).map(|span| line_col(&self.source, span.start)),
             key: Some(key.to_string()),
             message: message.into(),
         }
     }
+}
+
+/// Where the dotted `key` is written in `source` (toml_edit keeps every key's
+/// place, which serde's view of the file has lost).
+fn key_span(source: &str, key: &str) -> Option<Range<usize>> {
+    let doc = toml_edit::ImDocument::parse(source).ok()?;
+    let mut table: &dyn toml_edit::TableLike = doc.as_table();
+    let mut span = None;
+    let mut parts = key.split('.').peekable();
+    while let Some(part) = parts.next() {
+        let (found, item) = table.get_key_value(part)?;
+        span = found.span();
+        if parts.peek().is_some() {
+            table = item.as_table_like()?;
+        }
+    }
+    span
 }
 
 /// A configuration error: file, line and column when known, key, and what is wrong.
@@ -643,6 +689,20 @@ pub fn parse(path: &Path, source: String) -> Result<Loaded, ConfigError> {
 /// Checks what serde cannot: references between settings and the shape of values.
 fn validate(loaded: &Loaded) -> Result<(), ConfigError> {
     let config = &loaded.config;
+    let (unused, manager) = match config.deploy.process_manager {
+        ProcessManager::Supervisord => ("deploy.systemd_template", "supervisord"),
+        ProcessManager::Systemd => ("deploy.supervisor_template", "systemd"),
+    };
+    let set = match config.deploy.process_manager {
+        ProcessManager::Supervisord => config.deploy.systemd_template.is_some(),
+        ProcessManager::Systemd => config.deploy.supervisor_template.is_some(),
+    };
+    if set {
+        return Err(loaded.error(
+            unused,
+            format!("is not used when deploy.process_manager is \"{manager}\": remove it or change the process manager"),
+        ));
+    }
     if let Some(role) = &config.deploy.default_role {
         if !config.roles.contains_key(role.get_ref()) {
             return Err(loaded.error_at(
@@ -890,6 +950,34 @@ mod tests {
         assert_eq!(err.line.map(|l| l.0), Some(5), "{text}");
         assert!(text.contains("deploy.default_role"), "{text}");
         assert!(text.contains("unknown role `dev`"), "{text}");
+    }
+
+    #[test]
+    fn process_manager_is_checked_with_its_template() {
+        let loaded = parse_str("[deploy]\nprocess_manager = \"systemd\"\n").unwrap();
+        assert_eq!(
+            loaded.config.deploy.process_manager,
+            ProcessManager::Systemd
+        );
+        assert_eq!(
+            parse_str("").unwrap().config.deploy.process_manager,
+            ProcessManager::Supervisord
+        );
+        let err = parse_str("[deploy]\nprocess_manager = \"runit\"\n").unwrap_err();
+        let text = err.to_string();
+        assert_eq!(err.line.map(|l| l.0), Some(2), "{text}");
+        assert!(text.contains("deploy.process_manager"), "{text}");
+        let err = parse_str(
+            "[deploy]\nprocess_manager = \"systemd\"\nsupervisor_template = \"conf/supervisord.conf\"\n",
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert_eq!(err.line.map(|l| l.0), Some(3), "{text}");
+        assert!(text.contains("deploy.supervisor_template"), "{text}");
+        assert!(
+            text.contains("is not used when deploy.process_manager is \"systemd\""),
+            "{text}"
+        );
     }
 
     #[test]

@@ -6,10 +6,9 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
 
 use super::plan::{Placement, Plan};
-use crate::config::Health;
 use crate::fleet::HostCtx;
 use crate::quote::quote;
-use crate::remote::{Arg, FACTS, FINISH, STAGE, SUPERVISORD};
+use crate::remote::{Arg, Script, FACTS, FINISH, STAGE, SUPERVISORD, SYSTEMD};
 
 /// A release kept on a host.
 #[derive(Debug, Clone)]
@@ -239,7 +238,7 @@ pub fn stage(
         "project": plan.project,
         "version": plan.version,
         "profile": plan.profile,
-        "staged_at": super::plan::now_utc(),
+        "staged_at": crate::clock::now_utc(),
         "staged_by": plan.deployer,
     });
     let index = crate::remote::env_file([
@@ -250,8 +249,8 @@ pub fn stage(
         ),
     ]);
     ctx.conn.upload(
-        rendered.supervisord_conf.as_bytes(),
-        &format!("{staging}/supervisord.conf"),
+        rendered.process_config.as_bytes(),
+        &format!("{staging}/{}", plan.process_manager.config_file()),
         0o600,
     )?;
     ctx.conn.upload(
@@ -357,34 +356,28 @@ pub fn run_pre_hooks(ctx: &mut HostCtx<'_>, plan: &Plan, root: &str, facts: &Fac
     run_hooks(ctx, "pre hook", &dir, &hooks)
 }
 
-/// What supervisord.py needs to judge a venv's processes.
-pub fn supervisor_spec(root: &str, program: &str, ports: &[String], health: &Health) -> Value {
-    json!({
-        "root": root,
-        "program": program,
-        "ports": ports,
-        "health": {
-            "path": health.path,
-            "status": health.status,
-            "timeout": health.timeout,
-            "headers": health.headers,
-        },
-        "wait": 60,
-    })
-}
-
 /// Makes `release` current and puts its processes in service, each checked
 /// for health. Prints per-process lines with -v.
 pub fn switch(ctx: &mut HostCtx<'_>, spec: &Value, release: &str) -> Result<()> {
     let mut spec = spec.clone();
     spec["release"] = json!(release);
-    run_supervisord(ctx, "switch", &spec).map(|_| ())
+    run_manager(ctx, "switch", &spec).map(|_| ())
 }
 
-/// Runs supervisord.py ACTION with the tools venv's python.
-pub fn run_supervisord(ctx: &mut HostCtx<'_>, action: &str, spec: &Value) -> Result<String> {
+/// The host script of the spec's process manager: supervisord.py or systemd.py
+/// (one interface: switch, start, stop, check, program).
+pub fn manager_script(spec: &Value) -> &'static Script {
+    if spec["manager"] == "systemd" {
+        &SYSTEMD
+    } else {
+        &SUPERVISORD
+    }
+}
+
+/// Runs the process manager's script ACTION with the tools venv's python.
+pub fn run_manager(ctx: &mut HostCtx<'_>, action: &str, spec: &Value) -> Result<String> {
     let root = spec["root"].as_str().unwrap_or("");
-    let line = SUPERVISORD.python(
+    let line = manager_script(spec).python(
         &tools_python(root),
         &[Arg::Value(action), Arg::Value(&spec.to_string())],
     );
@@ -397,9 +390,9 @@ pub fn run_supervisord(ctx: &mut HostCtx<'_>, action: &str, spec: &Value) -> Res
 
 /// One look at the venv's processes (state and health), changing nothing.
 pub fn check(ctx: &mut HostCtx<'_>, spec: &Value) -> Result<Value> {
-    let out = run_supervisord(ctx, "check", spec)?;
+    let out = run_manager(ctx, "check", spec)?;
     serde_json::from_str(out.trim())
-        .map_err(|e| anyhow!("bad answer from supervisord.py check: {e}"))
+        .map_err(|e| anyhow!("bad answer from the process manager's check: {e}"))
 }
 
 /// Prunes old releases (keeping `protect`), appends `ledger` and releases the

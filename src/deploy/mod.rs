@@ -35,8 +35,7 @@ use crate::fleet::{Fleet, HostCtx};
 use crate::hosts::Target;
 use crate::ui::Mode;
 use host::{Facts, LockMode};
-pub use plan::DEFAULT_SUPERVISOR_TEMPLATE;
-pub use plan::{format_utc, login, machine, now_utc};
+pub use plan::{configured_process_spec, DEFAULT_SUPERVISOR_TEMPLATE};
 use plan::{Plan, Request};
 pub use status::{releases, status};
 
@@ -371,7 +370,7 @@ fn rollout(app: &App, fleet: &Fleet<'_>, plan: &Plan) -> bool {
     }
 
     // 3. Switch, batch by batch.
-    let spec = host::supervisor_spec("", &plan.project, &plan.ports(), &plan.health);
+    let spec = plan.process_spec();
     if stopped.is_none() {
         let ready =
             runs.labels_where(|r| matches!(r.outcome, Outcome::Staged | Outcome::Unchanged));
@@ -495,7 +494,7 @@ fn check_holder_is_gone(facts: &Facts, command_timeout: Duration) -> Result<()> 
         .as_deref()
         .and_then(|o| serde_json::from_str(o).ok())
         .unwrap_or(Value::Null);
-    let same_machine = owner["machine"].as_str() == Some(machine().as_str());
+    let same_machine = owner["machine"].as_str() == Some(crate::identity::machine().as_str());
     if let (true, Some(pid)) = (same_machine, owner["pid"].as_u64()) {
         let alive = std::fs::read_to_string(format!("/proc/{pid}/comm"))
             .map(|comm| comm.trim() == "es")
@@ -530,7 +529,7 @@ fn switch_host(ctx: &mut HostCtx<'_>, plan: &Plan, spec: &Value, runs: &Runs) ->
     spec["root"] = json!(root);
     if run.outcome == Outcome::Unchanged {
         ctx.step("health (release unchanged)");
-        host::run_supervisord(ctx, "start", &spec)?;
+        host::run_manager(ctx, "start", &spec)?;
         return Ok(());
     }
     ctx.step("switch");
@@ -762,11 +761,12 @@ fn dry_run_host(ctx: &mut HostCtx<'_>, plan: &Plan) -> Result<()> {
         root: root.clone(),
         secret: secret.clone(),
     })?;
+    let conf_file = plan.process_manager.config_file();
     let current_conf = match &facts.root {
         Some(r) => {
             ctx.exec(&format!(
                 "cat {} 2>/dev/null",
-                crate::quote::quote(&format!("{r}/etc/supervisord.conf"))
+                crate::quote::quote(&format!("{r}/etc/{conf_file}"))
             ))?
             .stdout
         }
@@ -825,18 +825,20 @@ fn dry_run_host(ctx: &mut HostCtx<'_>, plan: &Plan) -> Result<()> {
             plan.health.status[1],
             plan.health.timeout
         ));
-        if current_conf == rendered.supervisord_conf {
-            report.push_str("supervisord.conf unchanged: processes restart one by one\n");
+        if current_conf == rendered.process_config {
+            report.push_str(&format!(
+                "{conf_file} unchanged: processes restart one by one\n"
+            ));
         } else if current_conf.is_empty() {
-            report.push_str("new supervisord.conf:\n");
-            for line in mask(&rendered.supervisord_conf).lines() {
+            report.push_str(&format!("new {conf_file}:\n"));
+            for line in mask(&rendered.process_config).lines() {
                 report.push_str(&format!("+{line}\n"));
             }
         } else {
             report.push_str(&mask(
-                &similar::TextDiff::from_lines(&current_conf, &rendered.supervisord_conf)
+                &similar::TextDiff::from_lines(&current_conf, &rendered.process_config)
                     .unified_diff()
-                    .header("current supervisord.conf", "new supervisord.conf")
+                    .header(&format!("current {conf_file}"), &format!("new {conf_file}"))
                     .to_string(),
             ));
         }
@@ -914,13 +916,7 @@ pub fn rollback(app: &App, args: &RollbackArgs) -> Result<bool> {
             bad_input!("bad version {to:?} for --to");
         }
     }
-    let ports = match config.deploy.venv_ports.get(&venv_name) {
-        Some(prefix) => (0..config.deploy.process_count)
-            .map(|n| format!("{prefix}{n}"))
-            .collect(),
-        None => Vec::new(),
-    };
-    let spec = host::supervisor_spec("", &project, &ports, &config.deploy.health);
+    let spec = plan::configured_process_spec(config, &venv_name);
     let deployer = plan::deployer();
     let fleet = app.fleet(true)?;
     let title = format!("rollback {project} in venv {venv_name}");

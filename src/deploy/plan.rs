@@ -6,17 +6,19 @@ use std::collections::BTreeMap;
 
 use anyhow::{bail, Context, Result};
 use minijinja::{Environment, UndefinedBehavior};
-use serde_json::json;
+use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::app::App;
 use crate::bad_input;
-use crate::config::{CountOrPercent, Health, HooksOn, Installer, SecretSource};
+use crate::config::{CountOrPercent, Health, HooksOn, Installer, ProcessManager, SecretSource};
 use crate::error::BadInput;
 use crate::venv::Venv;
 
 /// The supervisord template built into es.
 pub const DEFAULT_SUPERVISOR_TEMPLATE: &str = include_str!("../../templates/supervisord.conf");
+/// The template unit of `process_manager = "systemd"`, unless the project has its own.
+pub const DEFAULT_SYSTEMD_TEMPLATE: &str = include_str!("../../templates/systemd.service");
 
 /// Everything a deploy needs, checked before any host is contacted.
 pub struct Plan {
@@ -26,8 +28,10 @@ pub struct Plan {
     pub profile: String,
     pub index_url: String,
     pub installer: Installer,
-    /// (name, source) of the supervisord template.
-    supervisor_template: (String, String),
+    /// What runs the processes on the hosts.
+    pub process_manager: ProcessManager,
+    /// (name, source) of the process manager's template (supervisord.conf or a systemd unit).
+    process_template: (String, String),
     /// (name, source, path inside the release) of each extra template.
     pub extra_templates: Vec<(String, String, String)>,
     pub port: Option<String>,
@@ -103,14 +107,23 @@ fn plan_with(app: &App, request: &Request<'_>, resolve: bool) -> Result<Plan> {
     // The index is asked last, once everything checked here is right.
     let version = request.version.to_string();
 
-    let supervisor_template = match &config.deploy.supervisor_template {
-        Some(path) => (
-            path.clone(),
-            read_template(app, "deploy.supervisor_template", path)?,
+    let (key, own, default) = match config.deploy.process_manager {
+        ProcessManager::Supervisord => (
+            "deploy.supervisor_template",
+            &config.deploy.supervisor_template,
+            DEFAULT_SUPERVISOR_TEMPLATE,
         ),
+        ProcessManager::Systemd => (
+            "deploy.systemd_template",
+            &config.deploy.systemd_template,
+            DEFAULT_SYSTEMD_TEMPLATE,
+        ),
+    };
+    let process_template = match own {
+        Some(path) => (path.clone(), read_template(app, key, path)?),
         None => (
-            "built-in supervisord.conf".to_string(),
-            DEFAULT_SUPERVISOR_TEMPLATE.to_string(),
+            format!("built-in {}", config.deploy.process_manager.config_file()),
+            default.to_string(),
         ),
     };
     let mut extra_templates = Vec::new();
@@ -158,7 +171,8 @@ fn plan_with(app: &App, request: &Request<'_>, resolve: bool) -> Result<Plan> {
         profile: request.profile.to_string(),
         index_url,
         installer: config.deploy.installer,
-        supervisor_template,
+        process_manager: config.deploy.process_manager,
+        process_template,
         extra_templates,
         process_count: config.deploy.process_count,
         pre_hooks: config.deploy.pre_hooks.clone(),
@@ -302,42 +316,62 @@ pub fn deployer() -> serde_json::Value {
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     json!({
-        "user": login(),
-        "machine": machine(),
+        "user": crate::identity::login(),
+        "machine": crate::identity::machine(),
         "pid": std::process::id(),
         "deploy_id": format!("{:x}-{:x}", std::process::id(), nanos),
     })
 }
 
-/// Who runs es: $USER, $LOGNAME, else the password database.
-pub fn login() -> String {
-    std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| login_name().unwrap_or_else(|| "unknown".into()))
+/// The systemd template unit of a venv's processes: `PROJECT-VENV` (`@N.service` for process N).
+pub fn unit_name(project: &str, venv: &str) -> String {
+    format!("{project}-{venv}")
 }
 
-/// This machine's name.
-pub fn machine() -> String {
-    std::fs::read_to_string("/etc/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into())
+/// What the host's process-manager script (supervisord.py or systemd.py)
+/// needs to drive and judge a venv's processes; `root` is filled in per host.
+pub fn process_spec(
+    manager: ProcessManager,
+    project: &str,
+    venv: &str,
+    ports: &[String],
+    count: u32,
+    health: &Health,
+) -> Value {
+    json!({
+        "manager": manager,
+        "root": "",
+        "program": project,
+        "unit": unit_name(project, venv),
+        "count": count,
+        "ports": ports,
+        "health": {
+            "path": health.path,
+            "status": health.status,
+            "timeout": health.timeout,
+            "headers": health.headers,
+        },
+        "wait": 60,
+    })
 }
 
-/// The name of the user running es, from the password database.
-fn login_name() -> Option<String> {
-    // SAFETY: getpwuid returns a pointer into static storage or null; the name is
-    // copied out at once, before any other call could reuse that storage.
-    unsafe {
-        let entry = libc::getpwuid(libc::getuid());
-        if entry.is_null() || (*entry).pw_name.is_null() {
-            return None;
-        }
-        Some(
-            std::ffi::CStr::from_ptr((*entry).pw_name)
-                .to_string_lossy()
-                .into_owned(),
-        )
-    }
+/// The spec of `venv`'s processes as deploy.toml describes them (for commands
+/// that act without a plan: status, rollback, `es supervisor`).
+pub fn configured_process_spec(config: &crate::config::Config, venv: &str) -> Value {
+    let ports: Vec<String> = match config.deploy.venv_ports.get(venv) {
+        Some(prefix) => (0..config.deploy.process_count)
+            .map(|n| format!("{prefix}{n}"))
+            .collect(),
+        None => Vec::new(),
+    };
+    process_spec(
+        config.deploy.process_manager,
+        config.project.name.as_deref().unwrap_or_default(),
+        venv,
+        &ports,
+        config.deploy.process_count,
+        &config.deploy.health,
+    )
 }
 
 fn template_env() -> Environment<'static> {
@@ -370,7 +404,8 @@ impl Placement {
 pub struct Rendered {
     /// `VERSION-HASH`: the same inputs give the same release.
     pub id: String,
-    pub supervisord_conf: String,
+    /// The process manager's configuration (supervisord.conf or the template unit).
+    pub process_config: String,
     pub env_file: String,
     /// (path inside the release, text) of the extra templates.
     pub extras: Vec<(String, String)>,
@@ -379,8 +414,8 @@ pub struct Rendered {
 impl Plan {
     fn templates(&self) -> impl Iterator<Item = (&str, &str)> {
         std::iter::once((
-            self.supervisor_template.0.as_str(),
-            self.supervisor_template.1.as_str(),
+            self.process_template.0.as_str(),
+            self.process_template.1.as_str(),
         ))
         .chain(
             self.extra_templates
@@ -410,6 +445,7 @@ impl Plan {
             "process_count": self.process_count,
             "profile": self.profile,
             "virtualenv_name": self.venv.name,
+            "unit": unit_name(&self.project, &self.venv.name),
             "username": "es",
             "password": at.secret,
             "version": self.version,
@@ -441,8 +477,8 @@ impl Plan {
     /// Everything that goes into the release for one host, and its id.
     pub fn render_for(&self, at: &Placement) -> Result<Rendered> {
         let env_path = format!("{}/current/es.env", at.root);
-        let (name, source) = (&self.supervisor_template.0, &self.supervisor_template.1);
-        let supervisord_conf = self
+        let (name, source) = (&self.process_template.0, &self.process_template.1);
+        let process_config = self
             .render(source, at, &env_path)
             .with_context(|| name.clone())?;
         let env_file = self.env_file(at);
@@ -454,7 +490,7 @@ impl Plan {
             extras.push((path.clone(), text));
         }
         let mut hash = Sha256::new();
-        for part in [supervisord_conf.as_str(), env_file.as_str()]
+        for part in [process_config.as_str(), env_file.as_str()]
             .into_iter()
             .chain(extras.iter().flat_map(|(p, t)| [p.as_str(), t.as_str()]))
             .chain(self.shared_dirs.iter().map(String::as_str))
@@ -468,10 +504,23 @@ impl Plan {
         let short: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
         Ok(Rendered {
             id: format!("{}-{short}", self.version),
-            supervisord_conf,
+            process_config,
             env_file,
             extras,
         })
+    }
+
+    /// What the host's process-manager script needs to drive and judge the
+    /// processes (`root` is filled in per host).
+    pub fn process_spec(&self) -> Value {
+        process_spec(
+            self.process_manager,
+            &self.project,
+            &self.venv.name,
+            &self.ports(),
+            self.process_count,
+            &self.health,
+        )
     }
 
     /// The ports of the project's processes: the prefix followed by N.
@@ -488,44 +537,13 @@ impl Plan {
     pub fn owner_line(&self) -> String {
         let mut owner = self.deployer.clone();
         owner["version"] = json!(self.version);
-        owner["since"] = json!(now_utc());
+        owner["since"] = json!(crate::clock::now_utc());
         owner.to_string()
     }
 
     pub fn deploy_id(&self) -> &str {
         self.deployer["deploy_id"].as_str().unwrap_or("")
     }
-}
-
-/// The time now, as UTC RFC 3339 (seconds).
-pub fn now_utc() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    format_utc(secs)
-}
-
-/// Unix seconds as `YYYY-MM-DDTHH:MM:SSZ`.
-pub fn format_utc(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 #[cfg(test)]
@@ -562,12 +580,5 @@ mod tests {
         for bad in ["", "/etc", "../x", "a/../../b", "./a", "a\nb"] {
             assert!(check_relative("k", bad).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn utc_time_is_rfc3339() {
-        let now = now_utc();
-        assert_eq!(now.len(), 20, "{now}");
-        assert!(now.starts_with("20") && now.ends_with('Z'));
     }
 }

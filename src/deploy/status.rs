@@ -17,17 +17,8 @@ fn venv_and_spec(app: &App, args: &VenvArg) -> Result<(Venv, Value)> {
     let config = &loaded.config;
     let venv = app.venv(args.venv.as_deref())?;
     let venv_name = venv.name.clone();
-    let ports: Vec<String> = match config.deploy.venv_ports.get(&venv_name) {
-        Some(prefix) => (0..config.deploy.process_count)
-            .map(|n| format!("{prefix}{n}"))
-            .collect(),
-        None => Vec::new(),
-    };
-    let project = config.project.name.clone().unwrap_or_default();
-    Ok((
-        venv,
-        host::supervisor_spec("", &project, &ports, &config.deploy.health),
-    ))
+    let spec = super::plan::configured_process_spec(config, &venv_name);
+    Ok((venv, spec))
 }
 
 /// One host's row of `es status`.

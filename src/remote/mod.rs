@@ -30,6 +30,11 @@ pub const SUPERVISORD: Script = Script {
     source: include_str!("supervisord.py"),
 };
 
+/// The same actions as SUPERVISORD, for instances of a systemd user unit (Python).
+pub const SYSTEMD: Script = Script {
+    source: include_str!("systemd.py"),
+};
+
 /// Builds an sdist and a wheel on the build host, in a work directory of its own.
 pub const BUILD: Script = Script {
     source: include_str!("build.sh"),
@@ -96,6 +101,127 @@ mod tests {
         let (stdout, stderr, code) = sh(&line);
         assert_eq!(code, 0, "{stderr}");
         stdout
+    }
+
+    /// systemd.py against stand-ins for `systemctl` and `journalctl` (this
+    /// machine's PID 1 is no systemd; the bed's systemd hosts run the real
+    /// ones, tests/systemd_deploy.rs): `check` reads each instance's state and
+    /// probes its port; a `start` that fails carries the journal's lines and
+    /// systemd's result; a manager that does not answer says how to enable lingering.
+    #[test]
+    fn systemd_py_reads_units_probes_ports_and_explains_failures() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut stream = stream;
+                let mut buf = [0u8; 1024];
+                let _ = std::io::Read::read(&mut stream, &mut buf);
+                let _ = std::io::Write::write_all(
+                    &mut stream,
+                    b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
+                );
+            }
+        });
+        // @0 runs, @1 has failed; `start` of @1 fails; MODE=nobus: no manager.
+        let systemctl = r#"#!/bin/sh
+[ "$MODE" = nobus ] && { echo "Failed to connect to bus: No medium found"; exit 1; }
+shift  # --user
+case "$1" in
+list-units) echo "app-a@0.service loaded active running x"; echo "app-a@1.service loaded failed failed x" ;;
+show) case "$2" in
+    *@0.service) printf 'ActiveState=active
+SubState=running
+MainPID=42
+NRestarts=0
+Result=success
+ExecMainStatus=0
+LoadState=loaded
+' ;;
+    *) printf 'ActiveState=failed
+SubState=failed
+MainPID=0
+NRestarts=3
+Result=exit-code
+ExecMainStatus=3
+LoadState=loaded
+' ;;
+    esac ;;
+enable) ;;
+start) echo "Job for $2 failed because the control process exited with error code."; exit 1 ;;
+*) exit 0 ;;
+esac
+"#;
+        let journalctl = "#!/bin/sh
+echo 'Traceback: broken on purpose'
+echo 'app-a@1.service: Failed to kill control group x, ignoring: Input/output error'
+";
+        for (name, text) in [("systemctl", systemctl), ("journalctl", journalctl)] {
+            let path = bin.join(name);
+            std::fs::write(&path, text).unwrap();
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .unwrap();
+        }
+        let spec = serde_json::json!({
+            "root": dir.path(), "unit": "app-a", "count": 2,
+            "ports": [port.to_string(), "1"],
+            "health": {"path": "/", "status": [200, 399], "timeout": 5, "headers": {}},
+            "wait": 5,
+        })
+        .to_string();
+        let run = |action: &str, mode: &str| {
+            let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+            let out = Command::new("python3")
+                .arg("-c")
+                .arg(SYSTEMD.source)
+                .args([action, &spec])
+                .env("PATH", path)
+                .env("MODE", mode)
+                .output()
+                .unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        };
+
+        let (code, stdout, stderr) = run("check", "");
+        assert_eq!(code, Some(0), "{stderr}");
+        let check: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        let processes = check["processes"].as_array().unwrap();
+        assert_eq!(processes.len(), 2, "{check}");
+        assert_eq!(processes[0]["name"], "app-a@0.service");
+        assert_eq!(processes[0]["state"], "RUNNING");
+        assert_eq!(processes[0]["status"], 200);
+        assert_eq!(processes[0]["healthy"], true);
+        assert_eq!(processes[1]["state"], "FATAL");
+        assert_eq!(processes[1]["healthy"], false);
+
+        let (code, _, stderr) = run("start", "");
+        assert_eq!(code, Some(1));
+        assert!(
+            stderr.contains("journal: Traceback: broken on purpose"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("ignoring"), "{stderr}");
+        assert!(
+            stderr.contains(
+                "app-a@1.service did not start: systemctl --user start app-a@1.service: Job for"
+            ),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains("result exit-code, exit status 3"),
+            "{stderr}"
+        );
+
+        let (code, _, stderr) = run("check", "nobus");
+        assert_eq!(code, Some(1));
+        assert!(stderr.contains("systemd's user manager of"), "{stderr}");
     }
 
     /// supervisord.py's fault_line, run by python3 with a stand-in for the

@@ -13,7 +13,7 @@
 #               pkg:REQ      also install REQ into the release (deploy.requirements)
 #               (logs and tmp always link to ROOT/logs and ROOT/tmp; etc/ is the release's own)
 #
-# The caller has uploaded ROOT/.es/staging/ID/ with supervisord.conf, es.env,
+# The caller has uploaded ROOT/.es/staging/ID/ with supervisord.conf (or systemd.service), es.env,
 # release.json, extra/ (deploy.extra_templates, 0600) and index.env (ES_INDEX_URL, ES_TRUSTED_HOST; 0600, so that no
 # password is on a command line). A release is complete only once its
 # release.json is in place; an incomplete one is removed, here or next time.
@@ -118,7 +118,9 @@ fi
 
 # The release's own files: its configuration, its environment (0600), the
 # wrapper that loads it, and links to what lives beside the releases.
-cp "$staging/supervisord.conf" "$rel/supervisord.conf"
+for conf in supervisord.conf systemd.service; do   # the process manager's
+    [ -f "$staging/$conf" ] && cp "$staging/$conf" "$rel/$conf"
+done
 (umask 077 && cp "$staging/es.env" "$rel/es.env")
 cat > "$rel/bin/es-env" <<'EOF'
 #!/bin/sh

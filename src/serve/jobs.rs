@@ -76,7 +76,7 @@ impl Queue {
             let mut log = JobLog::open(&self.settings, job.id, job.log_offset)?;
             log.line(&format!(
                 "es serve: the server stopped while this job ran (restarted at {})",
-                crate::deploy::now_utc()
+                crate::clock::now_utc()
             ));
             // The deploy's report, when the child `es` lived to write it,
             // says which hosts switched.

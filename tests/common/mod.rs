@@ -19,6 +19,9 @@
 //!   45-50 fleet operations (locks, exec, adoption, maintenance)
 //!   51-53 es serve hardening
 //!   54-60 speed (first deploy on fresh hosts)
+//!
+//! The systemd hosts (`systemd_hosts`, numbered 1..=3 by `testbed.sh
+//! systemd-restart K`): 3 is restarted by tests/systemd_bed.rs.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -37,6 +40,8 @@ pub struct Testbed {
     pub index_user: String,
     pub index_password: String,
     pub bridge_addr: String,
+    /// Hosts whose PID 1 is systemd, each on its own root (testbed/systemd-hosts.sh).
+    pub systemd_hosts: Vec<String>,
 }
 
 /// The repository's root.
@@ -44,13 +49,46 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The running test bed, or `return` from the test (skipped, saying so) when
+/// the bed is not up and `ES_TB_REQUIRED` is not set: `cargo test` on a machine
+/// without the bed runs the local tier and passes; CI sets `ES_TB_REQUIRED=1`
+/// so that a bed test can never be skipped there.
+#[macro_export]
+macro_rules! bed {
+    () => {
+        match $crate::common::Testbed::if_up(module_path!()) {
+            Some(tb) => tb,
+            None => return,
+        }
+    };
+}
+
+/// Where `testbed.sh up` writes the bed's environment.
+fn env_file() -> PathBuf {
+    std::env::var_os("ES_TESTBED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/tmp/es-testbed"))
+        .join("testbed.env")
+}
+
 impl Testbed {
+    /// The running test bed; None, after saying the test is skipped, when it
+    /// is not up and `ES_TB_REQUIRED` is unset (see `bed!`).
+    pub fn if_up(test: &str) -> Option<Testbed> {
+        let required =
+            std::env::var_os("ES_TB_REQUIRED").is_some_and(|v| v != "0" && !v.is_empty());
+        if !required && !env_file().exists() {
+            eprintln!(
+                "skipped {test}: the test bed is not up (`bash testbed/testbed.sh up` as root); set ES_TB_REQUIRED=1 to fail instead"
+            );
+            return None;
+        }
+        Some(Testbed::get())
+    }
+
     /// The running test bed. Panics, saying how to bring it up, when it is not up.
     pub fn get() -> Testbed {
-        let dir = std::env::var_os("ES_TESTBED_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("/var/tmp/es-testbed"));
-        let env_file = dir.join("testbed.env");
+        let env_file = env_file();
         let text = std::fs::read_to_string(&env_file).unwrap_or_else(|_| {
             panic!(
                 "the test bed is not up ({} is missing): run `sudo bash testbed/testbed.sh up` first",
@@ -104,6 +142,10 @@ impl Testbed {
             index_user: get("ES_TB_INDEX_USER"),
             index_password: get("ES_TB_INDEX_PASSWORD"),
             bridge_addr: get("ES_TB_BRIDGE_ADDR"),
+            systemd_hosts: get("ES_TB_SYSTEMD_HOSTS")
+                .split_whitespace()
+                .map(str::to_string)
+                .collect(),
         }
     }
 

@@ -1,0 +1,374 @@
+"""Drive a venv's processes as systemd user units and judge them by health checks.
+
+The systemd side of the process-manager boundary: the same actions, JSON and
+output as supervisord.py, so the deploy engine does not care which one runs.
+Run by es on the host with the tools venv's python:
+    python -c "$(this file)" ACTION JSON
+
+The processes are instances of one template unit, UNIT@.service in the deploy
+user's manager (~/.config/systemd/user), UNIT being PROJECT-VENV; instance N
+listens on the venv's port prefix followed by N. The unit points at the venv's
+`current` link, so a switch is `current` + a restart of each instance, one at a
+time, each health-checked before the next.
+
+ACTION is one of
+  switch  make release JSON.release current and put its instances in service;
+          a changed unit file is installed and systemd reloaded first.
+  check   report every instance's state and health, changing nothing.
+  start   start every instance (they are enabled: they come back at boot).
+  stop    stop every instance.
+  program JSON.do (start, stop or restart) the instances JSON.name names
+          (`all`, `UNIT@N`, or `N`).
+
+JSON holds: root (the venv's absolute directory), release (switch), unit,
+count (instances), ports, health {path, status [low, high], timeout, headers},
+wait (seconds for a stop).
+"""
+import http.client
+import json
+import os
+import pwd
+import subprocess
+import sys
+import time
+
+TICK = 0.1
+UNIT_DIR = os.path.expanduser("~/.config/systemd/user")
+STATES = {"active": "RUNNING", "activating": "STARTING", "deactivating": "STOPPING",
+          "failed": "FATAL", "inactive": "STOPPED", "reloading": "RUNNING"}
+
+
+class Failure(Exception):
+    """What went wrong, said in one line, with journal lines to show."""
+
+
+def user():
+    return pwd.getpwuid(os.getuid()).pw_name
+
+
+def systemctl(*args):
+    """`systemctl --user ARGS`; its output, or a Failure with systemd's reason."""
+    env = dict(os.environ)
+    env.setdefault("XDG_RUNTIME_DIR", "/run/user/%d" % os.getuid())
+    result = subprocess.run(["systemctl", "--user"] + list(args), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, env=env)
+    text = result.stdout.decode(errors="replace").strip()
+    if result.returncode != 0:
+        if "Failed to connect to bus" in text or "No medium found" in text:
+            raise Failure(manager_missing())
+        raise Failure("systemctl --user %s: %s" % (" ".join(args), text or "exit %d" % result.returncode))
+    return text
+
+
+def manager_missing():
+    """Why the user's manager does not answer, and what to do."""
+    name = user()
+    if not os.path.exists("/var/lib/systemd/linger/" + name):
+        return ("systemd's user manager of %s is not running and lingering is off: run "
+                "`sudo loginctl enable-linger %s` once on this host (the units then run without a login)"
+                % (name, name))
+    return "systemd's user manager of %s does not answer (XDG_RUNTIME_DIR %s)" % (
+        name, os.environ.get("XDG_RUNTIME_DIR", "/run/user/%d" % os.getuid()))
+
+
+def show(instance):
+    """The unit's ActiveState, SubState, MainPID, NRestarts, Result, ExecMainStatus."""
+    props = {}
+    text = systemctl("show", instance, "-p", "ActiveState,SubState,MainPID,NRestarts,Result,ExecMainStatus,LoadState")
+    for line in text.splitlines():
+        key, _, value = line.partition("=")
+        props[key] = value
+    return props
+
+
+def instances(spec):
+    return ["%s@%d.service" % (spec["unit"], n) for n in range(int(spec["count"]))]
+
+
+def loaded_instances(spec):
+    """Every instance of the unit systemd knows of, loaded or running."""
+    text = systemctl("list-units", "--all", "--plain", "--no-legend", "%s@*.service" % spec["unit"])
+    found = [line.split()[0] for line in text.splitlines() if line.strip()]
+    return sorted(found, key=instance_number)
+
+
+def instance_number(instance):
+    try:
+        return int(instance.rsplit("@", 1)[1].split(".", 1)[0])
+    except (IndexError, ValueError):
+        return -1
+
+
+def port_of(instance, spec):
+    n = instance_number(instance)
+    ports = spec.get("ports") or []
+    return int(ports[n]) if 0 <= n < len(ports) else None
+
+
+def probe(port, health):
+    """One health request: the status, or the reason there is none."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+    try:
+        headers = {"User-Agent": "es-health-check"}
+        headers.update(health.get("headers") or {})
+        conn.request("GET", health["path"], headers=headers)
+        return conn.getresponse().status, None
+    except (OSError, http.client.HTTPException) as exc:
+        return None, str(exc) or exc.__class__.__name__
+    finally:
+        conn.close()
+
+
+def journal(instance, since):
+    """The journal's lines of `instance` since `since` (this start's, not earlier ones)."""
+    env = dict(os.environ)
+    env.setdefault("XDG_RUNTIME_DIR", "/run/user/%d" % os.getuid())
+    result = subprocess.run(
+        ["journalctl", "--user", "-u", instance, "--since", "@%d" % int(since), "-n", "12",
+         "-o", "cat", "--no-pager"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+    # systemd's own notes of what it ignored (", ignoring: ...") are not reasons.
+    return [line for line in result.stdout.decode(errors="replace").splitlines()
+            if line.strip() and ", ignoring: " not in line]
+
+
+def unhealthy(instance, props, reason, since):
+    """The failure: journal lines first, the reason last (a tail keeps it)."""
+    lines = ["journal: " + line for line in journal(instance, since)]
+    detail = "systemd: %s/%s, result %s" % (props.get("ActiveState"), props.get("SubState"),
+                                            props.get("Result"))
+    if props.get("ExecMainStatus") not in (None, "", "0"):
+        detail += ", exit status %s" % props["ExecMainStatus"]
+    return Failure("\n".join(lines + ["%s %s (%s)" % (instance, reason, detail)]))
+
+
+def wait_healthy(instance, spec, since, started_pid=None):
+    """Waits until `instance` answers its health check (without a port: until
+    it is active). One that exits or is restarted by systemd fails at once."""
+    health = spec["health"]
+    low, high = health["status"]
+    deadline = since + health["timeout"]
+    port = port_of(instance, spec)
+    pid, last = started_pid, "not started"
+    restarts = None
+    while True:
+        props = show(instance)
+        state, sub = props.get("ActiveState"), props.get("SubState")
+        main_pid = props.get("MainPID", "0")
+        if restarts is None:
+            restarts = props.get("NRestarts")
+        if state == "active" and main_pid != "0":
+            if pid is None:
+                pid = main_pid
+            elif main_pid != pid or props.get("NRestarts") != restarts:
+                raise unhealthy(instance, props, "exited and was restarted by systemd (%s)" % last, since)
+            if port is None:
+                return "RUNNING (no port: state only)", pid
+            status, error = probe(port, health)
+            if status is not None and low <= status <= high:
+                return "RUNNING, port %d answered %d in %.2fs" % (port, status, time.time() - since), pid
+            last = ("port %d answered %d (accepted %d-%d)" % (port, status, low, high)
+                    if status is not None else "port %d: %s" % (port, error))
+        elif state == "failed" or sub == "auto-restart" or (state == "inactive" and pid is not None):
+            raise unhealthy(instance, props, "is not running", since)
+        else:
+            last = "%s/%s" % (state, sub)
+        if time.time() > deadline:
+            raise unhealthy(instance, props, "not healthy after %gs: %s" % (health["timeout"], last), since)
+        time.sleep(TICK)
+
+
+def report(name, outcome):
+    print("%-32s %s" % (name, outcome), flush=True)
+
+
+def activate(root, release):
+    """Points `current` at the release, atomically, and notes when."""
+    link = os.path.join(root, "current")
+    tmp = link + ".new"
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
+    os.symlink(os.path.join("releases", release), tmp)
+    os.replace(tmp, link)
+    with open(os.path.join(root, "releases", release, "activated"), "w") as f:
+        f.write(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+
+
+def write_atomically(path, text):
+    tmp = path + ".es-new"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def install_unit(spec, text):
+    """Installs the template unit (and a copy in ROOT/etc for dry runs) when it
+    changed; True when systemd had to reload it."""
+    path = os.path.join(UNIT_DIR, "%s@.service" % spec["unit"])
+    try:
+        with open(path) as f:
+            if f.read() == text:
+                return False
+    except FileNotFoundError:
+        pass
+    os.makedirs(UNIT_DIR, exist_ok=True)
+    write_atomically(path, text)
+    os.makedirs(os.path.join(spec["root"], "etc"), exist_ok=True)
+    write_atomically(os.path.join(spec["root"], "etc", "systemd.service"), text)
+    systemctl("daemon-reload")
+    return True
+
+
+def restart_checked(instance, spec):
+    since = time.time()
+    systemctl("enable", "--quiet", instance)
+    try:
+        systemctl("restart", instance)
+    except Failure as failure:  # a unit that cannot start: systemd's own reason
+        raise unhealthy(instance, show(instance), "did not start: %s" % failure, since)
+    outcome, pid = wait_healthy(instance, spec, since)
+    report(instance, outcome)
+    return pid
+
+
+def stop_surplus(spec):
+    """Instances beyond the count (a smaller process_count) are stopped and disabled."""
+    wanted = set(instances(spec))
+    for instance in loaded_instances(spec):
+        if instance not in wanted:
+            systemctl("disable", "--now", "--quiet", instance)
+            report(instance, "stopped (beyond the process count)")
+
+
+def confirm_running(pids, since):
+    """Every instance still runs the process that answered (none died after answering)."""
+    for instance, pid in pids.items():
+        props = show(instance)
+        if props.get("ActiveState") != "active" or props.get("MainPID") != pid:
+            raise unhealthy(instance, props, "exited after answering", since)
+
+
+def switch(spec):
+    root = spec["root"]
+    with open(os.path.join(root, "releases", spec["release"], "systemd.service")) as f:
+        text = f.read()
+    try:  # the lock's age tells a live deploy from a dead one: refresh it
+        os.utime(os.path.join(root, ".es", "lock"))
+    except OSError:
+        pass
+    activate(root, spec["release"])
+    install_unit(spec, text)
+    since = time.time()
+    pids = {}
+    for instance in instances(spec):
+        pids[instance] = restart_checked(instance, spec)
+    stop_surplus(spec)
+    confirm_running(pids, since)
+
+
+def start(spec):
+    began = time.time()
+    pids = {}
+    for instance in instances(spec):
+        since = time.time()
+        systemctl("enable", "--quiet", instance)
+        props = show(instance)
+        if props.get("ActiveState") == "active":
+            outcome, pid = wait_healthy(instance, spec, since)
+            report(instance, "already running; " + outcome)
+        else:
+            try:
+                systemctl("start", instance)
+            except Failure as failure:
+                raise unhealthy(instance, show(instance), "did not start: %s" % failure, since)
+            outcome, pid = wait_healthy(instance, spec, since)
+            report(instance, outcome)
+        pids[instance] = pid
+    confirm_running(pids, began)
+
+
+def stop(spec):
+    for instance in loaded_instances(spec):
+        systemctl("stop", instance)
+        report(instance, "stopped")
+
+
+def select(spec, pattern):
+    every = sorted(set(instances(spec)) | set(loaded_instances(spec)), key=instance_number)
+    if pattern == "all":
+        return every
+    found = [i for i in every if pattern in (i, i[: -len(".service")], str(instance_number(i)))]
+    if not found:
+        raise Failure("systemd has no instance %s of %s@.service; there are %s"
+                      % (pattern, spec["unit"], ", ".join(every) or "none"))
+    return found
+
+
+def program(spec):
+    """es ps-style start|stop|restart of some instances: one line each."""
+    for instance in select(spec, spec["name"]):
+        action = spec["do"]
+        since = time.time()
+        if action == "stop":
+            systemctl("stop", instance)
+            report(instance, "stopped")
+            continue
+        try:
+            systemctl(action, instance)
+        except Failure as failure:
+            raise unhealthy(instance, show(instance), "did not start: %s" % failure, since)
+        report(instance, wait_healthy(instance, spec, since)[0])
+
+
+def manager_pid():
+    """The pid of the user's systemd manager, when it runs."""
+    try:
+        out = subprocess.run(["systemctl", "show", "user@%d.service" % os.getuid(), "-p", "MainPID", "--value"],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL).stdout.decode().strip()
+        return int(out) or None
+    except (OSError, ValueError):
+        return None
+
+
+def check(spec):
+    """One look at every instance: state, and one health request per port."""
+    result = {"supervisord": None, "manager": "systemd", "processes": []}
+    low, high = spec["health"]["status"]
+    every = sorted(set(instances(spec)) | set(loaded_instances(spec)), key=instance_number)
+    for instance in every:
+        props = show(instance)
+        if props.get("LoadState") == "not-found":
+            continue
+        state = STATES.get(props.get("ActiveState"), props.get("ActiveState", "UNKNOWN").upper())
+        entry = {"name": instance, "state": state}
+        if state == "RUNNING":
+            result["supervisord"] = result["supervisord"] or manager_pid()
+        port = port_of(instance, spec)
+        if port is not None and state == "RUNNING":
+            status, error = probe(port, spec["health"])
+            entry.update(port=port, status=status, error=error,
+                         healthy=status is not None and low <= status <= high)
+        else:
+            entry["healthy"] = state == "RUNNING"
+        result["processes"].append(entry)
+    print(json.dumps(result))
+
+
+def main(argv):
+    action, spec = argv[0], json.loads(argv[1])
+    spec["root"] = os.path.realpath(spec["root"])
+    actions = {"switch": switch, "start": start, "stop": stop, "check": check, "program": program}
+    if action not in actions:
+        sys.exit("unknown action %r" % action)
+    try:
+        actions[action](spec)
+    except Failure as failure:
+        sys.exit(str(failure))
+    except OSError as exc:
+        sys.exit("systemd: %s" % exc)
+
+
+main(sys.argv[1:])
