@@ -630,7 +630,7 @@ done
 
 #[test]
 fn pushes_ship_once_never_older_and_no_secret_reaches_the_pushed_code() {
-    let tb = Testbed::get();
+    let tb = bed!();
     let sb = Sandbox::new();
     let (notify_port, notified) = receiver();
     let report = sb.work.path().join("leak-report");
@@ -842,7 +842,7 @@ fn exit_of(out: &Output) -> (i32, String) {
 
 #[test]
 fn logins_sessions_one_server_a_crash_and_sigterm() {
-    let tb = Testbed::get();
+    let tb = bed!();
     let sb = Sandbox::new();
     let (notify_port, notified) = receiver();
     // After the switch, the post hook takes a while: a server killed then has

@@ -90,7 +90,7 @@ impl Db {
                     id: row.get(0)?,
                     source: row.get(1)?,
                     delivery: row.get(2)?,
-                    received: crate::deploy::format_utc(row.get(3)?),
+                    received: crate::clock::format_utc(row.get(3)?),
                     status: row.get(4)?,
                     answer: row.get(5)?,
                     branch: row.get(6)?,
