@@ -15,6 +15,9 @@ use sha2::Digest;
 use crate::bad_input;
 use crate::version::{self, DistKind, Version};
 
+mod credentials;
+pub use credentials::UPLOAD_CREDENTIALS_VAR;
+
 const ACCEPT: &str = "application/vnd.pypi.simple.v1+json, text/html;q=0.1";
 const JSON_TYPE: &str = "application/vnd.pypi.simple.v1+json";
 /// Attempts for a request that fails to connect or gets a 5xx answer.
@@ -753,7 +756,7 @@ pub fn upload_target(index: &crate::config::Index, home: Option<PathBuf>) -> Res
             (None, None) => None,
         }
     } else if let Some(path) = std::env::var_os(UPLOAD_CREDENTIALS_VAR) {
-        Some(read_credentials_file(Path::new(&path))?)
+        Some(credentials::read_file(Path::new(&path))?)
     } else {
         match (
             std::env::var("TWINE_USERNAME"),
@@ -773,34 +776,6 @@ pub fn upload_target(index: &crate::config::Index, home: Option<PathBuf>) -> Res
         }
     };
     Ok(UploadTarget { url, credentials })
-}
-
-/// Names a 0600 file holding the upload user name and password (one a line),
-/// which the build deletes once read: how `es serve` hands a job its upload
-/// credentials without putting them in any process's environment.
-pub const UPLOAD_CREDENTIALS_VAR: &str = "ES_UPLOAD_CREDENTIALS";
-
-fn read_credentials_file(path: &Path) -> Result<Credentials> {
-    let text = std::fs::read_to_string(path);
-    let _ = std::fs::remove_file(path);
-    let text = match text {
-        Ok(text) => text,
-        Err(err) => bad_input!(
-            "{UPLOAD_CREDENTIALS_VAR}: {} cannot be read: {err}",
-            path.display()
-        ),
-    };
-    let mut lines = text.lines();
-    match (lines.next(), lines.next()) {
-        (Some(username), Some(password)) => Ok(Credentials {
-            username: username.to_string(),
-            password: password.to_string(),
-        }),
-        _ => bad_input!(
-            "{UPLOAD_CREDENTIALS_VAR}: {} holds no user name and password",
-            path.display()
-        ),
-    }
 }
 
 /// The `key = value` (or `key: value`) pairs of one section of a `.pypirc`.
