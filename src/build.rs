@@ -141,11 +141,14 @@ fn resolve(dir: &Path, rev: &str) -> Option<String> {
 /// The commit to build and how to describe it.
 fn choose_commit(app: &App, root: &Path, args: &BuildArgs) -> Result<(String, String)> {
     if let Some(commit) = &args.commit {
-        if args.branch.is_some() {
-            app.ui.note("es: note: --commit wins over --branch");
-        }
+        // With --branch too, the commit is built as one of that branch (its
+        // version labelled the same way), as `es serve` builds a pushed commit.
+        let described = match &args.branch {
+            Some(branch) => format!("branch {branch}"),
+            None => format!("commit {commit}"),
+        };
         return match resolve(root, commit) {
-            Some(id) => Ok((id, format!("commit {commit}"))),
+            Some(id) => Ok((id, described)),
             None => bad_input!("--commit {commit}: no such commit in {}", root.display()),
         };
     }

@@ -688,7 +688,7 @@ pub struct BuildArgs {
     #[arg(long, value_name = "VERSION")]
     pub version: Option<String>,
 
-    /// Commit to build (wins over --branch)
+    /// Commit to build; with --branch, built as a commit of that branch
     #[arg(long, value_name = "COMMIT")]
     pub commit: Option<String>,
 

@@ -15,6 +15,9 @@ use sha2::Digest;
 use crate::bad_input;
 use crate::version::{self, DistKind, Version};
 
+mod credentials;
+pub use credentials::UPLOAD_CREDENTIALS_VAR;
+
 const ACCEPT: &str = "application/vnd.pypi.simple.v1+json, text/html;q=0.1";
 const JSON_TYPE: &str = "application/vnd.pypi.simple.v1+json";
 /// Attempts for a request that fails to connect or gets a 5xx answer.
@@ -752,6 +755,8 @@ pub fn upload_target(index: &crate::config::Index, home: Option<PathBuf>) -> Res
             ),
             (None, None) => None,
         }
+    } else if let Some(path) = std::env::var_os(UPLOAD_CREDENTIALS_VAR) {
+        Some(credentials::read_file(Path::new(&path))?)
     } else {
         match (
             std::env::var("TWINE_USERNAME"),

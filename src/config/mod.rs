@@ -918,12 +918,19 @@ fn key_at(source: &str, offset: usize) -> Option<String> {
     let offset = offset.min(source.len());
     let line_start = source[..offset].rfind('\n').map_or(0, |i| i + 1);
     let line = source[line_start..].lines().next().unwrap_or("").trim();
-    let table = source[..line_start]
-        .lines()
-        .rev()
-        .map(str::trim)
-        .find(|l| l.starts_with('[') && !l.starts_with("[["))
-        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    let before: Vec<&str> = source[..line_start].lines().map(str::trim).collect();
+    // The nearest table header; an array of tables (`[[serve.notify]]`) is
+    // named with its index (`serve.notify[1]`).
+    let table = before.iter().rposition(|l| l.starts_with('[')).map(|at| {
+        let header = before[at];
+        let name = header.trim_matches(|c| c == '[' || c == ']').trim();
+        if header.starts_with("[[") {
+            let index = before[..at].iter().filter(|l| **l == header).count();
+            format!("{name}[{index}]")
+        } else {
+            name.to_string()
+        }
+    });
     if line.starts_with('[') {
         return Some(
             line.trim_matches(|c| c == '[' || c == ']')
@@ -953,6 +960,15 @@ mod tests {
         assert_eq!(parse_str("").unwrap().root(), Path::new("."));
         let nested = parse(Path::new("conf/sec.toml"), String::new()).unwrap();
         assert_eq!(nested.root(), Path::new("conf"));
+    }
+
+    #[test]
+    fn a_key_in_an_array_of_tables_is_named_with_its_index() {
+        let text =
+            "[serve]\n[[serve.notify]]\nkind = \"json\"\n[[serve.notify]]\nkind = \"pager\"\n";
+        let at = text.rfind("pager").unwrap();
+        assert_eq!(key_at(text, at).as_deref(), Some("serve.notify[1].kind"));
+        assert_eq!(key_at(text, 8).as_deref(), Some("serve.notify"));
     }
 
     #[test]

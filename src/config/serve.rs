@@ -96,6 +96,10 @@ pub struct Trigger {
     pub batch: Option<CountOrPercent>,
     pub max_fail: Option<CountOrPercent>,
     pub pause: Option<u64>,
+    /// Deploy a push whose commit does not descend from the one this trigger
+    /// last deployed from the branch (a force-push). Off: such a push is refused.
+    #[serde(default)]
+    pub allow_force_push: bool,
 }
 
 impl Trigger {
@@ -355,7 +359,8 @@ mod tests {
         let kind = format!("{BASE}[serve]\n[[serve.notify]]\nkind = \"pager\"\n");
         let err = parse(&kind).unwrap_err().to_string();
         assert!(
-            err.contains("deploy.toml:7:8") && err.contains("unknown variant `pager`"),
+            err.contains("deploy.toml:7:8: `serve.notify[0].kind`")
+                && err.contains("unknown variant `pager`"),
             "{err}"
         );
         let email = format!("{BASE}[serve]\n[[serve.notify]]\nkind = \"email\"\nsmtp = \"mail\"\n");

@@ -56,6 +56,13 @@ pub const RUNNING: &str = "running";
 pub const SUCCESS: &str = "success";
 pub const FAILED: &str = "failed";
 pub const INTERRUPTED: &str = "interrupted";
+/// A push that would ship an older commit than the one deployed.
+pub const REFUSED: &str = "refused";
+
+/// A job asked for by a forge's push webhook.
+pub fn is_push(source: &str) -> bool {
+    source == "github" || source == "gitlab"
+}
 
 /// A deploy asked for by a push, a button or the API.
 #[derive(Debug, Clone)]
@@ -69,6 +76,9 @@ pub struct NewJob {
     pub branch: String,
     pub author: Option<String>,
     pub message: Option<String>,
+    /// A version built before, deployed again without a build (deploy
+    /// again, rollback); `None`: build the commit.
+    pub version: Option<String>,
     /// The job starts no earlier than this (unix seconds): the quiet period.
     pub not_before: i64,
 }
@@ -183,18 +193,21 @@ pub fn now() -> i64 {
 
 impl Db {
     pub fn open(path: &Path) -> Result<Db> {
+        // SQLite gives its -wal and -shm files the database's own mode.
+        super::state::private_file(path)?;
         let conn = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)
+            .and_then(|()| conn.execute_batch(super::records::SCHEMA))
             .with_context(|| format!("creating the tables in {}", path.display()))?;
         Ok(Db {
             conn: Mutex::new(conn),
         })
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
+    pub(super) fn conn(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -216,7 +229,7 @@ impl Db {
                 tx.execute(
                     "UPDATE jobs SET trigger = ?2, source = ?3, requested_by = ?4, commit_id = ?5,
                      branch = ?6, author = ?7, message = ?8, not_before = MAX(not_before, ?9),
-                     pushes = pushes + 1 WHERE id = ?1",
+                     version = ?10, pushes = pushes + 1 WHERE id = ?1",
                     params![
                         id,
                         job.trigger,
@@ -226,7 +239,8 @@ impl Db {
                         job.branch,
                         job.author,
                         job.message,
-                        job.not_before
+                        job.not_before,
+                        job.version
                     ],
                 )?;
                 (id, true)
@@ -234,7 +248,8 @@ impl Db {
             None => {
                 tx.execute(
                     "INSERT INTO jobs (trigger, key, state, source, requested_by, commit_id, branch,
-                     author, message, created, not_before) VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                     author, message, created, not_before, version)
+                     VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                     params![
                         job.trigger,
                         job.key,
@@ -245,7 +260,8 @@ impl Db {
                         job.author,
                         job.message,
                         now(),
-                        job.not_before
+                        job.not_before,
+                        job.version
                     ],
                 )?;
                 (tx.last_insert_rowid(), false)
@@ -464,6 +480,7 @@ mod tests {
             branch: "main".into(),
             author: Some("Ann".into()),
             message: Some(format!("commit {commit}")),
+            version: None,
             not_before,
         }
     }

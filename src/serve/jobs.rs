@@ -5,12 +5,14 @@
 //!
 //! The `es` runs write their output to the job's log file (not a pipe), so a
 //! server that dies does not kill them mid-step; they get SIGTERM instead
-//! (PR_SET_PDEATHSIG), which es's interrupt guard turns into "finish the step,
-//! switch nothing more, unlock". A restarted server marks such jobs interrupted.
+//! (PR_SET_PDEATHSIG, see `spawn`), which es's interrupt guard turns into
+//! "finish the step, switch nothing more, unlock". A restarted server marks
+//! such jobs interrupted, with the hosts of the deploy's report when it wrote one.
 
 use std::collections::HashMap;
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,8 +21,10 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 use tokio::sync::{watch, Notify};
 
-use super::db::{self, Db, HostResult, Job, NewJob};
-use super::{notify, Settings, TriggerSpec};
+use super::db::{self, Db, Job, NewJob};
+use super::joblog::{log_path, JobLog};
+use super::reports::{host_results, last_error_line, read_report, stopped_or_failed, Outcome};
+use super::{notify, spawn, Settings, TriggerSpec};
 
 /// The queue and the jobs running now.
 #[derive(Clone)]
@@ -74,17 +78,37 @@ impl Queue {
                 "es serve: the server stopped while this job ran (restarted at {})",
                 crate::clock::now_utc()
             ));
+            // The deploy's report, when the child `es` lived to write it,
+            // says which hosts switched.
+            let report = self
+                .settings
+                .state_dir
+                .join("work")
+                .join(format!("{}-deploy.json", job.id));
+            let hosts = read_report(&report)
+                .map(|r| host_results(&r))
+                .unwrap_or_default();
+            let switched = hosts.iter().filter(|h| h.ok).count();
+            let error = if hosts.is_empty() {
+                "es serve stopped while this job ran".to_string()
+            } else {
+                format!(
+                    "es serve stopped while this job ran; {switched} of {} hosts deployed",
+                    hosts.len()
+                )
+            };
+            log.line(&format!("es serve: {}: {error}", db::INTERRUPTED));
             log.sync(&self.db, true);
-            self.db.finish(
-                job.id,
-                db::INTERRUPTED,
-                Some("es serve stopped while this job ran"),
-                &[],
-            )?;
+            self.db
+                .finish(job.id, db::INTERRUPTED, Some(&error), &hosts)?;
             eprintln!(
-                "es serve: job {} was running when the server stopped: interrupted",
-                job.id
+                "es serve: job {} was running when the server stopped: interrupted ({} hosts in its report)",
+                job.id,
+                hosts.len()
             );
+            self.notify("failure", job.id);
+            let work = self.settings.state_dir.join("work");
+            let _ = std::fs::remove_file(work.join(format!("{}-upload", job.id)));
             let _ = std::fs::remove_dir_all(
                 self.settings
                     .state_dir
@@ -97,6 +121,7 @@ impl Queue {
             let _ = self.git_output(&repo, &["worktree", "prune"]).await;
         }
         let cutoff = db::now() - self.settings.log_retention_days * 86_400;
+        self.db.prune_deliveries(cutoff)?;
         for id in self.db.prune_logs(cutoff)? {
             let _ = std::fs::remove_file(log_path(&self.settings, id));
         }
@@ -145,6 +170,9 @@ impl Queue {
             if db::now() - last_prune > 3600 {
                 last_prune = db::now();
                 let cutoff = last_prune - self.settings.log_retention_days * 86_400;
+                if let Err(err) = self.db.prune_deliveries(cutoff) {
+                    eprintln!("es serve: pruning deliveries: {err:#}");
+                }
                 if let Ok(ids) = self.db.prune_logs(cutoff) {
                     for id in ids {
                         let _ = std::fs::remove_file(log_path(&self.settings, id));
@@ -223,12 +251,7 @@ impl Queue {
     }
 
     /// Fetch, build, deploy. Returns the job's state, its reason, its hosts.
-    async fn steps(
-        &self,
-        job: &Job,
-        trigger: &TriggerSpec,
-        log: &mut JobLog,
-    ) -> Result<(&'static str, Option<String>, Vec<HostResult>)> {
+    async fn steps(&self, job: &Job, trigger: &TriggerSpec, log: &mut JobLog) -> Result<Outcome> {
         let settings = &self.settings;
         let repo = settings.state_dir.join("repo.git");
         log.line(&format!(
@@ -286,6 +309,12 @@ impl Queue {
             .await?;
         let (author, subject) = described.trim_end().split_once('\0').unwrap_or(("", ""));
         self.db.set_commit(job.id, &commit, author, subject)?;
+        if let Some(refused) = self
+            .check_descent(job, trigger, &repo, &commit, log)
+            .await?
+        {
+            return Ok((db::REFUSED, Some(refused), Vec::new()));
+        }
 
         let work = settings.state_dir.join("work").join(job.id.to_string());
         let _ = std::fs::remove_dir_all(&work);
@@ -312,13 +341,56 @@ impl Queue {
         result
     }
 
+    /// A pushed commit must descend from the one this trigger last deployed
+    /// from the branch: an older commit (a late or replayed push) or a
+    /// force-push ships nothing unless the trigger has `allow_force_push`.
+    /// Deploys by hand and re-deploys of a version are not checked.
+    async fn check_descent(
+        &self,
+        job: &Job,
+        trigger: &TriggerSpec,
+        repo: &Path,
+        commit: &str,
+        log: &mut JobLog,
+    ) -> Result<Option<String>> {
+        if job.version.is_some() || !db::is_push(&job.source) {
+            return Ok(None);
+        }
+        let Some((last_job, last)) = self.db.last_deployed(&job.key, &job.branch, job.id)? else {
+            return Ok(None);
+        };
+        let descends = last != commit
+            && self
+                .git_output(repo, &["merge-base", "--is-ancestor", &last, commit])
+                .await
+                .is_ok();
+        if descends {
+            return Ok(None);
+        }
+        let why = if last == commit {
+            format!("commit {commit} is already deployed (job {last_job})")
+        } else {
+            format!(
+                "commit {commit} does not descend from {last}, which job {last_job} deployed from {}: an older commit or a force-push",
+                job.branch
+            )
+        };
+        if trigger.allow_force_push && last != commit {
+            log.line(&format!(
+                "es serve: {why}; deployed anyway (allow_force_push)"
+            ));
+            return Ok(None);
+        }
+        Ok(Some(format!("refused: {why}")))
+    }
+
     async fn build_and_deploy(
         &self,
         job: &Job,
         trigger: &TriggerSpec,
         work: &Path,
         log: &mut JobLog,
-    ) -> Result<(&'static str, Option<String>, Vec<HostResult>)> {
+    ) -> Result<Outcome> {
         let config = work.join(&self.settings.job_config);
         if !config.is_file() {
             bail!(
@@ -326,38 +398,19 @@ impl Queue {
                 self.settings.job_config
             );
         }
-        let commit = self
-            .db
-            .get(job.id)?
-            .and_then(|j| j.commit)
-            .ok_or_else(|| anyhow!("the job lost its commit"))?;
-        let build_report = self
-            .settings
-            .state_dir
-            .join("work")
-            .join(format!("{}-build.json", job.id));
-        let config_arg = path_arg(&config);
-        let build_args = vec![
-            "-c".to_string(),
-            config_arg.clone(),
-            "--report".into(),
-            path_arg(&build_report),
-            "build".into(),
-            "--commit".into(),
-            commit.clone(),
-        ];
-        let code = self.es(job.id, work, &build_args, log).await?;
-        if code != Some(0) {
-            let _ = std::fs::remove_file(&build_report);
-            return Ok(stopped_or_failed(code, "es build failed"));
-        }
-        let report = read_report(&build_report)?;
-        let version = report["version"]
-            .as_str()
-            .ok_or_else(|| anyhow!("es build reported no version"))?
-            .to_string();
-        self.db.set_version(job.id, &version)?;
-
+        let version = match &job.version {
+            // Deploy again, or roll back: the version is on the index already.
+            Some(version) => {
+                log.line(&format!(
+                    "es serve: deploying {version} again (built before; no build)"
+                ));
+                version.clone()
+            }
+            None => match self.build(job, work, &path_arg(&config), log).await? {
+                Ok(version) => version,
+                Err(stopped) => return Ok(stopped),
+            },
+        };
         if *self.stop.borrow() {
             return Ok((
                 db::INTERRUPTED,
@@ -374,7 +427,7 @@ impl Queue {
             .join(format!("{}-deploy.json", job.id));
         let mut deploy_args = vec![
             "-c".to_string(),
-            config_arg,
+            path_arg(&config),
             "-R".into(),
             trigger.role.clone(),
             "--report".into(),
@@ -393,7 +446,7 @@ impl Queue {
         if let Some(pause) = trigger.pause {
             deploy_args.extend(["--pause".into(), pause.to_string()]);
         }
-        let code = self.es(job.id, work, &deploy_args, log).await?;
+        let code = self.es(job.id, work, &deploy_args, None, log).await?;
         let report = read_report(&deploy_report).unwrap_or(Value::Null);
         let _ = std::fs::remove_file(&deploy_report);
         let hosts = host_results(&report);
@@ -417,6 +470,63 @@ impl Queue {
         Ok((state, error, hosts))
     }
 
+    /// `es build` of the job's commit as one of its branch (a branch other
+    /// than the default one gets its `+branch` label, which `latest` skips);
+    /// the version built, or how the job ends when the build did not succeed.
+    async fn build(
+        &self,
+        job: &Job,
+        work: &Path,
+        config: &str,
+        log: &mut JobLog,
+    ) -> Result<std::result::Result<String, Outcome>> {
+        let commit = self
+            .db
+            .get(job.id)?
+            .and_then(|j| j.commit)
+            .ok_or_else(|| anyhow!("the job lost its commit"))?;
+        let scratch = self.settings.state_dir.join("work");
+        let report = scratch.join(format!("{}-build.json", job.id));
+        let args = vec![
+            "-c".to_string(),
+            config.to_string(),
+            "--report".into(),
+            path_arg(&report),
+            "build".into(),
+            "--commit".into(),
+            commit,
+            "--branch".into(),
+            job.branch.clone(),
+        ];
+        let credentials = scratch.join(format!("{}-upload", job.id));
+        let handed = match &self.settings.upload {
+            Some((user, password)) => {
+                write_private(&credentials, &format!("{user}\n{password}\n"))?;
+                Some(credentials.as_path())
+            }
+            None => None,
+        };
+        let code = self.es(job.id, work, &args, handed, log).await;
+        let _ = std::fs::remove_file(&credentials);
+        let code = code?;
+        if code != Some(0) {
+            let _ = std::fs::remove_file(&report);
+            let (state, error, hosts) = stopped_or_failed(code, "es build failed");
+            let error = error.map(|e| match last_error_line(log) {
+                Some(cause) => format!("{e}: {cause}"),
+                None => e,
+            });
+            return Ok(Err((state, error, hosts)));
+        }
+        let report = read_report(&report)?;
+        let version = report["version"]
+            .as_str()
+            .ok_or_else(|| anyhow!("es build reported no version"))?
+            .to_string();
+        self.db.set_version(job.id, &version)?;
+        Ok(Ok(version))
+    }
+
     /// Runs `es ARGS` in `dir` with its output into the job's log; its exit
     /// code, `None` when a signal ended it.
     async fn es(
@@ -424,6 +534,7 @@ impl Queue {
         id: i64,
         dir: &Path,
         args: &[String],
+        credentials: Option<&Path>,
         log: &mut JobLog,
     ) -> Result<Option<i32>> {
         let exe = std::env::current_exe().context("finding the es executable")?;
@@ -437,7 +548,7 @@ impl Queue {
         log.sync(&self.db, false);
         let out = log.file_for_child()?;
         let err = out.try_clone()?;
-        let mut command = tokio::process::Command::new(exe);
+        let mut command = std::process::Command::new(exe);
         command
             .args(args)
             .current_dir(dir)
@@ -448,29 +559,26 @@ impl Queue {
         for var in &self.settings.secret_vars {
             command.env_remove(var);
         }
-        // SAFETY: prctl(2) is async-signal-safe; it only asks the kernel to send
-        // SIGTERM to the child when this thread's process goes away.
-        unsafe {
-            command.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                Ok(())
-            });
+        if let Some(credentials) = credentials {
+            command.env(crate::index::UPLOAD_CREDENTIALS_VAR, credentials);
         }
-        let mut child = command.spawn().context("starting es")?;
-        self.db.set_pid(id, child.id())?;
+        let mut child = spawn::spawn(command).await.context("starting es")?;
+        let pid = child.id();
+        self.db.set_pid(id, Some(pid))?;
+        let mut waited = tokio::task::spawn_blocking(move || child.wait());
         let mut stop = self.stop.subscribe();
         let mut told = *stop.borrow();
         if told {
-            signal_child(&child);
+            spawn::terminate(pid);
         }
         let status = loop {
             tokio::select! {
-                status = child.wait() => break status?,
+                status = &mut waited => break status.context("waiting for es")??,
                 _ = tokio::time::sleep(Duration::from_millis(300)) => log.sync(&self.db, false),
                 changed = stop.changed(), if !told => {
                     if changed.is_ok() && *stop.borrow() {
                         told = true;
-                        signal_child(&child);
+                        spawn::terminate(pid);
                     }
                 }
             }
@@ -537,14 +645,6 @@ impl Queue {
     }
 }
 
-/// SIGTERM to a child `es`: its interrupt guard finishes the step and unlocks.
-fn signal_child(child: &tokio::process::Child) {
-    if let Some(pid) = child.id() {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
-    }
-}
-
 /// Waits (at most two minutes) for a process of an earlier server to end.
 async fn wait_gone(pid: i64) {
     for _ in 0..600 {
@@ -556,139 +656,19 @@ async fn wait_gone(pid: i64) {
     }
 }
 
-fn stopped_or_failed(
-    code: Option<i32>,
-    what: &str,
-) -> (&'static str, Option<String>, Vec<HostResult>) {
-    match code {
-        Some(130) | Some(143) | None => (
-            db::INTERRUPTED,
-            Some(format!("{what}: interrupted (the server was stopping)")),
-            Vec::new(),
-        ),
-        Some(code) => (
-            db::FAILED,
-            Some(format!("{what} (exit {code})")),
-            Vec::new(),
-        ),
-    }
-}
-
-fn read_report(path: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading the report {}", path.display()))?;
-    let _ = std::fs::remove_file(path);
-    serde_json::from_str(&text).with_context(|| format!("reading the report {}", path.display()))
-}
-
-/// The hosts of a deploy's summary.
-fn host_results(report: &Value) -> Vec<HostResult> {
-    report["hosts"]
-        .as_array()
-        .map(|hosts| {
-            hosts
-                .iter()
-                .map(|h| HostResult {
-                    host: h["host"].as_str().unwrap_or("").to_string(),
-                    ok: h["ok"].as_bool().unwrap_or(false),
-                    outcome: h["outcome"]
-                        .as_str()
-                        .map(str::to_string)
-                        .unwrap_or_else(|| if h["ok"] == true { "ok" } else { "failed" }.into()),
-                    error: h["error"].as_str().map(str::to_string),
-                    seconds: h["seconds"].as_f64(),
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+/// Writes a file only its owner may read, created with that mode.
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// A path as one argument (es and git take paths as they are).
 fn path_arg(path: &Path) -> String {
     path.display().to_string()
-}
-
-pub fn log_path(settings: &Settings, id: i64) -> PathBuf {
-    settings.state_dir.join("logs").join(format!("{id}.log"))
-}
-
-/// A job's log: a file that the job's processes append to, copied line by
-/// line into the database as it grows. Secrets are masked on the way in.
-pub struct JobLog {
-    id: i64,
-    path: PathBuf,
-    offset: u64,
-    secrets: Vec<String>,
-}
-
-impl JobLog {
-    pub fn open(settings: &Settings, id: i64, offset: i64) -> Result<JobLog> {
-        let path = log_path(settings, id);
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .with_context(|| format!("opening {}", path.display()))?;
-        Ok(JobLog {
-            id,
-            path,
-            offset: offset.max(0) as u64,
-            secrets: settings.secrets.clone(),
-        })
-    }
-
-    fn file_for_child(&self) -> Result<std::fs::File> {
-        std::fs::OpenOptions::new()
-            .append(true)
-            .open(&self.path)
-            .with_context(|| format!("opening {}", self.path.display()))
-    }
-
-    /// Adds a line of the server's own.
-    pub fn line(&mut self, line: &str) {
-        if let Ok(mut file) = self.file_for_child() {
-            let _ = writeln!(file, "{line}");
-        }
-    }
-
-    /// Copies the complete lines written since the last call into the
-    /// database (`last`: the unfinished line too).
-    pub fn sync(&mut self, db: &Db, last: bool) {
-        let Ok(mut file) = std::fs::File::open(&self.path) else {
-            return;
-        };
-        if file.seek(SeekFrom::Start(self.offset)).is_err() {
-            return;
-        }
-        let mut bytes = Vec::new();
-        if file.read_to_end(&mut bytes).is_err() || bytes.is_empty() {
-            return;
-        }
-        let end = if last {
-            bytes.len()
-        } else {
-            match bytes.iter().rposition(|b| *b == b'\n') {
-                Some(i) => i + 1,
-                None => return,
-            }
-        };
-        let lines: Vec<String> = String::from_utf8_lossy(&bytes[..end])
-            .lines()
-            .map(|line| self.mask(line))
-            .collect();
-        let offset = self.offset + end as u64;
-        if db.append_log(self.id, &lines, offset as i64).is_ok() {
-            self.offset = offset;
-        }
-    }
-
-    fn mask(&self, line: &str) -> String {
-        let line = self
-            .secrets
-            .iter()
-            .filter(|s| s.len() >= 3)
-            .fold(line.to_string(), |l, s| l.replace(s.as_str(), "****"));
-        // Progress redraws and colours from a terminal-minded tool, made plain.
-        line.replace('\r', "")
-    }
 }

@@ -4,9 +4,17 @@
 //! pushed commit, keeps every job's log and hosts' outcomes in SQLite, shows
 //! them on a web page, and notifies the team.
 
+mod auth;
 mod db;
+mod hooks;
+mod joblog;
 mod jobs;
 mod notify;
+mod records;
+mod release;
+mod reports;
+mod spawn;
+mod state;
 mod web;
 mod webhook;
 
@@ -46,6 +54,9 @@ pub struct Settings {
     /// The environment variables the server's own secrets come from: removed
     /// from the environment of a job's processes, which run the pushed code.
     pub secret_vars: Vec<String>,
+    /// TWINE_USERNAME and TWINE_PASSWORD, taken out of the environment: a
+    /// job's build gets them in a 0600 file it deletes once read.
+    pub upload: Option<(String, String)>,
 }
 
 pub struct UserLogin {
@@ -65,6 +76,7 @@ pub struct TriggerSpec {
     pub batch: Option<String>,
     pub max_fail: Option<String>,
     pub pause: Option<u64>,
+    pub allow_force_push: bool,
 }
 
 impl TriggerSpec {
@@ -250,6 +262,23 @@ pub fn settings(app: &App) -> Result<Settings> {
     if let Some(password) = crate::index::url_password(remote.get_ref()) {
         secrets.push(password.to_string());
     }
+    let index = &loaded.config.index;
+    for url in index.url.iter().chain(index.upload_url.iter()) {
+        if let Some(password) = crate::index::url_password(url) {
+            secrets.push(password.to_string());
+        }
+    }
+    let upload = match (
+        std::env::var("TWINE_USERNAME"),
+        std::env::var("TWINE_PASSWORD"),
+    ) {
+        (Ok(user), Ok(password)) => {
+            secrets.push(password.clone());
+            Some((user, password))
+        }
+        _ => None,
+    };
+    secret_vars.extend(["TWINE_USERNAME".to_string(), "TWINE_PASSWORD".to_string()]);
     Ok(Settings {
         project: loaded.config.project.name.clone().unwrap_or_default(),
         listen,
@@ -280,11 +309,13 @@ pub fn settings(app: &App) -> Result<Settings> {
                 batch: t.batch.map(|b| b.to_string()),
                 max_fail: t.max_fail.map(|m| m.to_string()),
                 pause: t.pause,
+                allow_force_push: t.allow_force_push,
             })
             .collect(),
         notify,
         secrets,
         secret_vars,
+        upload,
     })
 }
 
@@ -301,18 +332,50 @@ pub fn command(app: &App, args: &ServeArgs) -> Result<bool> {
         );
         return Ok(true);
     }
+    let lock = state::prepare(&settings.state_dir)?;
+    isolate_secrets(&settings);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(run(Arc::new(settings)))?;
+    drop(lock);
     Ok(true)
 }
 
+/// Before any job: the server's secrets leave its environment (a job's
+/// processes run the pushed code), and the server becomes non-dumpable, so a
+/// process of the same user can read neither its /proc/PID/environ nor its memory.
+///
+/// Removing a variable only drops it from libc's list; /proc/PID/environ
+/// shows the block the kernel gave the process at exec, so the values are
+/// first overwritten there. Runs before any other thread exists.
+fn isolate_secrets(settings: &Settings) {
+    // SAFETY: single-threaded here; `environ` is a NUL-terminated array of
+    // NUL-terminated strings, and each value is overwritten within its own
+    // length, never past its terminator.
+    unsafe {
+        let mut entry = libc::environ;
+        while !entry.is_null() && !(*entry).is_null() {
+            let text = std::ffi::CStr::from_ptr(*entry).to_bytes();
+            if let Some(eq) = text.iter().position(|b| *b == b'=') {
+                let name = &text[..eq];
+                if settings.secret_vars.iter().any(|v| v.as_bytes() == name) {
+                    std::ptr::write_bytes((*entry).add(eq + 1), 0, text.len() - eq - 1);
+                }
+            }
+            entry = entry.add(1);
+        }
+    }
+    for var in &settings.secret_vars {
+        std::env::remove_var(var);
+    }
+    // SAFETY: prctl(2) with PR_SET_DUMPABLE only changes this process's flag.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0) };
+}
+
 async fn run(settings: Arc<Settings>) -> Result<()> {
-    std::fs::create_dir_all(settings.state_dir.join("logs"))
-        .with_context(|| format!("making {}", settings.state_dir.display()))?;
     let db = Arc::new(db::Db::open(&settings.state_dir.join("serve.db"))?);
     let queue = jobs::Queue::new(db.clone(), settings.clone());
     queue.recover().await?;
@@ -326,13 +389,25 @@ async fn run(settings: Arc<Settings>) -> Result<()> {
     );
     let scheduler = tokio::spawn(queue.clone().schedule());
     let project = settings.project.clone();
-    let router = web::router(web::new_state(db, settings, queue.clone(), project));
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serving HTTP")?;
-    eprintln!("es serve: stopping: the running jobs are told to stop and finish their step");
-    queue.shutdown().await;
+    let state = web::new_state(db, settings, queue.clone(), project);
+    let router = web::router(state.clone());
+    // On SIGTERM the server keeps answering (webhooks get 503 and
+    // Retry-After) until the running jobs have finished their step.
+    let drain = async move {
+        shutdown_signal().await;
+        state
+            .draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        eprintln!("es serve: stopping: webhooks are answered 503; the running jobs are told to stop and finish their step");
+        queue.shutdown().await;
+    };
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(drain)
+    .await
+    .context("serving HTTP")?;
     let _ = scheduler.await;
     eprintln!("es serve: stopped");
     Ok(())
@@ -367,6 +442,7 @@ mod tests {
             batch: None,
             max_fail: None,
             pause: None,
+            allow_force_push: false,
         };
         assert!(t.matches_branch("release/1.2"));
         assert!(!t.matches_branch("main"));

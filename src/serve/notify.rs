@@ -125,6 +125,11 @@ pub fn headline(settings: &Settings, event: &str, job: &Job) -> String {
 }
 
 fn deliver(settings: &Settings, spec: &NotifySpec, event: &str, job: &Job) -> Result<()> {
+    let mut job = job.clone();
+    for text in [&mut job.error, &mut job.message].into_iter().flatten() {
+        *text = mask(settings, text);
+    }
+    let job = &job;
     let text = headline(settings, event, job);
     match spec.kind {
         NotifyKind::Json => {
@@ -152,7 +157,7 @@ fn post(spec: &NotifySpec, body: Value) -> Result<()> {
         .http_status_as_error(false)
         .build()
         .new_agent();
-    let response = agent
+    let mut response = agent
         .post(&url)
         .header("Content-Type", "application/json")
         .header("User-Agent", concat!("es/", env!("CARGO_PKG_VERSION")))
@@ -162,7 +167,38 @@ fn post(spec: &NotifySpec, body: Value) -> Result<()> {
     if !(200..300).contains(&status) {
         return Err(anyhow!("the webhook answered HTTP {status}"));
     }
+    if spec.kind == NotifyKind::Dingtalk {
+        // DingTalk answers 200 to a refused message too; its errcode says.
+        let text = response
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| anyhow!("reading DingTalk's answer: {e}"))?;
+        let answer: Value = serde_json::from_str(&text)
+            .map_err(|e| anyhow!("DingTalk's answer is not JSON: {e}"))?;
+        dingtalk_accepted(&answer)?;
+    }
     Ok(())
+}
+
+/// DingTalk's answer: `errcode` 0, or the refusal with its `errmsg`.
+fn dingtalk_accepted(answer: &Value) -> Result<()> {
+    match answer["errcode"].as_i64() {
+        Some(0) => Ok(()),
+        code => Err(anyhow!(
+            "DingTalk refused the message: errcode {}, {}",
+            code.map_or("missing".to_string(), |c| c.to_string()),
+            answer["errmsg"].as_str().unwrap_or("")
+        )),
+    }
+}
+
+/// `text` with every secret of the server masked.
+fn mask(settings: &Settings, text: &str) -> String {
+    settings
+        .secrets
+        .iter()
+        .filter(|s| s.len() >= 3)
+        .fold(text.to_string(), |t, s| t.replace(s.as_str(), "****"))
 }
 
 /// An error text without the URL, whose path or query may hold a token.
@@ -232,7 +268,13 @@ fn email(spec: &NotifySpec, subject: &str, job: &Job) -> Result<()> {
             job.author.as_deref().unwrap_or("")
         ));
     }
-    let message = message.body(body).context("building the email")?;
+    // A single text/plain part: MIME-Version and Content-Type with it, and a
+    // Message-ID, which mail filters expect of every message.
+    let message = message
+        .message_id(None)
+        .date_now()
+        .singlepart(lettre::message::SinglePart::plain(body))
+        .context("building the email")?;
     let builder = match spec.tls {
         SmtpTls::None => SmtpTransport::builder_dangerous(&host),
         SmtpTls::Starttls => SmtpTransport::starttls_relay(&host)?,
@@ -252,6 +294,19 @@ fn email(spec: &NotifySpec, subject: &str, job: &Job) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dingtalk_errcode_is_a_failure() {
+        assert!(dingtalk_accepted(&json!({"errcode": 0, "errmsg": "ok"})).is_ok());
+        let err = dingtalk_accepted(&json!({"errcode": 310000, "errmsg": "sign not match"}))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("310000") && err.contains("sign not match"),
+            "{err}"
+        );
+        assert!(dingtalk_accepted(&json!({})).is_err());
+    }
 
     #[test]
     fn dingtalk_signature_is_appended_url_encoded() {
