@@ -9,7 +9,7 @@ use super::plan::{Placement, Plan};
 use crate::config::Health;
 use crate::fleet::HostCtx;
 use crate::quote::quote;
-use crate::remote::{Arg, FACTS, FINISH, STAGE, SUPERVISORD};
+use crate::remote::{Arg, FACTS, FINISH, STAGE, SUPERVISORD, TOOLS};
 
 /// A release kept on a host.
 #[derive(Debug, Clone)]
@@ -261,6 +261,13 @@ pub fn stage(
     )?;
     ctx.conn
         .upload(index.as_bytes(), &format!("{staging}/index.env"), 0o600)?;
+    if !facts.tools {
+        ctx.conn.upload(
+            TOOLS.text().as_bytes(),
+            &format!("{staging}/tools.py"),
+            0o600,
+        )?;
+    }
     for (path, text) in &rendered.extras {
         ctx.conn
             .upload(text.as_bytes(), &format!("{staging}/extra/{path}"), 0o600)?;

@@ -14,9 +14,9 @@
 #               (logs and tmp always link to ROOT/logs and ROOT/tmp; etc/ is the release's own)
 #
 # The caller has uploaded ROOT/.es/staging/ID/ with supervisord.conf, es.env,
-# release.json, extra/ (deploy.extra_templates, 0600) and index.env (ES_INDEX_URL, ES_TRUSTED_HOST; 0600, so that no
-# password is on a command line). A release is complete only once its
-# release.json is in place; an incomplete one is removed, here or next time.
+# release.json, extra/ (deploy.extra_templates, 0600), index.env (ES_INDEX_URL,
+# ES_TRUSTED_HOST; 0600, so that no password is on a command line) and, when
+# the tools venv is missing, tools.py. A release is complete only once its
 set -eu
 root=$1 id=$2 requirement=$3 installer=$4 venv_command=$5
 shift 5
@@ -57,20 +57,45 @@ mkdir -p logs tmp etc shared releases .es/staging
 touch .es/lock 2>/dev/null || true
 
 # The tools venv (supervisor, and uv unless pip is asked for), made once.
-# Its `complete` marker is written last: a venv cut short (a full disk, an
-# interrupt) is made again from nothing.
+# uv comes straight out of its wheel on the index (tools.py, uploaded beside
+# the release's files when the tools are missing), then makes the venv and
+# installs supervisor from the index, with its cache on the host: no
+# `python3 -m venv` and no pip. Without uv on the index (installer auto) or
+# with installer pip, python3 -m venv and pip do it. The `complete` marker is
+# written last: a venv cut short (a full disk, an interrupt) is made again
+# from nothing.
+command -v python3 >/dev/null ||
+    fail "this host has no python3 on PATH ($PATH): es needs it for supervisord and the release venvs"
+export UV_PYTHON_DOWNLOADS=never
 if [ ! -f "$tools/complete" ]; then
-    rm -rf "$tools"
-    python3 -m venv "$tools" >&2 || { rm -rf "$tools"; fail "cannot create the tools venv in $root/$tools"; }
-    packages=supervisor
-    [ "$installer" != pip ] && packages="supervisor uv"
-    # shellcheck disable=SC2086
-    if ! "$tools/bin/pip" install -q $packages >&2; then
-        if [ "$installer" = auto ] && "$tools/bin/pip" install -q supervisor >&2; then
-            echo "uv is not installable from the index; installing with pip" >&2
+    rm -rf "$tools" "$tools.uv"
+    made=
+    if [ "$installer" != pip ] && [ -f "$staging/tools.py" ]; then
+        if python3 "$staging/tools.py" "$tools.uv" >/dev/null &&
+            "$tools.uv" venv -q --python "$(command -v python3)" "$tools" >&2 &&
+            mv "$tools.uv" "$tools/bin/uv" &&
+            "$tools/bin/uv" pip install -q --python "$tools/bin/python" supervisor >&2; then
+            made=1
+        elif [ "$installer" = uv ]; then
+            rm -rf "$tools" "$tools.uv"
+            fail "cannot make the tools venv with uv from the index"
         else
-            rm -rf "$tools"
-            fail "cannot install supervisor into the tools venv"
+            rm -rf "$tools" "$tools.uv"
+            echo "uv is not available from the index; making the tools venv with pip" >&2
+        fi
+    fi
+    if [ -z "$made" ]; then
+        python3 -m venv "$tools" >&2 || { rm -rf "$tools"; fail "cannot create the tools venv in $root/$tools"; }
+        packages=supervisor
+        [ "$installer" != pip ] && packages="supervisor uv"
+        # shellcheck disable=SC2086
+        if ! "$tools/bin/pip" install -q $packages >&2; then
+            if [ "$installer" = auto ] && "$tools/bin/pip" install -q supervisor >&2; then
+                echo "uv is not installable from the index; installing with pip" >&2
+            else
+                rm -rf "$tools"
+                fail "cannot install supervisor into the tools venv"
+            fi
         fi
     fi
     date -u +%Y-%m-%dT%H:%M:%SZ > "$tools/complete" || { rm -rf "$tools"; fail "cannot finish the tools venv"; }
@@ -101,7 +126,7 @@ trap 'exit 130' INT TERM HUP
 if [ -n "$venv_command" ]; then
     sh -c "$venv_command \"\$1\"" es "$root/$rel" >&2
 elif [ -n "$uv" ]; then
-    "$uv" venv -q --python python3 "$root/$rel" >&2
+    "$uv" venv -q --python "$(command -v python3)" "$root/$rel" >&2
 else
     python3 -m venv "$root/$rel" >&2
 fi
