@@ -20,7 +20,7 @@ fn built_project(
     port: &str,
     extra_deploy: &str,
 ) -> (PathBuf, String, String) {
-    let name = unique("boot");
+    let name = unique(prefix);
     common::create_project(sb, &name);
     let dir = sb.work.path().join(&name);
     let roles: Vec<String> = hosts

@@ -56,65 +56,20 @@ mkdir -p logs tmp etc shared releases .es/staging
 # The lock's age tells a live deploy from a dead one: every step refreshes it.
 touch .es/lock 2>/dev/null || true
 
-# The tools venv (supervisor, and uv unless pip is asked for), made once.
-# uv comes straight out of its wheel on the index (tools.py, uploaded beside
-# the release's files when the tools are missing), then makes the venv and
-# installs supervisor from the index, with its cache on the host: no
-# `python3 -m venv` and no pip. Without uv on the index (installer auto) or
-# with installer pip, python3 -m venv and pip do it. The `complete` marker is
-# written last: a venv cut short (a full disk, an interrupt) is made again
-# from nothing.
-command -v python3 >/dev/null ||
-    fail "this host has no python3 on PATH ($PATH): es needs it for supervisord and the release venvs"
-export UV_PYTHON_DOWNLOADS=never
-if [ ! -f "$tools/complete" ]; then
-    rm -rf "$tools" "$tools.uv"
-    made=
-    if [ "$installer" != pip ] && [ -f "$staging/tools.py" ]; then
-        if python3 "$staging/tools.py" "$tools.uv" >/dev/null &&
-            "$tools.uv" venv -q --python "$(command -v python3)" "$tools" >&2 &&
-            mv "$tools.uv" "$tools/bin/uv" &&
-            "$tools/bin/uv" pip install -q --python "$tools/bin/python" supervisor >&2; then
-            made=1
-        elif [ "$installer" = uv ]; then
-            rm -rf "$tools" "$tools.uv"
-            fail "cannot make the tools venv with uv from the index"
-        else
-            rm -rf "$tools" "$tools.uv"
-            echo "uv is not available from the index; making the tools venv with pip" >&2
-        fi
-    fi
-    if [ -z "$made" ]; then
-        python3 -m venv "$tools" >&2 || { rm -rf "$tools"; fail "cannot create the tools venv in $root/$tools"; }
-        packages=supervisor
-        [ "$installer" != pip ] && packages="supervisor uv"
-        # shellcheck disable=SC2086
-        if ! "$tools/bin/pip" install -q $packages >&2; then
-            if [ "$installer" = auto ] && "$tools/bin/pip" install -q supervisor >&2; then
-                echo "uv is not installable from the index; installing with pip" >&2
-            else
-                rm -rf "$tools"
-                fail "cannot install supervisor into the tools venv"
-            fi
-        fi
-    fi
-    date -u +%Y-%m-%dT%H:%M:%SZ > "$tools/complete" || { rm -rf "$tools"; fail "cannot finish the tools venv"; }
-fi
-uv=
-if [ "$installer" != pip ] && [ -x "$tools/bin/uv" ]; then
-    uv=$tools/bin/uv
-fi
-[ "$installer" = uv ] && [ -z "$uv" ] && fail "installer = \"uv\", but uv is not available in $root/$tools"
-
 # Incomplete releases left by an earlier failure are garbage.
 for d in releases/*/; do
     [ -d "$d" ] && [ ! -f "${d}release.json" ] && rm -rf "$d"
 done
 
+tools_job=
 cleanup() {
     status=$?
     if [ $status -ne 0 ]; then
         rm -rf "$rel"
+        if [ -n "$tools_job" ]; then
+            wait "$tools_job" 2>/dev/null || true
+            [ -f "$tools/complete" ] || rm -rf "$tools" "$tools.uv"
+        fi
         disk_hint
     fi
     rm -rf "$staging"
@@ -123,10 +78,46 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
 
+# The tools venv (supervisor, and uv unless pip is asked for), made once.
+# uv comes straight out of its wheel on the index (tools.py, uploaded beside
+# the release's files when the tools are missing), then makes the venv and
+# installs supervisor from the index, with its cache on the host, while the
+# release is staged: no `python3 -m venv` and no pip. Without uv on the index
+# (installer auto) or with installer pip, python3 -m venv and pip do it. The
+# `complete` marker is written last: a venv cut short (a full disk, an
+# interrupt) is made again from nothing.
+command -v python3 >/dev/null ||
+    fail "this host has no python3 on PATH ($PATH): es needs it for supervisord and the release venvs"
+python=$(command -v python3)
+export UV_PYTHON_DOWNLOADS=never
+uv=
+if [ ! -f "$tools/complete" ]; then
+    rm -rf "$tools" "$tools.uv"
+    if [ "$installer" != pip ] && [ -f "$staging/tools.py" ] &&
+        python3 "$staging/tools.py" "$tools.uv" >/dev/null; then
+        uv=$tools.uv
+        { "$uv" venv -q --python "$python" "$tools" && "$uv" pip install -q --python "$tools/bin/python" supervisor; } >&2 &
+        tools_job=$!
+    elif [ "$installer" = uv ]; then
+        fail "cannot take uv from the index for the tools venv"
+    else
+        [ "$installer" = auto ] && echo "uv is not available from the index; making the tools venv with pip" >&2
+        python3 -m venv "$tools" >&2 || { rm -rf "$tools"; fail "cannot create the tools venv in $root/$tools"; }
+        if ! "$tools/bin/pip" install -q supervisor >&2; then
+            rm -rf "$tools"
+            fail "cannot install supervisor into the tools venv"
+        fi
+        date -u +%Y-%m-%dT%H:%M:%SZ > "$tools/complete" || { rm -rf "$tools"; fail "cannot finish the tools venv"; }
+    fi
+elif [ "$installer" != pip ] && [ -x "$tools/bin/uv" ]; then
+    uv=$tools/bin/uv
+fi
+[ "$installer" = uv ] && [ -z "$uv" ] && fail "installer = \"uv\", but uv is not available in $root/$tools"
+
 if [ -n "$venv_command" ]; then
     sh -c "$venv_command \"\$1\"" es "$root/$rel" >&2
 elif [ -n "$uv" ]; then
-    "$uv" venv -q --python "$(command -v python3)" "$root/$rel" >&2
+    "$uv" venv -q --python "$python" "$root/$rel" >&2
 else
     python3 -m venv "$root/$rel" >&2
 fi
@@ -183,6 +174,13 @@ for f in "$rel"/lib/python*/site-packages/*.dist-info/es-build.json; do
     dist=$(basename "$(dirname "$f")" | tr 'A-Z.-' 'a-z__')
     case "$dist" in "${project}"_[0-9]*) cp "$f" "$rel/es-build.json" ;; esac
 done
+# The tools venv, made beside the release: finished before the release is.
+if [ -n "$tools_job" ]; then
+    wait "$tools_job" || fail "cannot make the tools venv (uv venv, supervisor from the index) in $root/$tools"
+    tools_job=
+    mv "$tools.uv" "$tools/bin/uv" &&
+        date -u +%Y-%m-%dT%H:%M:%SZ > "$tools/complete" || { rm -rf "$tools"; fail "cannot finish the tools venv"; }
+fi
 mv "$staging/release.json" "$rel/release.json"
 echo "staged=$id"
 if [ -f "$rel/es-build.json" ]; then
