@@ -157,3 +157,67 @@ fn installer_pip_still_makes_the_tools_with_pip() {
     assert!(!listing.lines().any(|f| f == "uv"), "{listing}");
     make_fresh(&tb, &hosts, prefix);
 }
+
+#[test]
+fn a_host_whose_python_the_project_refuses_is_named_with_both_versions() {
+    let tb = Testbed::get();
+    let sb = Sandbox::new();
+    let hosts = [60];
+    let prefix = "boot_py";
+    make_fresh(&tb, &hosts, prefix);
+    // Newer than the host's Python (this machine's, which builds it, must be newer still).
+    let host_python = on_host(
+        &tb,
+        60,
+        "python3 -c 'import platform; print(platform.python_version())'",
+    );
+    let needs = format!(">{host_python}");
+    let name = unique(prefix);
+    common::create_project(&sb, &name);
+    let dir = sb.work.path().join(&name);
+    let pyproject = std::fs::read_to_string(dir.join("pyproject.toml")).unwrap();
+    let edited: String = pyproject
+        .lines()
+        .map(|l| match l.starts_with("requires-python") {
+            true => format!("requires-python = \"{needs}\"\n"),
+            false => format!("{l}\n"),
+        })
+        .collect();
+    assert_ne!(edited, pyproject, "the template declares requires-python");
+    std::fs::write(dir.join("pyproject.toml"), edited).unwrap();
+    std::fs::write(
+        dir.join("deploy.toml"),
+        format!(
+            "[project]\nname = \"{name}\"\n\n{}\n[roles]\ndev = [\"{}\"]\n\n{}\n[deploy]\n\
+             default_role = \"dev\"\ndefault_venv = \"a\"\nvirtualenv_prefix = \"~/{prefix}\"\n\
+             venv_ports = {{ a = \"877\" }}\nsupervisor_template = \"conf/supervisord.conf\"\n",
+            tb.index_section(),
+            tb.addr(60),
+            tb.ssh_section()
+        ),
+    )
+    .unwrap();
+    common::git(&sb, &dir, &["commit", "-qam", "needs a newer python"]);
+    expect_code(&common::es_build(&sb, &tb, &dir, &[]), 0);
+
+    let out = sb
+        .es()
+        .current_dir(&dir)
+        .args(["deploy", "latest", "prod"])
+        .output()
+        .unwrap();
+    let (_, stderr) = expect_code(&out, 1);
+    assert!(stderr.contains(&format!("Python {needs}")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("with this host's Python {host_python} (/usr/")),
+        "{stderr}"
+    );
+    // The tools venv, made beside the release that failed, is kept.
+    let complete = on_host(
+        &tb,
+        60,
+        &format!("cat /home/{}/{prefix}/a/.es/tools/complete", tb.user),
+    );
+    assert!(complete.ends_with('Z'), "{complete:?}");
+    make_fresh(&tb, &hosts, prefix);
+}

@@ -61,15 +61,26 @@ for d in releases/*/; do
     [ -d "$d" ] && [ ! -f "${d}release.json" ] && rm -rf "$d"
 done
 
+# The tools venv made in the background (below): waited for and marked
+# complete; one that failed is removed and made again next time.
 tools_job=
+finish_tools() {
+    [ -n "$tools_job" ] || return 0
+    job=$tools_job
+    tools_job=
+    if wait "$job" && mv "$tools.uv" "$tools/bin/uv" &&
+        date -u +%Y-%m-%dT%H:%M:%SZ > "$tools/complete"; then
+        return 0
+    fi
+    rm -rf "$tools" "$tools.uv"
+    return 1
+}
+
 cleanup() {
     status=$?
     if [ $status -ne 0 ]; then
         rm -rf "$rel"
-        if [ -n "$tools_job" ]; then
-            wait "$tools_job" 2>/dev/null || true
-            [ -f "$tools/complete" ] || rm -rf "$tools" "$tools.uv"
-        fi
+        finish_tools || true
         disk_hint
     fi
     rm -rf "$staging"
@@ -126,11 +137,14 @@ printf '%s\n' "$requirement" > "$staging/requirements.txt"
 for arg in "$@"; do
     case "$arg" in pkg:*) printf '%s\n' "${arg#pkg:}" >> "$staging/requirements.txt" ;; esac
 done
+# A failure names this host's Python: the installer's words name what the
+# project needs (requires-python) but not what the host has.
 if [ -n "$uv" ]; then
-    "$uv" pip install -q --python "$rel/bin/python" -r "$staging/requirements.txt" >&2
+    installed() { "$uv" pip install -q --python "$rel/bin/python" -r "$staging/requirements.txt" >&2; }
 else
-    "$rel/bin/python" -m pip install -q -r "$staging/requirements.txt" >&2
+    installed() { "$rel/bin/python" -m pip install -q -r "$staging/requirements.txt" >&2; }
 fi
+installed || fail "cannot install $requirement with this host's $("$rel/bin/python" -V 2>&1) ($(readlink -f "$rel/bin/python"))"
 
 # The release's own files: its configuration, its environment (0600), the
 # wrapper that loads it, and links to what lives beside the releases.
@@ -174,13 +188,8 @@ for f in "$rel"/lib/python*/site-packages/*.dist-info/es-build.json; do
     dist=$(basename "$(dirname "$f")" | tr 'A-Z.-' 'a-z__')
     case "$dist" in "${project}"_[0-9]*) cp "$f" "$rel/es-build.json" ;; esac
 done
-# The tools venv, made beside the release: finished before the release is.
-if [ -n "$tools_job" ]; then
-    wait "$tools_job" || fail "cannot make the tools venv (uv venv, supervisor from the index) in $root/$tools"
-    tools_job=
-    mv "$tools.uv" "$tools/bin/uv" &&
-        date -u +%Y-%m-%dT%H:%M:%SZ > "$tools/complete" || { rm -rf "$tools"; fail "cannot finish the tools venv"; }
-fi
+# The tools venv, made beside the release, is finished before the release is.
+finish_tools || fail "cannot make the tools venv (uv venv, supervisor from the index) in $root/$tools"
 mv "$staging/release.json" "$rel/release.json"
 echo "staged=$id"
 if [ -f "$rel/es-build.json" ]; then
