@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use super::plan::{Placement, Plan};
 use crate::fleet::HostCtx;
 use crate::quote::quote;
-use crate::remote::{Arg, Script, FACTS, FINISH, STAGE, SUPERVISORD, SYSTEMD};
+use crate::remote::{Arg, Script, FACTS, FINISH, STAGE, SUPERVISORD, SYSTEMD, TOOLS};
 
 /// A release kept on a host.
 #[derive(Debug, Clone)]
@@ -272,6 +272,13 @@ pub fn stage(
     )?;
     ctx.conn
         .upload(index.as_bytes(), &format!("{staging}/index.env"), 0o600)?;
+    if !facts.tools {
+        ctx.conn.upload(
+            TOOLS.source().as_bytes(),
+            &format!("{staging}/tools.py"),
+            0o600,
+        )?;
+    }
     for (path, text) in &rendered.extras {
         ctx.conn
             .upload(text.as_bytes(), &format!("{staging}/extra/{path}"), 0o600)?;

@@ -23,6 +23,11 @@ pub const STAGE: Script = Script {
     source: include_str!("stage.sh"),
 };
 
+/// Takes the uv binary out of uv's wheel on the index (uploaded, run by stage.sh).
+pub const TOOLS: Script = Script {
+    source: include_str!("tools.py"),
+};
+
 /// Prunes old releases, appends to the ledger and releases the lock.
 pub const FINISH: Script = Script {
     source: include_str!("finish.sh"),
@@ -588,5 +593,92 @@ echo 'app-a@1.service: Failed to kill control group x, ignoring: Input/output er
         assert_eq!(code, 0);
         assert_eq!(out, format!("plain|{nasty}"));
         assert!(!std::path::Path::new("/tmp/es-env-pwned").exists());
+    }
+
+    /// tools.py against a stand-in index served by python3's http.server: the
+    /// newest uv wheel for this machine is taken (credentials from the URL
+    /// sent as a header), a wheel whose sha256 differs from the index's is refused.
+    #[test]
+    fn tools_takes_uv_out_of_the_newest_wheel_for_this_machine() {
+        let dir = tempfile::tempdir().unwrap();
+        let tools = dir.path().join("tools.py");
+        std::fs::write(&tools, TOOLS.source()).unwrap();
+        let driver = r##"
+import hashlib, http.server, os, platform, subprocess, sys, threading, zipfile
+root, tools, bad = sys.argv[1], sys.argv[2], sys.argv[3] == "bad"
+machine = platform.machine()
+os.makedirs(root + "/simple/uv")
+links = []
+for version, arch in (("0.9.0", machine), ("0.10.1", machine), ("0.99.0", "other")):
+    name = "uv-%s-py3-none-manylinux_2_17_%s.manylinux2014_%s.whl" % (version, arch, arch)
+    with zipfile.ZipFile(root + "/" + name, "w") as z:
+        z.writestr("uv-%s.data/scripts/uv" % version, "#!/bin/sh\necho uv %s\n" % version)
+    digest = hashlib.sha256(open(root + "/" + name, "rb").read()).hexdigest()
+    if bad:
+        digest = "0" * 64
+    links.append('<a href="../../%s#sha256=%s">%s</a>' % (name, digest, name))
+open(root + "/simple/uv/index.html", "w").write("<html><body>%s</body></html>" % "".join(links))
+auth = []
+class Handler(http.server.SimpleHTTPRequestHandler):
+    def __init__(self, *a, **k):
+        super().__init__(*a, directory=root, **k)
+    def log_message(self, *a):
+        auth.append(self.headers.get("Authorization"))
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+env = dict(os.environ, ES_INDEX_URL="http://me:s%%40cret@127.0.0.1:%d/simple/" % server.server_port,
+           XDG_CACHE_HOME=root + "/cache")
+done = subprocess.run([sys.executable, tools, root + "/uv"], env=env, capture_output=True, text=True)
+print(done.returncode, done.stdout.strip(), done.stderr.strip().replace(root, "ROOT"))
+print(sorted(set(auth)))
+if done.returncode == 0:
+    print(subprocess.run([root + "/uv"], capture_output=True, text=True).stdout.strip())
+    # The next venv takes uv from the cache: the wheels may be gone from the index.
+    for name in os.listdir(root):
+        if name.endswith(".whl"):
+            os.remove(root + "/" + name)
+    done = subprocess.run([sys.executable, tools, root + "/uv2"], env=env, capture_output=True, text=True)
+    print(done.returncode, done.stdout.strip(), subprocess.run([root + "/uv2"], capture_output=True, text=True).stdout.strip())
+"##;
+        let run = |case: &str| {
+            let root = dir.path().join(case);
+            let out = Command::new("python3")
+                .args(["-c", driver])
+                .arg(&root)
+                .arg(&tools)
+                .arg(case)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            (String::from_utf8_lossy(&out.stdout).into_owned(), root)
+        };
+        let (out, root) = run("good");
+        // "me:s@cret", base64.
+        assert_eq!(
+            out, "0 uv=0.10.1 \n['Basic bWU6c0BjcmV0']\nuv 0.10.1\n0 uv=0.10.1 uv 0.10.1\n",
+            "{out}"
+        );
+        let names: Vec<_> = std::fs::read_dir(&root)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with("uv") && !n.ends_with(".whl"))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        assert_eq!(names, ["uv", "uv2"], "no partial file is left");
+        let (out, root) = run("bad");
+        assert!(
+            out.starts_with("1  uv-0.10.1-py3-none-manylinux_2_17_"),
+            "{out}"
+        );
+        assert!(
+            out.contains("does not match the sha256 the index gives"),
+            "{out}"
+        );
+        assert!(!root.join("uv").exists());
     }
 }

@@ -16,9 +16,9 @@
 #               (logs and tmp always link to ROOT/logs and ROOT/tmp; etc/ is the release's own)
 #
 # The caller has uploaded ROOT/.es/staging/ID/ with supervisord.conf (or systemd.service), es.env,
-# release.json, extra/ (deploy.extra_templates, 0600) and index.env (ES_INDEX_URL, ES_TRUSTED_HOST; 0600, so that no
-# password is on a command line). A release is complete only once its
-# release.json is in place; an incomplete one is removed, here or next time.
+# release.json, extra/ (deploy.extra_templates, 0600), index.env (ES_INDEX_URL,
+# ES_TRUSTED_HOST; 0600, so that no password is on a command line) and, when
+# the tools venv is missing, tools.py. A release is complete only once its
 set -eu
 root=$1 id=$2 requirement=$3 installer=$4 venv_command=$5
 shift 5
@@ -58,40 +58,31 @@ mkdir -p logs tmp etc shared releases .es/staging
 # The lock's age tells a live deploy from a dead one: every step refreshes it.
 touch .es/lock 2>/dev/null || true
 
-# The tools venv (supervisor, and uv unless pip is asked for), made once.
-# Its `complete` marker is written last: a venv cut short (a full disk, an
-# interrupt) is made again from nothing.
-if [ ! -f "$tools/complete" ]; then
-    rm -rf "$tools"
-    python3 -m venv "$tools" >&2 || { rm -rf "$tools"; fail "cannot create the tools venv in $root/$tools"; }
-    packages=supervisor
-    [ "$installer" != pip ] && packages="supervisor uv"
-    # shellcheck disable=SC2086
-    if ! "$tools/bin/pip" install -q $packages >&2; then
-        if [ "$installer" = auto ] && "$tools/bin/pip" install -q supervisor >&2; then
-            echo "uv is not installable from the index; installing with pip" >&2
-        else
-            rm -rf "$tools"
-            fail "cannot install supervisor into the tools venv"
-        fi
-    fi
-    date -u +%Y-%m-%dT%H:%M:%SZ > "$tools/complete" || { rm -rf "$tools"; fail "cannot finish the tools venv"; }
-fi
-uv=
-if [ "$installer" != pip ] && [ -x "$tools/bin/uv" ]; then
-    uv=$tools/bin/uv
-fi
-[ "$installer" = uv ] && [ -z "$uv" ] && fail "installer = \"uv\", but uv is not available in $root/$tools"
-
 # Incomplete releases left by an earlier failure are garbage.
 for d in releases/*/; do
     [ -d "$d" ] && [ ! -f "${d}release.json" ] && rm -rf "$d"
 done
 
+# The tools venv made in the background (below): waited for and marked
+# complete; one that failed is removed and made again next time.
+tools_job=
+finish_tools() {
+    [ -n "$tools_job" ] || return 0
+    job=$tools_job
+    tools_job=
+    if wait "$job" && mv "$tools.uv" "$tools/bin/uv" &&
+        date -u +%Y-%m-%dT%H:%M:%SZ > "$tools/complete"; then
+        return 0
+    fi
+    rm -rf "$tools" "$tools.uv"
+    return 1
+}
+
 cleanup() {
     status=$?
     if [ $status -ne 0 ]; then
         rm -rf "$rel"
+        finish_tools || true
         disk_hint
     fi
     rm -rf "$staging"
@@ -100,10 +91,46 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
 
+# The tools venv (supervisor, and uv unless pip is asked for), made once.
+# uv comes straight out of its wheel on the index (tools.py, uploaded beside
+# the release's files when the tools are missing), then makes the venv and
+# installs supervisor from the index, with its cache on the host, while the
+# release is staged: no `python3 -m venv` and no pip. Without uv on the index
+# (installer auto) or with installer pip, python3 -m venv and pip do it. The
+# `complete` marker is written last: a venv cut short (a full disk, an
+# interrupt) is made again from nothing.
+command -v python3 >/dev/null ||
+    fail "this host has no python3 on PATH ($PATH): es needs it for supervisord and the release venvs"
+python=$(command -v python3)
+export UV_PYTHON_DOWNLOADS=never
+uv=
+if [ ! -f "$tools/complete" ]; then
+    rm -rf "$tools" "$tools.uv"
+    if [ "$installer" != pip ] && [ -f "$staging/tools.py" ] &&
+        python3 "$staging/tools.py" "$tools.uv" >/dev/null; then
+        uv=$tools.uv
+        { "$uv" venv -q --python "$python" "$tools" && "$uv" pip install -q --python "$tools/bin/python" supervisor; } >&2 &
+        tools_job=$!
+    elif [ "$installer" = uv ]; then
+        fail "cannot take uv from the index for the tools venv"
+    else
+        [ "$installer" = auto ] && echo "uv is not available from the index; making the tools venv with pip" >&2
+        python3 -m venv "$tools" >&2 || { rm -rf "$tools"; fail "cannot create the tools venv in $root/$tools"; }
+        if ! "$tools/bin/pip" install -q supervisor >&2; then
+            rm -rf "$tools"
+            fail "cannot install supervisor into the tools venv"
+        fi
+        date -u +%Y-%m-%dT%H:%M:%SZ > "$tools/complete" || { rm -rf "$tools"; fail "cannot finish the tools venv"; }
+    fi
+elif [ "$installer" != pip ] && [ -x "$tools/bin/uv" ]; then
+    uv=$tools/bin/uv
+fi
+[ "$installer" = uv ] && [ -z "$uv" ] && fail "installer = \"uv\", but uv is not available in $root/$tools"
+
 if [ -n "$venv_command" ]; then
     sh -c "$venv_command \"\$1\"" es "$root/$rel" >&2
 elif [ -n "$uv" ]; then
-    "$uv" venv -q --python python3 "$root/$rel" >&2
+    "$uv" venv -q --python "$python" "$root/$rel" >&2
 else
     python3 -m venv "$root/$rel" >&2
 fi
@@ -112,11 +139,14 @@ printf '%s\n' "$requirement" > "$staging/requirements.txt"
 for arg in "$@"; do
     case "$arg" in pkg:*) printf '%s\n' "${arg#pkg:}" >> "$staging/requirements.txt" ;; esac
 done
+# A failure names this host's Python: the installer's words name what the
+# project needs (requires-python) but not what the host has.
 if [ -n "$uv" ]; then
-    "$uv" pip install -q --python "$rel/bin/python" -r "$staging/requirements.txt" >&2
+    installed() { "$uv" pip install -q --python "$rel/bin/python" -r "$staging/requirements.txt" >&2; }
 else
-    "$rel/bin/python" -m pip install -q -r "$staging/requirements.txt" >&2
+    installed() { "$rel/bin/python" -m pip install -q -r "$staging/requirements.txt" >&2; }
 fi
+installed || fail "cannot install $requirement with this host's $("$rel/bin/python" -V 2>&1) ($(readlink -f "$rel/bin/python"))"
 
 # The release's own files: its configuration, its environment (0600), the
 # wrapper that loads it, and links to what lives beside the releases.
@@ -169,6 +199,8 @@ for f in "$rel"/lib/python*/site-packages/*.dist-info/es-build.json; do
     dist=$(basename "$(dirname "$f")" | tr 'A-Z.-' 'a-z__')
     case "$dist" in "${project}"_[0-9]*) cp "$f" "$rel/es-build.json" ;; esac
 done
+# The tools venv, made beside the release, is finished before the release is.
+finish_tools || fail "cannot make the tools venv (uv venv, supervisor from the index) in $root/$tools"
 mv "$staging/release.json" "$rel/release.json"
 echo "staged=$id"
 if [ -f "$rel/es-build.json" ]; then

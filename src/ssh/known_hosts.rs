@@ -6,7 +6,7 @@
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
@@ -49,6 +49,20 @@ impl KnownHosts {
                 known.add_text(&text);
             }
         }
+        known
+    }
+
+    /// The known hosts of `files`, read once per process and shared by every
+    /// session (a run over 200 hosts read and decoded the files 200 times).
+    pub fn shared(files: &[PathBuf]) -> Arc<KnownHosts> {
+        type Cache = Vec<(Vec<PathBuf>, Arc<KnownHosts>)>;
+        static CACHE: Mutex<Cache> = Mutex::new(Vec::new());
+        let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, known)) = cache.iter().find(|(f, _)| f.as_slice() == files) {
+            return Arc::clone(known);
+        }
+        let known = Arc::new(KnownHosts::load(files));
+        cache.push((files.to_vec(), Arc::clone(&known)));
         known
     }
 
@@ -271,6 +285,28 @@ mod tests {
         record(&file, "10.9.9.9", 2222, &key).unwrap();
         let known = KnownHosts::load(&[file]);
         assert_eq!(known.check("10.9.9.9", 2222, &key), Verdict::Match);
+    }
+
+    #[test]
+    fn shared_files_are_read_once_per_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("known_hosts");
+        let first = blob("ssh-ed25519", b"first");
+        record(&file, "10.9.9.1", 22, &first).unwrap();
+        let files = [file.clone()];
+        let known = KnownHosts::shared(&files);
+        assert_eq!(known.check("10.9.9.1", 22, &first), Verdict::Match);
+        // A key recorded later is not in the shared copy (session.rs reads
+        // the files again for a host it does not find).
+        let later = blob("ssh-ed25519", b"later");
+        record(&file, "10.9.9.2", 22, &later).unwrap();
+        let again = KnownHosts::shared(&files);
+        assert!(Arc::ptr_eq(&known, &again));
+        assert_eq!(again.check("10.9.9.2", 22, &later), Verdict::NotFound);
+        assert_eq!(
+            KnownHosts::load(&files).check("10.9.9.2", 22, &later),
+            Verdict::Match
+        );
     }
 
     #[test]

@@ -366,7 +366,7 @@ pub(super) fn handshake<S: AsRawFd + 'static>(
 
     // Prefer host key types already known for this host, as OpenSSH does,
     // so a host known by its ed25519 key is not refused for offering ECDSA first.
-    let known = KnownHosts::load(&options.known_hosts_files);
+    let known = KnownHosts::shared(&options.known_hosts_files);
     let mut preferred: Vec<&str> = known
         .key_types_for(&target.hostname, target.port)
         .iter()
@@ -458,7 +458,14 @@ fn verify_host_key(
         .map(known_hosts::fingerprint)
         .unwrap_or_else(|| "(no fingerprint)".into());
     let key_type = known_hosts::key_type_of(key).unwrap_or_else(|| "unknown".into());
-    match known.check(&target.hostname, target.port, key) {
+    let mut verdict = known.check(&target.hostname, target.port, key);
+    if verdict == Verdict::NotFound {
+        // Perhaps recorded since the shared copy was read (earlier in this
+        // run, or by another es): the files decide.
+        verdict =
+            KnownHosts::load(&options.known_hosts_files).check(&target.hostname, target.port, key);
+    }
+    match verdict {
         Verdict::Match => Ok(()),
         Verdict::Changed => bail!(
             "HOST KEY CHANGED for {}:{}: it now presents {key_type} {fingerprint}, \
