@@ -377,3 +377,66 @@ fn release_host(ctx: &mut HostCtx<'_>, venv: &crate::venv::Venv, force: bool) ->
     host::finish(ctx, root, u32::MAX, deploy_id, None, &[])?;
     Ok(format!("released the lock of {}", facts.lock_holder()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held_by(owner: Value) -> Facts {
+        Facts::parse(&format!("lock=busy\nlock_owner={owner}\nlock_age=90\n"))
+    }
+
+    #[test]
+    fn a_lock_of_an_es_of_this_machine_that_is_gone_is_named_with_its_remedy() {
+        // A pid that has exited: a child reaped at once.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        let machine = crate::deploy::machine();
+        let dead = held_by(
+            json!({"user": "ann", "machine": machine, "pid": pid, "version": "1.2", "deploy_id": "d"}),
+        );
+        assert_eq!(gone_pid(&dead), Some(u64::from(pid)));
+        let said = describe(&dead, "web1", "a");
+        assert!(
+            said.contains(&format!("left by a deploy that is gone (pid {pid})")),
+            "{said}"
+        );
+        assert!(
+            said.contains("`es lock release -H web1 a` clears it"),
+            "{said}"
+        );
+        let why = breakable(&dead, false, Duration::from_secs(600)).unwrap();
+        assert_eq!(
+            why,
+            Some(format!("left by a deploy that is gone (pid {pid})"))
+        );
+
+        // Another machine's deploy, or a hold by hand: never gone by pid.
+        let elsewhere =
+            held_by(json!({"user": "bo", "machine": "not-this-one", "pid": pid, "deploy_id": "e"}));
+        assert_eq!(gone_pid(&elsewhere), None);
+        assert_eq!(
+            breakable(&elsewhere, false, Duration::from_secs(600)).unwrap(),
+            None
+        );
+        assert!(
+            breakable(&elsewhere, true, Duration::from_secs(600)).is_err(),
+            "refreshed 90s ago"
+        );
+        assert!(breakable(&elsewhere, true, Duration::from_secs(60))
+            .unwrap()
+            .is_some());
+        let hold = held_by(
+            json!({"user": "cy", "machine": machine, "message": "incident 42", "deploy_id": "h"}),
+        );
+        assert_eq!(gone_pid(&hold), None);
+        let err = breakable(&hold, true, Duration::from_secs(60))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("incident 42") && err.contains("es lock release"),
+            "{err}"
+        );
+    }
+}
