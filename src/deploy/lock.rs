@@ -392,7 +392,7 @@ mod tests {
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let pid = child.id();
         child.wait().unwrap();
-        let machine = crate::deploy::machine();
+        let machine = crate::identity::machine();
         let dead = held_by(
             json!({"user": "ann", "machine": machine, "pid": pid, "version": "1.2", "deploy_id": "d"}),
         );
