@@ -402,7 +402,7 @@ pub fn supervisor_spec(root: &str, program: &str, ports: &[String], health: &Hea
             "status": health.status,
             "timeout": health.timeout,
             "headers": health.headers,
-            "settle": health.settle,
+            "settle": health.settle.get_ref(),
         },
         "wait": 60,
     })
