@@ -337,14 +337,14 @@ pub struct Health {
     pub headers: BTreeMap<String, String>,
     /// Seconds every process must stay up and keep answering once all are RUNNING.
     #[serde(default = "default_health_settle")]
-    pub settle: f64,
+    pub settle: Spanned<f64>,
     /// Seconds the host waits for es to confirm a switch before going back by
     /// itself; default: enough for every process's health wait and settle.
     pub deadline: Option<u64>,
 }
 
-fn default_health_settle() -> f64 {
-    3.0
+fn default_health_settle() -> Spanned<f64> {
+    Spanned::new(0..0, 3.0)
 }
 
 fn default_health_path() -> String {
@@ -835,6 +835,14 @@ fn validate(loaded: &Loaded) -> Result<(), ConfigError> {
     if let Some(serve) = &config.serve {
         serve::validate(loaded, serve)?;
     }
+    let settle = &config.deploy.health.settle;
+    if !(0.0..=600.0).contains(settle.get_ref()) {
+        return Err(loaded.error_at(
+            settle.span(),
+            "deploy.health.settle",
+            "seconds from 0 to 600",
+        ));
+    }
     let prefix = &config.deploy.virtualenv_prefix;
     if let Err(message) = crate::venv::check_prefix(prefix.get_ref()) {
         return Err(loaded.error_at(prefix.span(), "deploy.virtualenv_prefix", message));
@@ -953,6 +961,19 @@ mod tests {
 
     fn parse_str(text: &str) -> Result<Loaded, ConfigError> {
         parse(Path::new("deploy.toml"), text.to_string())
+    }
+
+    #[test]
+    fn a_settle_window_out_of_range_is_refused_with_its_line() {
+        for bad in ["-1", "nan", "601"] {
+            let err = parse_str(&format!("[deploy.health]\nsettle = {bad}\n")).unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.contains("deploy.toml:2:") && text.contains("deploy.health.settle"),
+                "{text}"
+            );
+        }
+        assert!(parse_str("[deploy.health]\nsettle = 0.5\n").is_ok());
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::remote::GUARD;
 /// own restart (60 s).
 pub fn deadline(health: &Health, processes: u32) -> u64 {
     health.deadline.unwrap_or_else(|| {
-        health.timeout * (u64::from(processes) + 1) + health.settle.ceil() as u64 + 60
+        health.timeout * (u64::from(processes) + 1) + health.settle.get_ref().ceil() as u64 + 60
     })
 }
 
@@ -216,7 +216,7 @@ mod tests {
     fn the_default_deadline_covers_every_health_wait_and_the_settle_window() {
         let health = Health {
             timeout: 30,
-            settle: 2.5,
+            settle: toml::Spanned::new(0..0, 2.5),
             ..Health::default()
         };
         assert_eq!(deadline(&health, 2), 30 * 3 + 3 + 60);

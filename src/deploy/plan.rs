@@ -374,7 +374,7 @@ pub fn process_spec(
             "status": health.status,
             "timeout": health.timeout,
             "headers": health.headers,
-            "settle": health.settle,
+            "settle": health.settle.get_ref(),
         },
         "wait": 60,
     })
