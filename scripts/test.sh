@@ -5,11 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup-build.sh
-# The page of `es serve` is tested in a real headless browser.
-if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
-    echo "[setup] installing chromium and chromium-driver" >&2
+# The page of `es serve` is tested in a real headless browser, `es exec -i`
+# in a terminal (tmux).
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null || ! command -v tmux >/dev/null; then
+    echo "[setup] installing chromium, chromium-driver and tmux" >&2
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver tmux >/dev/null
 fi
 # The bed's systemd hosts must leave the machine's /tmp alone (systemd-tmpfiles
 # empties a /tmp it shares at boot): an old file here must outlive `up`.
