@@ -81,8 +81,12 @@ def run_true_cmd(tool, es, cfg, hosts, tb, venv_bin):
     if tool == "fabric":
         return [sys.executable, "-c", FABRIC_RUN, joined]
     if tool == "pyinfra":
+        # An inventory file: a long comma-separated list is taken for a file name.
+        inventory = os.path.join(os.path.dirname(cfg), f"inventory_{len(hosts)}.py")
+        with open(inventory, "w") as f:
+            f.write(f"hosts = {hosts!r}\n")
         return [os.path.join(venv_bin, "pyinfra"), "-y", "--parallel", str(len(hosts)),
-                "--ssh-user", tb["ES_TB_USER"], "--ssh-key", tb["ES_TB_KEY"], joined, "exec", "--", "true"]
+                "--ssh-user", tb["ES_TB_USER"], "--ssh-key", tb["ES_TB_KEY"], inventory, "exec", "--", "true"]
     return [os.path.join(venv_bin, "ansible"), "all", "-i", joined + ",", "-u", tb["ES_TB_USER"],
             "--private-key", tb["ES_TB_KEY"], "-f", str(len(hosts)), "-m", "raw", "-a", "true"]
 

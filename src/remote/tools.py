@@ -88,14 +88,13 @@ def extract_uv(data, dest):
         if not members:
             raise ValueError("the wheel holds no uv binary")
         partial = "%s.part%d" % (dest, os.getpid())
-        with wheel.open(members[0]) as src, open(partial, "wb") as out:
-            while True:
-                chunk = src.read(1 << 20)
-                if not chunk:
-                    break
-                out.write(chunk)
-    os.chmod(partial, 0o755)
-    os.replace(partial, dest)
+        try:
+            with wheel.open(members[0]) as src, open(partial, "wb") as out:
+                shutil.copyfileobj(src, out, 1 << 20)
+            os.chmod(partial, 0o755)
+            os.replace(partial, dest)
+        finally:
+            remove_partial(partial)
 
 
 def main(dest):
@@ -130,10 +129,19 @@ def link_or_copy(source, dest):
     if os.path.lexists(partial):
         os.remove(partial)
     try:
-        os.link(source, partial)
-    except OSError:
-        shutil.copy2(source, partial)
-    os.replace(partial, dest)
+        try:
+            os.link(source, partial)
+        except OSError:
+            shutil.copy2(source, partial)
+        os.replace(partial, dest)
+    finally:
+        remove_partial(partial)
+
+
+def remove_partial(partial):
+    """A file cut short (a full disk) is not left behind."""
+    if os.path.lexists(partial):
+        os.remove(partial)
 
 
 def download(page_url, href, name, headers, cache, cached):
