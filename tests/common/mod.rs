@@ -14,14 +14,16 @@
 //!   31-32 tests/serve.rs (es serve)
 //!   33    tests/build.rs (the build role)
 //!   34-36 tests/real_projects.rs (third-party apps, day-2 commands)
-//!   37-41 the host-guarded switch (never half-switched)
-//!   42-44 real projects, round two
-//!   45-50 fleet operations (locks, exec, adoption, maintenance)
-//!   51-53 es serve hardening
-//!   54-60 speed (first deploy on fresh hosts)
+//!   37-41 tests/switch_guard.rs (the host-guarded switch, settle, ledger, prefixes)
+//!   42-44 tests/real_projects2.rs (ports held by others, a requirements-only app)
+//!   45-50 tests/fleet_ops.rs, tests/fleet_exec.rs (locks, exec, essay adoption, rollback --to)
+//!   51-53 tests/serve_hardening.rs
+//!   54-60 tests/bootstrap.rs (first deploy on fresh hosts)
+//!   61-200 bench/compare.sh fan-out (after `testbed.sh up 200`)
 //!
 //! The systemd hosts (`systemd_hosts`, numbered 1..=3 by `testbed.sh
-//! systemd-restart K`): 3 is restarted by tests/systemd_bed.rs.
+//! systemd-restart K`): 3 is restarted by tests/systemd_bed.rs; 1-2 deploy in
+//! tests/systemd_deploy.rs.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
