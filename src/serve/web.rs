@@ -172,7 +172,11 @@ fn job_view(job: &Job) -> Value {
     // Second resolution: a job that failed at once took "under 1s", not "0s".
     v["took"] = json!(job
         .duration()
-        .map(|s| if s < 1 { "under 1s".to_string() } else { format!("{s}s") })
+        .map(|s| if s < 1 {
+            "under 1s".to_string()
+        } else {
+            format!("{s}s")
+        })
         .unwrap_or_default());
     v["hosts_ok"] = json!(job.hosts.iter().filter(|h| h.ok).count());
     v["hosts_total"] = json!(job.hosts.len());
