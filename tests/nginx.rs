@@ -58,6 +58,37 @@ done
     )
 }
 
+/// Shell code starting, as `user`, a stand-in for venv `venv`'s supervisord (a
+/// process whose command line names `VENV/etc/supervisord.conf`, its pid in
+/// `VENV/tmp/supervisord.pid` and `DIR/sup.pid`) serving `DIR/www` on each of
+/// `ports` from a child (pid in `DIR/pN.pid`), and waiting until they answer.
+fn start_backends_under_supervisord(user: &str, dir: &str, venv: &str, ports: &[u16]) -> String {
+    let code = format!(
+        r#"import os, subprocess, sys, time
+os.makedirs("{venv}/tmp", exist_ok=True)
+open("{venv}/tmp/supervisord.pid", "w").write(str(os.getpid()))
+open("{dir}/sup.pid", "w").write(str(os.getpid()))
+for i, port in enumerate(sys.argv[3:]):
+    child = subprocess.Popen(["python3", "-m", "http.server", port, "--bind", "127.0.0.1"],
+                             cwd="{dir}/www", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    open("{dir}/p%d.pid" % i, "w").write(str(child.pid))
+while True:
+    time.sleep(60)
+"#
+    );
+    let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+    let mut script = format!(
+        "runuser -u {user} -- setsid nohup python3 -c '{code}' -c {venv}/etc/supervisord.conf {} >/dev/null 2>&1 </dev/null &\n",
+        ports.join(" ")
+    );
+    for port in &ports {
+        script.push_str(&format!(
+            "i=0; until curl -s -o /dev/null http://127.0.0.1:{port}/; do i=$((i+1)); [ $i -lt 100 ] || {{ echo \"backend on {port} did not come up\" >&2; exit 1; }}; sleep 0.1; done\n"
+        ));
+    }
+    script
+}
+
 /// Kills what a test started on its hosts, even when the test fails.
 struct Cleanup {
     dirs: Vec<(usize, String)>,
@@ -342,16 +373,20 @@ fn validate_checks_every_port_from_the_host() {
     let _cleanup = Cleanup {
         dirs: HOSTS.iter().map(|n| (*n, dir.clone())).collect(),
     };
-    // Two processes per host on 127.0.0.1:8930 and :8931: reachable only from the host.
+    // Two processes per host on 127.0.0.1:8930 and :8931: reachable only from
+    // the host. es validate counts a port only when its listener belongs to
+    // the venv's supervisord (PREFIX/v, PREFIX being the default ~/w): they
+    // are children of a stand-in whose command line names v's supervisord.conf.
+    let venv = format!("/home/{}/w/v", tb.user);
     for n in HOSTS {
         root_sh(
             &tb,
             n,
             &format!(
-                "set -e\nmkdir -p {dir}\n{}\nmkdir -p {dir}/www/sub\n{}\n{}",
+                "set -e\nmkdir -p {dir}/www/sub\n{}\nchown -R {user}: {dir}\n{}",
                 kill_pids(dir),
-                start_backend(&format!("{dir}/www"), 8930, &format!("{dir}/p0.pid")),
-                start_backend(&format!("{dir}/www"), 8931, &format!("{dir}/p1.pid")),
+                start_backends_under_supervisord(&tb.user, dir, &venv, &[8930, 8931]),
+                user = tb.user,
             ),
         );
     }

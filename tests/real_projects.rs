@@ -644,8 +644,14 @@ fn a_program_that_cannot_start_shows_supervisords_reason_in_one_line() {
     assert!(stderr.contains("back on 1.0.0"), "{stderr}");
     es(&["supervisor", "status", "a"], 0);
 
-    // Venv b has nothing to go back to: it keeps the program that cannot start.
+    // Venv b has nothing to go back to: its supervisord is stopped, and the
+    // summary says the host runs no healthy release.
     let (_, stderr) = es(&["deploy", "1.0.0", "b", "prod"], 1);
+    assert!(stderr.contains(reason), "{stderr}");
+    assert!(stderr.contains("runs no healthy release"), "{stderr}");
+    // es supervisor start (supervisord started afresh) says why, not only
+    // that something is not RUNNING.
+    let (_, stderr) = es(&["supervisor", "start", "b"], 1);
     assert!(stderr.contains(reason), "{stderr}");
     // es supervisor status names what is not RUNNING, with supervisord's reason.
     let (_, stderr) = es(&["supervisor", "status", "b"], 1);
@@ -653,10 +659,6 @@ fn a_program_that_cannot_start_shows_supervisords_reason_in_one_line() {
         stderr.contains(&format!("{entry} {name}:{name}_0 ")) && stderr.contains(reason),
         "{stderr}"
     );
-    // es supervisor start (supervisord running, or started afresh) and
-    // start PROGRAM say why, not only that something is not RUNNING.
-    let (_, stderr) = es(&["supervisor", "start", "b"], 1);
-    assert!(stderr.contains(reason), "{stderr}");
     es(&["supervisor", "shutdown", "b"], 0);
     let (_, stderr) = es(&["supervisor", "start", "b"], 1);
     assert!(

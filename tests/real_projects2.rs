@@ -183,7 +183,7 @@ fn a_bad_template_in_deploy_env_exits_2_naming_the_key() {
         .unwrap();
     let (_, stderr) = expect_code(&out, 2);
     assert!(
-        stderr.contains("deploy.toml: `deploy.env.MEDIA`"),
+        stderr.contains("deploy.toml:11:1: `deploy.env.MEDIA`"),
         "{stderr}"
     );
     assert!(!stderr.contains("DATABASE_URL"), "{stderr}");
