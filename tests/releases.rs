@@ -375,7 +375,9 @@ impl Drop for Unmount {
 fn a_full_disk_leaves_the_host_serving_and_the_next_deploy_works() {
     let tb = bed!();
     let sb = Sandbox::new();
-    let hosts = [24, 25];
+    // Host 25 first: the role's first host is locked alone before the others
+    // (the arbiter of concurrent deploys); the full disk is on the second one.
+    let hosts = [25, 24];
     fresh(&tb, &hosts, "full");
     sb.write_config(&config(&tb, &hosts, "full", "872", ""));
     expect_code(&es(&sb, &["deploy", "1.0.0", "a", "prod"]), 0);

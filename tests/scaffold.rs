@@ -533,7 +533,10 @@ fn init_runs_a_flask_app_it_finds_and_packages_a_bare_project() {
     assert!(stderr.contains("WSGI app notes.views:web"), "{stderr}");
     let pyproject = fs::read_to_string(dir.join("pyproject.toml")).unwrap();
     assert!(pyproject.contains("name = \"notes_web\""), "{pyproject}");
-    assert!(pyproject.contains("packages = [\"notes\"]"), "{pyproject}");
+    assert!(
+        pyproject.contains("include = [\"notes\", \"notes.*\"]"),
+        "{pyproject}"
+    );
     // gunicorn comes with every release (deploy.requirements), not into the project.
     let deploy = fs::read_to_string(dir.join("deploy.toml")).unwrap();
     assert!(deploy.contains("requirements = [\"gunicorn\"]"), "{deploy}");
