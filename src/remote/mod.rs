@@ -33,8 +33,6 @@ pub const FINISH: Script = Script {
     source: include_str!("finish.sh"),
 };
 
-/// Switches releases, starts and stops supervisord, checks health (Python;
-/// ports.py's functions first, to tell whose process holds a port).
 /// Keeps a venv deployed by essay as the release `legacy`.
 pub const ADOPT: Script = Script {
     source: include_str!("adopt.sh"),
@@ -45,9 +43,15 @@ pub const EXEC: Script = Script {
     source: include_str!("exec.sh"),
 };
 
-/// Switches releases, starts and stops supervisord, checks health (Python).
+/// Switches releases, starts and stops supervisord, checks health (Python;
+/// ports.py's functions first, to tell whose process holds a port, and
+/// release.py's, shared with systemd.py).
 pub const SUPERVISORD: Script = Script {
-    source: concat!(include_str!("ports.py"), include_str!("supervisord.py")),
+    source: concat!(
+        include_str!("ports.py"),
+        include_str!("release.py"),
+        include_str!("supervisord.py")
+    ),
 };
 
 /// Resolves requirements for the host's python3 in a temporary venv (a first
@@ -58,7 +62,7 @@ pub const RESOLVE: Script = Script {
 
 /// The same actions as SUPERVISORD, for instances of a systemd user unit (Python).
 pub const SYSTEMD: Script = Script {
-    source: include_str!("systemd.py"),
+    source: concat!(include_str!("release.py"), include_str!("systemd.py")),
 };
 
 /// A venv's program logs: supervisord's log files or the units' journal.

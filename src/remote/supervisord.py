@@ -29,7 +29,6 @@ its socket; the XML-RPC calls made while waiting wake it, so states change
 within a tick of 50 ms instead of a second.
 """
 import configparser
-import http.client
 import json
 import os
 import re
@@ -164,14 +163,6 @@ def daemon_sections(text):
     return {s: dict(parser.items(s)) for s in parser.sections() if DAEMON_SECTIONS.match(s)}
 
 
-def write_atomically(path, text):
-    tmp = path + ".es-new"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def process_port(info, spec):
     """The port process `info` listens on, when it is one of spec's program's."""
     if info["group"] != spec["program"]:
@@ -181,20 +172,6 @@ def process_port(info, spec):
     if match and int(match.group(1)) < len(ports):
         return int(ports[int(match.group(1))])
     return None
-
-
-def probe(port, health):
-    """One health request: the status, or the reason there is none."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-    try:
-        headers = {"User-Agent": "es-health-check"}
-        headers.update(health.get("headers") or {})
-        conn.request("GET", health["path"], headers=headers)
-        return conn.getresponse().status, None
-    except (OSError, http.client.HTTPException) as exc:
-        return None, str(exc) or exc.__class__.__name__
-    finally:
-        conn.close()
 
 
 # Where each log file ended before es restarted anything: only what was written
@@ -366,24 +343,6 @@ def order(info):
     return (info["group"], int(match.group(1)) if match else -1, info["name"])
 
 
-def report(name, outcome):
-    print("%-32s %s" % (name, outcome), flush=True)
-
-
-def activate(root, release):
-    """Points `current` at the release, atomically, and notes when."""
-    link = os.path.join(root, "current")
-    tmp = link + ".new"
-    try:
-        os.unlink(tmp)
-    except FileNotFoundError:
-        pass
-    os.symlink(os.path.join("releases", release), tmp)
-    os.replace(tmp, link)
-    with open(os.path.join(root, "releases", release, "activated"), "w") as f:
-        f.write(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-
-
 def switch(spec):
     root = spec["root"]
     conf = os.path.join(root, "etc", "supervisord.conf")
@@ -519,14 +478,6 @@ def program(spec):
             info = proxy.supervisor.getProcessInfo(name)
             raise unhealthy(spec, info, fault_line(fault, name), whole=True)
         report(name, wait_healthy(proxy, spec, name))
-
-
-def current_release(root):
-    """The id of the release `current` points to, when it does."""
-    try:
-        return os.path.basename(os.readlink(os.path.join(root, "current")))
-    except OSError:
-        return None
 
 
 def check(spec):

@@ -24,7 +24,6 @@ JSON holds: root (the venv's absolute directory), release (switch), unit,
 count (instances), ports, health {path, status [low, high], timeout, headers},
 wait (seconds for a stop).
 """
-import http.client
 import json
 import os
 import pwd
@@ -105,20 +104,6 @@ def port_of(instance, spec):
     return int(ports[n]) if 0 <= n < len(ports) else None
 
 
-def probe(port, health):
-    """One health request: the status, or the reason there is none."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-    try:
-        headers = {"User-Agent": "es-health-check"}
-        headers.update(health.get("headers") or {})
-        conn.request("GET", health["path"], headers=headers)
-        return conn.getresponse().status, None
-    except (OSError, http.client.HTTPException) as exc:
-        return None, str(exc) or exc.__class__.__name__
-    finally:
-        conn.close()
-
-
 def journal(instance, since):
     """The journal's lines of `instance` since `since` (this start's, not earlier ones)."""
     env = dict(os.environ)
@@ -176,32 +161,6 @@ def wait_healthy(instance, spec, since, started_pid=None):
         if time.time() > deadline:
             raise unhealthy(instance, props, "not healthy after %gs: %s" % (health["timeout"], last), since)
         time.sleep(TICK)
-
-
-def report(name, outcome):
-    print("%-32s %s" % (name, outcome), flush=True)
-
-
-def activate(root, release):
-    """Points `current` at the release, atomically, and notes when."""
-    link = os.path.join(root, "current")
-    tmp = link + ".new"
-    try:
-        os.unlink(tmp)
-    except FileNotFoundError:
-        pass
-    os.symlink(os.path.join("releases", release), tmp)
-    os.replace(tmp, link)
-    with open(os.path.join(root, "releases", release, "activated"), "w") as f:
-        f.write(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-
-
-def write_atomically(path, text):
-    tmp = path + ".es-new"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def install_unit(spec, text):
@@ -344,14 +303,6 @@ def manager_pid():
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL).stdout.decode().strip()
         return int(out) or None
     except (OSError, ValueError):
-        return None
-
-
-def current_release(root):
-    """The id of the release `current` points to, when it does."""
-    try:
-        return os.path.basename(os.readlink(os.path.join(root, "current")))
-    except OSError:
         return None
 
 
