@@ -253,13 +253,35 @@ pub enum Command {
     /// Rolling back is switching again, the other way. When CONF is a symlink, the
     /// file it points to is changed (and backed up next to itself).
     ///
+    /// drain BACKEND marks every `server` entry of the config's upstreams that
+    /// names BACKEND (HOST: each of its ports; HOST:PORT: that one) `down`, in
+    /// whichever file of the config (`nginx -T`) holds it, written and tested as
+    /// switch does, then reloads nginx; undrain takes the flag away. Draining the
+    /// last server of an upstream that is up is refused.
+    ///
     /// nginx may run as the deploy user: give it a config whose pid, error_log,
     /// access_log and *_temp_path are in a directory the user can write, and listen
     /// on a port above 1024.
     #[command(
-        after_help = "Examples:\n  es nginx start -R web\n  es nginx reload -R web --sudo\n  es nginx switch upstreamA upstreamB -R web --dry-run\n  es nginx switch upstreamA upstreamB -R web\n  es nginx switch upstreamB upstreamA -R web       (roll back)\n  es nginx test -R web --conf ~/nginx/nginx.conf --bin /usr/sbin/nginx"
+        after_help = "Examples:\n  es nginx start -R web\n  es nginx reload -R web --sudo\n  es nginx switch upstreamA upstreamB -R web --dry-run\n  es nginx switch upstreamA upstreamB -R web\n  es nginx switch upstreamB upstreamA -R web       (roll back)\n  es nginx drain 10.0.0.12 -R web\n  es nginx test -R web --conf ~/nginx/nginx.conf --bin /usr/sbin/nginx"
     )]
     Nginx(NginxArgs),
+
+    /// Answer the venv's site with a maintenance page from nginx on every host of the role, or stop
+    ///
+    /// on: nginx answers every request of the venv's site with 503, Retry-After
+    /// (nginx.maintenance_retry_after, 300s) and the maintenance page
+    /// (nginx.maintenance_page, a template of the project, else es's own; -m
+    /// MESSAGE shows on it), while the venv's processes keep running. The site
+    /// must include `PREFIX/VENV/maintenance/*.conf` in its server block: es
+    /// writes the snippet there, checks with `nginx -T` that nginx reads it (else
+    /// it says which line to add and changes nothing), and reloads nginx. off:
+    /// removes it and reloads. `es deploy` refuses while a host is in maintenance,
+    /// unless --during-maintenance.
+    #[command(
+        after_help = "Examples:\n  es maintenance on -R web a -m \"Moving to the new database\"\n  es maintenance status -R web a\n  es maintenance off -R web a"
+    )]
+    Maintenance(MaintenanceArgs),
 
     /// Check that every process of a venv answers HTTP on every host of the role
     ///
@@ -497,6 +519,10 @@ pub struct DeployArgs {
     /// holds it) instead of failing at once
     #[arg(long, value_name = "SECS")]
     pub lock_wait: Option<u64>,
+
+    /// Deploy although the venv is in maintenance (`es maintenance on`) on a host
+    #[arg(long)]
+    pub during_maintenance: bool,
 }
 
 #[derive(Args, Debug)]
@@ -540,6 +566,37 @@ pub struct LockArgs {
     /// acquire: wait up to SECS for a lock held by a deploy
     #[arg(long, value_name = "SECS")]
     pub lock_wait: Option<u64>,
+}
+
+/// `es maintenance`
+#[derive(Args, Debug)]
+pub struct MaintenanceArgs {
+    /// on: answer the maintenance page | off: serve the site again | status: which hosts are in maintenance
+    #[arg(value_enum)]
+    pub action: MaintenanceAction,
+
+    /// The venv [default: deploy.default_venv]
+    #[arg(value_name = "VENV")]
+    pub venv: Option<String>,
+
+    /// Why (on): shown on the page and to every deploy refused meanwhile
+    #[arg(short, long, value_name = "MESSAGE")]
+    pub message: Option<String>,
+
+    /// Run nginx through sudo -n [default: nginx.sudo]
+    #[arg(long, overrides_with = "no_sudo")]
+    pub sudo: bool,
+
+    /// Do not use sudo, even when nginx.sudo is true
+    #[arg(long, overrides_with = "sudo")]
+    pub no_sudo: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MaintenanceAction {
+    On,
+    Off,
+    Status,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -645,6 +702,21 @@ pub enum NginxAction {
         /// Show the lines that would change; change nothing
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Take a backend out of the upstreams (its server entries marked `down`), test, reload
+    #[command(
+        after_help = "Examples:\n  es nginx drain 10.0.0.12 -R lb          (every port of that host)\n  es nginx drain 10.0.0.12:8801 -R lb\n  es nginx undrain 10.0.0.12 -R lb"
+    )]
+    Drain {
+        /// HOST (every port of it) or HOST:PORT, as the upstream's `server` entries name it
+        #[arg(value_name = "BACKEND")]
+        backend: String,
+    },
+    /// Put a drained backend back into the upstreams (`down` removed), test, reload
+    Undrain {
+        /// HOST or HOST:PORT, as for drain
+        #[arg(value_name = "BACKEND")]
+        backend: String,
     },
 }
 

@@ -103,6 +103,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<bool> {
         Command::Restart(args) => processes::program(&app, "restart", &args),
         Command::Logs(args) => processes::logs(&app, &args),
         Command::Nginx(args) => nginx::command(&app, &args),
+        Command::Maintenance(args) => nginx::maintenance::command(&app, &args),
         Command::Validate(args) => validate::validate(&app, &args),
         Command::Serve(args) => serve::command(&app, &args),
         Command::Completions { .. }

@@ -31,5 +31,6 @@ mod tests {
         ));
         assert!(text.contains("alias /home/d/shop/a/shared/media/;"));
         assert!(text.contains("include /home/d/shop/a/current/etc/nginx-site.conf;"));
+        assert!(text.contains("    include /home/d/shop/a/maintenance/*.conf;"));
     }
 }

@@ -234,6 +234,8 @@ fn help_lists_host_options_only_for_commands_that_contact_hosts() {
         &["run"],
         &["supervisor"],
         &["nginx", "switch"],
+        &["nginx", "drain"],
+        &["maintenance"],
     ] {
         let text = help(with_hosts);
         for option in ["--accept-new-host-keys", "--role", "--hosts", "--parallel"] {

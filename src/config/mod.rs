@@ -587,6 +587,15 @@ pub struct Nginx {
     pub conf: String,
     #[serde(default)]
     pub sudo: bool,
+    /// The page `es maintenance on` serves (a template of the project; default: es's own).
+    pub maintenance_page: Option<String>,
+    /// Retry-After of the maintenance answer, in seconds.
+    #[serde(default = "default_retry_after")]
+    pub maintenance_retry_after: u32,
+}
+
+fn default_retry_after() -> u32 {
+    300
 }
 
 fn default_nginx_bin() -> String {
@@ -603,6 +612,8 @@ impl Default for Nginx {
             bin: default_nginx_bin(),
             conf: default_nginx_conf(),
             sudo: false,
+            maintenance_page: None,
+            maintenance_retry_after: default_retry_after(),
         }
     }
 }

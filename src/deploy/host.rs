@@ -54,6 +54,8 @@ pub struct Facts {
     pub legacy: bool,
     pub secret: Option<String>,
     pub supervisord: Option<u32>,
+    /// The maintenance record when the venv's site is in maintenance.
+    pub maintenance: Option<String>,
     /// The newest ledger lines, oldest first.
     pub ledger: Vec<Value>,
 }
@@ -94,6 +96,7 @@ impl Facts {
                 "legacy" => facts.legacy = true,
                 "secret" => facts.secret = Some(value),
                 "supervisord" => facts.supervisord = value.parse().ok(),
+                "maintenance" => facts.maintenance = Some(value),
                 "ledger" => {
                     if let Ok(entry) = serde_json::from_str(&value) {
                         facts.ledger.push(entry);

@@ -236,7 +236,13 @@ pub fn command(app: &App, args: &DeployArgs) -> Result<bool> {
         );
         return Ok(report.all_ok());
     }
-    Ok(rollout(app, &fleet, &plan, args.lock_wait))
+    Ok(rollout(
+        app,
+        &fleet,
+        &plan,
+        args.lock_wait,
+        args.during_maintenance,
+    ))
 }
 
 /// A venv named on the command line must be one the configuration knows,
@@ -287,6 +293,7 @@ pub fn quickdeploy(app: &App, args: &QuickdeployArgs) -> Result<bool> {
         max_fail: None,
         pause: None,
         lock_wait: None,
+        during_maintenance: false,
     };
     // Everything but the version is checked before the (slow) build.
     plan::check(
@@ -312,7 +319,13 @@ pub fn quickdeploy(app: &App, args: &QuickdeployArgs) -> Result<bool> {
 
 /// The rollout: lock, prepare, release hooks, switch by batches, finish.
 /// True when every host ends on the new release.
-fn rollout(app: &App, fleet: &Fleet<'_>, plan: &Plan, lock_wait: Option<u64>) -> bool {
+fn rollout(
+    app: &App,
+    fleet: &Fleet<'_>,
+    plan: &Plan,
+    lock_wait: Option<u64>,
+    during_maintenance: bool,
+) -> bool {
     let started = Instant::now();
     // One connection per host for every phase.
     let pool = crate::fleet::ConnectionPool::default();
@@ -362,7 +375,11 @@ fn rollout(app: &App, fleet: &Fleet<'_>, plan: &Plan, lock_wait: Option<u64>) ->
         });
     }
     let busy = runs.labels_where(|r| matches!(r.outcome, Outcome::Locked(_)));
-    if busy.is_empty() && !crate::interrupt::requested() {
+    let in_maintenance = match during_maintenance {
+        true => Vec::new(),
+        false => refuse_maintenance(&runs),
+    };
+    if busy.is_empty() && in_maintenance.is_empty() && !crate::interrupt::requested() {
         let ours = runs.labels_where(|r| r.locked);
         let report = sub_fleet(fleet, &ours, false).run(|ctx| prepare_host(ctx, plan, &runs));
         runs.record(&report);
@@ -387,6 +404,12 @@ fn rollout(app: &App, fleet: &Fleet<'_>, plan: &Plan, lock_wait: Option<u64>) ->
                 Some(secs) => format!(", after waiting {secs}s (--lock-wait)"),
                 None => "; --lock-wait SECS waits for it".into(),
             }
+        ));
+    } else if !in_maintenance.is_empty() {
+        stopped = Some(format!(
+            "venv {} is in maintenance on {}: nothing was staged or switched; `es maintenance off` ends it, --during-maintenance deploys anyway",
+            plan.venv.name,
+            in_maintenance.join(", ")
         ));
     } else if runs.failed() > max_fail {
         stopped = Some(format!(
@@ -480,6 +503,25 @@ fn rollout(app: &App, fleet: &Fleet<'_>, plan: &Plan, lock_wait: Option<u64>) ->
     runs.all()
         .iter()
         .all(|r| matches!(r.outcome, Outcome::Switched | Outcome::Unchanged))
+}
+
+/// Fails every locked host whose venv is in maintenance (`es maintenance on`);
+/// their labels.
+fn refuse_maintenance(runs: &Runs) -> Vec<String> {
+    let hosts = runs.labels_where(|r| r.locked && r.facts.maintenance.is_some());
+    for label in &hosts {
+        runs.update(label, |r| {
+            let record = r.facts.maintenance.as_deref().unwrap_or_default();
+            r.outcome = Outcome::Failed {
+                step: "maintenance".into(),
+                error: format!(
+                    "the venv is in maintenance ({})",
+                    crate::nginx::maintenance::describe(record)
+                ),
+            };
+        });
+    }
+    hosts
 }
 
 /// Why a rollout stopped after Ctrl-C.

@@ -64,6 +64,7 @@ fn status_row(ctx: &mut HostCtx<'_>, venv: &Venv, spec: &Value) -> Result<Value>
             .lock_owner
             .as_ref()
             .map(|_| super::lock::describe(&facts, ctx.host(), &venv.name)),
+        "maintenance": facts.maintenance.as_deref().map(crate::nginx::maintenance::describe),
     }))
 }
 
@@ -78,6 +79,8 @@ pub fn status(app: &App, args: &VenvArg) -> Result<bool> {
     let report = fleet.run(|ctx| status_row(ctx, &venv, &spec));
     let mut rows = Vec::new();
     let mut problems = Vec::new();
+    // Said, not a problem: maintenance is on on purpose.
+    let mut notes = Vec::new();
     let mut versions = std::collections::BTreeSet::new();
     for outcome in &report.outcomes {
         match &outcome.result {
@@ -95,6 +98,9 @@ pub fn status(app: &App, args: &VenvArg) -> Result<bool> {
                 }
                 if let Some(lock) = row["lock"].as_str() {
                     problems.push(format!("{} is locked by {lock}", outcome.host));
+                }
+                if let Some(record) = row["maintenance"].as_str() {
+                    notes.push(format!("{} is in maintenance, {record}", outcome.host));
                 }
                 rows.push(row);
             }
@@ -155,8 +161,8 @@ pub fn status(app: &App, args: &VenvArg) -> Result<bool> {
         ]);
     }
     app.ui.table(&table);
-    for problem in &problems {
-        app.ui.note(&format!("es: {problem}"));
+    for line in notes.iter().chain(&problems) {
+        app.ui.note(&format!("es: {line}"));
     }
     Ok(problems.is_empty())
 }

@@ -22,6 +22,7 @@
 #   secret=HEX          the supervisor HTTP password of this venv
 #   conf_sha=HEX        sha256 of the running supervisord.conf
 #   supervisord=PID     supervisord of this venv runs (pid checked against its config)
+#   maintenance=JSON    the venv's site is in maintenance (es maintenance on): who, when, why
 #   ledger=JSON         the last ledger lines (newest last)
 set -u
 root=$1
@@ -120,6 +121,9 @@ if [ -f tmp/supervisord.pid ]; then
         tr '\0' ' ' < "/proc/$pid/cmdline" | grep -F "$(pwd -P)/etc/supervisord.conf" >/dev/null; then
         echo "supervisord=$pid"
     fi
+fi
+if [ -f maintenance/on.json ] && [ ! -L maintenance ]; then
+    echo "maintenance=$(head -c 2000 maintenance/on.json | tr -d '\n')"
 fi
 if [ -f .es/releases.jsonl ]; then
     tail -n 20 .es/releases.jsonl | sed 's/^/ledger=/'

@@ -75,6 +75,11 @@ pub const GUARD: Script = Script {
     source: include_str!("guard.py"),
 };
 
+/// Puts a venv's nginx site into maintenance and takes it out again.
+pub const MAINTENANCE: Script = Script {
+    source: include_str!("maintenance.sh"),
+};
+
 /// Builds an sdist and a wheel on the build host, in a work directory of its own.
 pub const BUILD: Script = Script {
     source: include_str!("build.sh"),
@@ -469,6 +474,62 @@ echo 'app-a@1.service: Failed to kill control group x, ignoring: Input/output er
         assert!(
             ledger.starts_with("{\"time\":\"20") && ledger.contains(",\"outcome\":\"switched\"}")
         );
+    }
+
+    #[test]
+    fn maintenance_writes_the_snippet_and_page_and_facts_report_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("shop/a");
+        let page = dir.path().join("page.tmp");
+        std::fs::write(&page, "<h1>down</h1>").unwrap();
+        let run = |words: &[&str]| {
+            let mut args = vec![Arg::Value(root.to_str().unwrap())];
+            args.extend(words.iter().map(|w| Arg::Value(w)));
+            sh(&MAINTENANCE.shell(&args))
+        };
+        // Off and status on a venv that is not there: nothing, and nothing made.
+        assert_eq!(run(&["status"]), (String::new(), String::new(), 0));
+        assert!(!root.exists());
+        let record = r#"{"user":"ann","message":"it's \"big\""}"#;
+        let (out, err, code) = run(&["on", page.to_str().unwrap(), record, "120"]);
+        assert_eq!(code, 0, "{err}");
+        let real = std::fs::canonicalize(&root).unwrap();
+        let snippet = real.join("maintenance/es-maintenance.conf");
+        assert_eq!(out, format!("snippet={}\n", snippet.display()));
+        let conf = std::fs::read_to_string(&snippet).unwrap();
+        assert!(conf.contains("error_page 503 @es_maintenance;"), "{conf}");
+        assert!(conf.contains(&format!("root \"{}/maintenance\";", real.display())));
+        assert!(conf.contains("add_header Retry-After 120 always;"));
+        assert!(conf.trim_end().ends_with("return 503;"));
+        let served = std::fs::read_to_string(root.join("maintenance/503.html")).unwrap();
+        assert_eq!(served, "<h1>down</h1>");
+        assert!(!page.exists());
+        let (out, _, _) = run(&["status"]);
+        assert_eq!(out, format!("was={record}\n"));
+        assert!(facts(&root, "read", "").contains(&format!("maintenance={record}\n")));
+        // A Retry-After that is not a number never reaches nginx's config.
+        std::fs::write(&page, "x").unwrap();
+        let (_, err, code) = run(&["on", page.to_str().unwrap(), "{}", "1; evil"]);
+        assert_eq!(code, 2, "{err}");
+        assert!(std::fs::read_to_string(&snippet)
+            .unwrap()
+            .contains("Retry-After 120 "));
+        // Off removes the snippet and the record, and says what was on.
+        let (out, err, code) = run(&["off"]);
+        assert_eq!(code, 0, "{err}");
+        assert!(out.starts_with(&format!("was={record}\n")), "{out}");
+        assert!(!snippet.exists() && !root.join("maintenance/on.json").exists());
+        assert!(!facts(&root, "read", "").contains("maintenance="));
+        assert_eq!(run(&["status"]).0, "");
+        // A planted symlink is not written through.
+        std::fs::remove_dir_all(root.join("maintenance")).unwrap();
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, root.join("maintenance")).unwrap();
+        let (_, err, code) = run(&["on", page.to_str().unwrap(), "{}", "60"]);
+        assert_eq!(code, 1);
+        assert!(err.contains("symbolic link"), "{err}");
+        assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
     }
 
     #[test]

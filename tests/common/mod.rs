@@ -16,7 +16,8 @@
 //!   34-36 tests/real_projects.rs (third-party apps, day-2 commands)
 //!   37-41 tests/switch_guard.rs (the host-guarded switch, settle, ledger, prefixes)
 //!   42-44 tests/real_projects2.rs (ports held by others, a requirements-only app)
-//!   45-50 tests/fleet_ops.rs, tests/fleet_exec.rs (locks, exec, essay adoption, rollback --to)
+//!   45-50 tests/fleet_ops.rs, tests/fleet_exec.rs, tests/maintenance.rs (locks, exec,
+//!         essay adoption, rollback --to, maintenance, nginx drain)
 //!   51-53 tests/serve_hardening.rs
 //!   54-60 tests/bootstrap.rs (first deploy on fresh hosts)
 //!   61-200 bench/compare.sh fan-out (after `testbed.sh up 200`)

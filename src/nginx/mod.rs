@@ -12,6 +12,9 @@ use crate::cli::{NginxAction, NginxArgs};
 use crate::fleet::HostCtx;
 use crate::quote::{quote, quote_path};
 
+pub mod maintenance;
+mod upstream;
+
 /// How long `stop` waits for nginx to exit after `-s quit`.
 const QUIT_WAIT_SECS: u32 = 15;
 /// How long a reload may take to start workers on the new config.
@@ -28,20 +31,33 @@ pub struct Nginx {
 impl Nginx {
     /// `[nginx]` of the configuration, overridden by the flags.
     pub fn from_args(app: &App, args: &NginxArgs) -> Result<Nginx> {
+        Nginx::new(
+            app,
+            args.bin.as_deref(),
+            args.conf.as_deref(),
+            args.sudo,
+            args.no_sudo,
+        )
+    }
+
+    /// `[nginx]` of the configuration, overridden by what is given.
+    pub fn new(
+        app: &App,
+        bin: Option<&str>,
+        conf: Option<&str>,
+        sudo: bool,
+        no_sudo: bool,
+    ) -> Result<Nginx> {
         let config = &app.config().nginx;
-        let bin = args.bin.clone().unwrap_or_else(|| config.bin.clone());
-        let conf = args.conf.clone().unwrap_or_else(|| config.conf.clone());
+        let bin = bin.unwrap_or(&config.bin).to_string();
+        let conf = conf.unwrap_or(&config.conf).to_string();
         if bin.trim().is_empty() {
             bad_input!("the nginx binary is empty: set nginx.bin or give --bin");
         }
         if conf.trim().is_empty() {
             bad_input!("the nginx config is empty: set nginx.conf or give --conf");
         }
-        let sudo = if args.no_sudo {
-            false
-        } else {
-            args.sudo || config.sudo
-        };
+        let sudo = if no_sudo { false } else { sudo || config.sudo };
         Ok(Nginx { bin, conf, sudo })
     }
 
@@ -135,7 +151,16 @@ pub fn command(app: &App, args: &NginxArgs) -> Result<bool> {
         NginxAction::Test => "nginx test",
         NginxAction::Switch { dry_run: true, .. } => "nginx switch (dry run)",
         NginxAction::Switch { .. } => "nginx switch",
+        NginxAction::Drain { .. } => "nginx drain",
+        NginxAction::Undrain { .. } => "nginx undrain",
     };
+    if let NginxAction::Drain { backend } | NginxAction::Undrain { backend } = &args.action {
+        if backend.trim().is_empty() || backend.contains(char::is_whitespace) {
+            bad_input!(
+                "BACKEND must be a host or HOST:PORT as the upstream names it, not {backend:?}"
+            );
+        }
+    }
     if let NginxAction::Switch { src, dst, .. } = &args.action {
         if src.is_empty() {
             bad_input!("SRC is empty: give the text to replace");
@@ -152,6 +177,8 @@ pub fn command(app: &App, args: &NginxArgs) -> Result<bool> {
             NginxAction::Reload => reload(ctx, &nginx),
             NginxAction::Test => test(ctx, &nginx),
             NginxAction::Switch { src, dst, dry_run } => switch(ctx, &nginx, src, dst, *dry_run),
+            NginxAction::Drain { backend } => drain(ctx, &nginx, backend, true),
+            NginxAction::Undrain { backend } => drain(ctx, &nginx, backend, false),
         }?;
         let host = ctx.host().to_string();
         let ui = ctx.ui();
@@ -283,48 +310,11 @@ fn switch(
     }
 
     ctx.step("write config");
-    let dir = ctx
-        .check("mktemp -d \"${TMPDIR:-/tmp}/es-nginx.XXXXXX\"")?
-        .stdout
-        .trim()
-        .to_string();
-    if !dir.starts_with('/') {
-        bail!("mktemp gave {dir:?}, not an absolute path");
-    }
-    let staged = format!("{dir}/new.conf");
-    if let Err(err) = ctx.conn.upload(&new, &staged, 0o600) {
-        let _ = ctx.exec(&format!("rm -rf -- {}", quote(&dir)));
-        return Err(err);
-    }
-    let expected = hex(&Sha256::digest(&old));
-    let install = format!(
-        r#"set -e
-real={real}
-dir={dir}
-trap 'rm -rf -- "$dir" "$real.es-new"' EXIT
-if [ "$(sha256sum < "$real" | cut -d' ' -f1)" != {expected} ]; then
-  echo "$real changed while es was switching it: nothing changed" >&2; exit 1
-fi
-cp -p -- "$real" "$real.es-bak"
-cp -- "$dir/new.conf" "$real.es-new"
-chmod --reference="$real" -- "$real.es-new"
-chown --reference="$real" -- "$real.es-new" 2>/dev/null || true
-mv -f -- "$real.es-new" "$real"
-"#,
-        real = quote(&real),
-        dir = quote(&dir),
-    );
-    ctx.check(&nginx.as_nginx_user(&install))?;
-
+    write_config(ctx, nginx, &real, &old, &new)?;
     ctx.step("test config");
     if let Err(test_error) = run_test(ctx, nginx) {
         ctx.step("restore config");
-        let restore = format!(
-            "set -e\nreal={real}\ncp -p -- \"$real.es-bak\" \"$real.es-new\"\nmv -f -- \"$real.es-new\" \"$real\"\n",
-            real = quote(&real)
-        );
-        ctx.check(&nginx.as_nginx_user(&restore))
-            .context("restoring the previous config failed: restore it from .es-bak by hand")?;
+        restore_config(ctx, nginx, &real)?;
         return Err(test_error.context(format!(
             "switching `{src}` to `{dst}` gives a config nginx refuses; the previous one is restored"
         )));
@@ -342,6 +332,161 @@ mv -f -- "$real.es-new" "$real"
             "{done}; nginx is not running, the config applies when it starts"
         )),
     }
+}
+
+/// `drain` (`down == true`) / `undrain` on one host: every `server` entry of
+/// the config's upstreams that names `backend` is marked `down` (or no longer),
+/// in whichever file of the config holds it; tested, reloaded. Draining the
+/// last server of an upstream that is up is refused; nothing is left changed
+/// when a step fails.
+fn drain(ctx: &mut HostCtx<'_>, nginx: &Nginx, backend: &str, down: bool) -> Result<String> {
+    ctx.step("read config");
+    let dump = ctx.exec(&nginx.command("-T"))?;
+    if !dump.success() {
+        bail!(
+            "{} fails `nginx -T`: {}",
+            nginx.conf,
+            crate::ssh::tail(&dump.stderr, 6)
+        );
+    }
+    let mut changes = Vec::new();
+    let mut matched = 0;
+    for file in config_files(&dump.stdout) {
+        let old = read_file(ctx, nginx, &file)?;
+        let Ok(text) = String::from_utf8(old.clone()) else {
+            continue;
+        };
+        let marked = upstream::mark(&text, backend, down);
+        matched += marked.matched;
+        if let Some(name) = marked.emptied.first().filter(|_| down) {
+            bail!(
+                "draining {backend} would leave upstream {name} with no server up (in {file}): nothing changed"
+            );
+        }
+        if marked.changed > 0 {
+            changes.push((file, old, marked));
+        }
+    }
+    if matched == 0 {
+        bail!(
+            "no upstream of {} names {backend}: nothing changed",
+            nginx.conf
+        );
+    }
+    if changes.is_empty() {
+        return Ok(format!(
+            "{backend} is already {}",
+            if down { "drained" } else { "in rotation" }
+        ));
+    }
+    ctx.step("write config");
+    let mut written: Vec<&str> = Vec::new();
+    let mut outcome = Ok(());
+    for (file, old, marked) in &changes {
+        outcome = write_config(ctx, nginx, file, old, marked.text.as_bytes());
+        if outcome.is_err() {
+            break;
+        }
+        written.push(file);
+    }
+    if outcome.is_ok() {
+        ctx.step("test config");
+        outcome = run_test(ctx, nginx);
+    }
+    if let Err(err) = outcome {
+        ctx.step("restore config");
+        for file in written {
+            restore_config(ctx, nginx, file)?;
+        }
+        return Err(err.context(format!("{backend} was left as it was")));
+    }
+    let count: usize = changes.iter().map(|(_, _, m)| m.changed).sum();
+    let files: Vec<&str> = changes.iter().map(|(f, _, _)| f.as_str()).collect();
+    let done = format!(
+        "{backend} {} ({count} server entr{} in {})",
+        if down { "drained" } else { "back in rotation" },
+        if count == 1 { "y" } else { "ies" },
+        files.join(", ")
+    );
+    ctx.step("reload");
+    let pid_file = pid_file(ctx, nginx)?;
+    match running(ctx, &pid_file)? {
+        Some(pid) => {
+            ctx.check(&nginx.reload_command(pid))?;
+            Ok(format!("{done}, reloaded (pid {pid})"))
+        }
+        None => Ok(format!(
+            "{done}; nginx is not running, the config applies when it starts"
+        )),
+    }
+}
+
+/// The files of nginx's config, as `nginx -T` names them.
+fn config_files(dump: &str) -> Vec<String> {
+    dump.lines()
+        .filter_map(|line| {
+            line.strip_prefix("# configuration file ")?
+                .strip_suffix(':')
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+/// Replaces the config file `real` (whose bytes were `old`) by `new`: staged
+/// in a temporary directory, refused when the file changed meanwhile, the old
+/// one kept as `REAL.es-bak`, installed by a rename.
+fn write_config(
+    ctx: &mut HostCtx<'_>,
+    nginx: &Nginx,
+    real: &str,
+    old: &[u8],
+    new: &[u8],
+) -> Result<()> {
+    let dir = ctx
+        .check("mktemp -d \"${TMPDIR:-/tmp}/es-nginx.XXXXXX\"")?
+        .stdout
+        .trim()
+        .to_string();
+    if !dir.starts_with('/') {
+        bail!("mktemp gave {dir:?}, not an absolute path");
+    }
+    let staged = format!("{dir}/new.conf");
+    if let Err(err) = ctx.conn.upload(new, &staged, 0o600) {
+        let _ = ctx.exec(&format!("rm -rf -- {}", quote(&dir)));
+        return Err(err);
+    }
+    let expected = hex(&Sha256::digest(old));
+    let install = format!(
+        r#"set -e
+real={real}
+dir={dir}
+trap 'rm -rf -- "$dir" "$real.es-new"' EXIT
+if [ "$(sha256sum < "$real" | cut -d' ' -f1)" != {expected} ]; then
+  echo "$real changed while es was changing it: nothing changed" >&2; exit 1
+fi
+cp -p -- "$real" "$real.es-bak"
+cp -- "$dir/new.conf" "$real.es-new"
+chmod --reference="$real" -- "$real.es-new"
+chown --reference="$real" -- "$real.es-new" 2>/dev/null || true
+mv -f -- "$real.es-new" "$real"
+"#,
+        real = quote(real),
+        dir = quote(&dir),
+    );
+    ctx.check(&nginx.as_nginx_user(&install))?;
+    Ok(())
+}
+
+/// Puts `REAL.es-bak` back in place of the config file `real`.
+fn restore_config(ctx: &mut HostCtx<'_>, nginx: &Nginx, real: &str) -> Result<()> {
+    let restore = format!(
+        "set -e\nreal={real}\ncp -p -- \"$real.es-bak\" \"$real.es-new\"\nmv -f -- \"$real.es-new\" \"$real\"\n",
+        real = quote(real)
+    );
+    ctx.check(&nginx.as_nginx_user(&restore)).with_context(|| {
+        format!("restoring the previous {real} failed: restore it from {real}.es-bak by hand")
+    })?;
+    Ok(())
 }
 
 /// A path with its leading `~/` expanded for the login user (not for root under sudo).
@@ -533,6 +678,12 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn reads_the_files_of_nginx_t() {
+        let dump = "nginx: the configuration file /e/n.conf syntax is ok\n# configuration file /e/n.conf:\nhttp { include /e/up.conf; }\n\n# configuration file /e/up.conf:\nupstream b { server 1.2.3.4; }\n";
+        assert_eq!(config_files(dump), vec!["/e/n.conf", "/e/up.conf"]);
     }
 
     #[test]
