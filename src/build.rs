@@ -97,6 +97,24 @@ fn project_name(app: &App, dir: &Path) -> Result<String> {
 }
 
 /// `index.url`, required.
+/// An upload refused as "already on the index" whose file the index lists
+/// with our sha256: our own earlier attempt, whose answer was lost.
+fn identical_on_index(
+    client: &IndexClient,
+    config: &crate::config::Config,
+    project: &str,
+    file: &Path,
+    err: &anyhow::Error,
+) -> bool {
+    let (Some(url), Some(_)) = (
+        &config.index.url,
+        err.downcast_ref::<index::AlreadyOnIndex>(),
+    ) else {
+        return false;
+    };
+    client.lists_identical(url, project, file).unwrap_or(false)
+}
+
 fn index_url(app: &App) -> Result<String> {
     match &app.config().index.url {
         Some(url) => Ok(url.clone()),
@@ -350,8 +368,16 @@ pub fn build(app: &App, args: &BuildArgs) -> Result<Version> {
     // Upload, copy.
     if let Some(target) = &target {
         for file in &artifacts {
-            client.upload(&target.url, target.credentials.as_ref(), file)?;
-            say(&format!("es: uploaded {}", file_name(file)));
+            match client.upload(&target.url, target.credentials.as_ref(), file) {
+                Ok(()) => say(&format!("es: uploaded {}", file_name(file))),
+                Err(err) if identical_on_index(&client, config, &project, file, &err) => say(
+                    &format!(
+                        "es: {} is on the index already, byte for byte (an earlier attempt went through): uploaded",
+                        file_name(file)
+                    ),
+                ),
+                Err(err) => return Err(err),
+            }
         }
     }
     if let Some(dist) = &args.dist {

@@ -38,6 +38,8 @@ pub struct IndexFile {
     pub filename: String,
     /// PEP 592: withdrawn by its publisher; never picked as `latest`.
     pub yanked: bool,
+    /// The file's sha256 as the index gives it (lowercase hex), when it does.
+    pub sha256: Option<String>,
 }
 
 /// A user name and password for uploads. `Debug` hides the password.
@@ -321,6 +323,25 @@ impl IndexClient {
     }
 }
 
+impl IndexClient {
+    /// Whether the index lists `file` with the same sha256 as the local one:
+    /// an upload answered "already exists" after an attempt whose answer was
+    /// lost (the index took the file, the connection broke) is then done.
+    pub fn lists_identical(&self, index_url: &str, project: &str, file: &Path) -> Result<bool> {
+        let content = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+        let ours = hex(&sha2::Sha256::digest(&content));
+        let name = file
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        Ok(self
+            .project_files(index_url, project)?
+            .unwrap_or_default()
+            .iter()
+            .any(|f| f.filename == name && f.sha256.as_deref() == Some(ours.as_str())))
+    }
+}
+
 /// Errors worth another try. A timeout is not: an index that accepted the
 /// connection and did not answer within index.timeout will not do better.
 fn retryable(err: &ureq::Error) -> bool {
@@ -436,9 +457,15 @@ fn parse_json_page(body: &str) -> Result<Vec<IndexFile>> {
                 Some(serde_json::Value::String(_)) => true,
                 _ => false,
             };
+            let sha256 = f
+                .get("hashes")
+                .and_then(|h| h.get("sha256"))
+                .and_then(|h| h.as_str())
+                .map(str::to_ascii_lowercase);
             Some(IndexFile {
                 filename: name.to_string(),
                 yanked,
+                sha256,
             })
         })
         .collect())
@@ -471,9 +498,14 @@ fn parse_html_page(body: &str) -> Vec<IndexFile> {
         };
         if !name.is_empty() {
             let yanked = lower[after..tag_end].contains("data-yanked");
+            let sha256 = href(&body[after..tag_end]).and_then(|h| {
+                h.split_once("#sha256=")
+                    .map(|(_, hex)| hex.to_ascii_lowercase())
+            });
             files.push(IndexFile {
                 filename: name,
                 yanked,
+                sha256,
             });
         }
         pos = close;
@@ -482,15 +514,20 @@ fn parse_html_page(body: &str) -> Vec<IndexFile> {
 }
 
 fn href_name(attributes: &str) -> Option<String> {
+    let value = href(attributes)?;
+    let path = value.split(['#', '?']).next()?;
+    Some(unescape(path.rsplit('/').next()?))
+}
+
+/// The href of an anchor's attributes, as written.
+fn href(attributes: &str) -> Option<&str> {
     let lower = attributes.to_ascii_lowercase();
     let i = lower.find("href=")? + 5;
     let rest = &attributes[i..];
-    let value = match rest.chars().next()? {
-        q @ ('"' | '\'') => rest[1..].split(q).next()?,
-        _ => rest.split_whitespace().next()?,
-    };
-    let path = value.split(['#', '?']).next()?;
-    Some(unescape(path.rsplit('/').next()?))
+    match rest.chars().next()? {
+        q @ ('"' | '\'') => rest[1..].split(q).next(),
+        _ => rest.split_whitespace().next(),
+    }
 }
 
 fn unescape(text: &str) -> String {
@@ -808,6 +845,93 @@ fn pypirc_section(text: &str, section: &str) -> Vec<(String, String)> {
 mod tests {
     use super::*;
 
+    /// Reads one HTTP request (headers and a Content-Length body) from `conn`.
+    fn read_request(conn: &mut std::net::TcpStream) -> String {
+        use std::io::Read;
+        let mut data = Vec::new();
+        let mut buf = [0u8; 8192];
+        loop {
+            let n = conn.read(&mut buf).unwrap();
+            data.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&data).to_string();
+            if let Some(end) = text.find("\r\n\r\n") {
+                let length = text[..end]
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse::<usize>().unwrap())
+                    })
+                    .unwrap_or(0);
+                if data.len() >= end + 4 + length {
+                    return text[..end].to_string();
+                }
+            }
+            if n == 0 {
+                return text;
+            }
+        }
+    }
+
+    #[test]
+    fn an_upload_whose_answer_was_lost_is_found_on_the_index_byte_for_byte() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let wheel = dir.path().join("acme_web-1.0-py3-none-any.whl");
+        let mut zip = zip::ZipWriter::new(std::fs::File::create(&wheel).unwrap());
+        zip.start_file(
+            "acme_web-1.0.dist-info/METADATA",
+            zip::write::SimpleFileOptions::default(),
+        )
+        .unwrap();
+        zip.write_all(b"Metadata-Version: 2.1\nName: acme-web\nVersion: 1.0\n\n")
+            .unwrap();
+        zip.finish().unwrap();
+        let sha = hex(&sha2::Sha256::digest(std::fs::read(&wheel).unwrap()));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // The index takes the upload and the connection breaks before its
+        // answer; the retry is told the file exists; the page lists it.
+        let server = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            for (i, conn) in listener.incoming().take(4).enumerate() {
+                let mut conn = conn.unwrap();
+                let request = read_request(&mut conn);
+                seen.push(request.lines().next().unwrap_or_default().to_string());
+                let answer = match i {
+                    0 => continue,
+                    1 => "HTTP/1.1 409 Conflict\r\nContent-Length: 20\r\nConnection: close\r\n\r\nFile already exists.".to_string(),
+                    _ => {
+                        let sha = if i == 2 { sha.clone() } else { "0".repeat(64) };
+                        let page = format!("<a href=\"/packages/acme_web-1.0-py3-none-any.whl#sha256={sha}\">acme_web-1.0-py3-none-any.whl</a>");
+                        format!("HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{page}", page.len())
+                    }
+                };
+                conn.write_all(answer.as_bytes()).unwrap();
+            }
+            seen
+        });
+        let client = IndexClient::new(false, Duration::from_secs(5));
+        let err = client
+            .upload(&format!("http://127.0.0.1:{port}/"), None, &wheel)
+            .unwrap_err();
+        assert!(err.downcast_ref::<AlreadyOnIndex>().is_some(), "{err:#}");
+        let index = format!("http://127.0.0.1:{port}/simple/");
+        assert!(client.lists_identical(&index, "acme-web", &wheel).unwrap());
+        // Another file of the same name is not ours.
+        assert!(!client.lists_identical(&index, "acme-web", &wheel).unwrap());
+        let seen = server.join().unwrap();
+        assert_eq!(
+            seen,
+            [
+                "POST / HTTP/1.1",
+                "POST / HTTP/1.1",
+                "GET /simple/acme-web/ HTTP/1.1",
+                "GET /simple/acme-web/ HTTP/1.1"
+            ]
+        );
+    }
+
     #[test]
     fn html_page_lists_anchor_texts() {
         let page = r#"<!DOCTYPE html><html><body><h1>Links for acme-web</h1>
@@ -815,10 +939,10 @@ mod tests {
 <A HREF="../../packages/acme_web-1.1-py3-none-any.whl#sha256=cd" data-requires-python="&gt;=3.8">acme_web-1.1-py3-none-any.whl</A>
 <a href='/p/acme_web-1.2.tar.gz'></a><abbr>x</abbr>
 </body></html>"#;
-        let names: Vec<String> = parse_html_page(page)
-            .into_iter()
-            .map(|f| f.filename)
-            .collect();
+        let files = parse_html_page(page);
+        let hashes: Vec<Option<&str>> = files.iter().map(|f| f.sha256.as_deref()).collect();
+        assert_eq!(hashes, [Some("ab"), Some("cd"), None]);
+        let names: Vec<String> = files.into_iter().map(|f| f.filename).collect();
         assert_eq!(
             names,
             [
@@ -833,8 +957,10 @@ mod tests {
     fn json_page_lists_files() {
         let page = r#"{"meta":{"api-version":"1.0"},"name":"acme-web","files":[
             {"filename":"acme_web-1.0.tar.gz","url":"x","hashes":{}},
-            {"filename":"acme_web-1.0-py3-none-any.whl","url":"y","hashes":{}}]}"#;
+            {"filename":"acme_web-1.0-py3-none-any.whl","url":"y","hashes":{"sha256":"EF01"}}]}"#;
         let files = parse_json_page(page).unwrap();
+        assert_eq!(files[0].sha256, None);
+        assert_eq!(files[1].sha256.as_deref(), Some("ef01"));
         assert_eq!(files.len(), 2);
         assert_eq!(files[1].filename, "acme_web-1.0-py3-none-any.whl");
         assert!(parse_json_page("{}").is_err());
