@@ -330,6 +330,67 @@ echo 'app-a@1.service: Failed to kill control group x, ignoring: Input/output er
     }
 
     #[test]
+    fn supervisord_restart_outlasts_an_autorestart_between_stop_and_start() {
+        // The functions, without the call of main, against a scripted proxy:
+        // the process had just exited (NOT_RUNNING), supervisord's
+        // autorestart starts it before es does (ALREADY_STARTED) once.
+        let mut script = SUPERVISORD
+            .source
+            .strip_suffix("main(sys.argv[1:])\n")
+            .expect("supervisord.py ends by calling main")
+            .to_string();
+        script.push_str(
+            r#"
+import xmlrpc.client
+class Supervisor:
+    def __init__(self, refusals):
+        self.calls, self.refusals = [], list(refusals)
+    def stopProcess(self, name, wait):
+        self.calls.append("stop")
+        if len(self.calls) == 1:
+            raise xmlrpc.client.Fault(70, "NOT_RUNNING: " + name)
+    def startProcess(self, name, wait):
+        self.calls.append("start")
+        if self.refusals:
+            raise xmlrpc.client.Fault(60, self.refusals.pop(0) + ": " + name)
+class Proxy:
+    def __init__(self, refusals):
+        self.supervisor = Supervisor(refusals)
+once = Proxy(["ALREADY_STARTED"])
+restart(once, "web:web_1")
+print(" ".join(once.supervisor.calls))
+always = Proxy(["ALREADY_STARTED"] * 9)
+try:
+    restart(always, "web:web_1")
+except xmlrpc.client.Fault as fault:
+    print(len(always.supervisor.calls), fault.faultString)
+"#,
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let pkg = dir.path().join("supervisor");
+        std::fs::create_dir(&pkg).unwrap();
+        std::fs::write(pkg.join("__init__.py"), "").unwrap();
+        std::fs::write(pkg.join("options.py"), "class ClientOptions:\n    pass\n").unwrap();
+        std::fs::write(pkg.join("xmlrpc.py"), "class Faults:\n    pass\n").unwrap();
+        let out = Command::new("python3")
+            .arg("-c")
+            .arg(&script)
+            .env("PYTHONPATH", dir.path())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            stdout,
+            "stop start stop start\n10 ALREADY_STARTED: web:web_1\n"
+        );
+    }
+
+    #[test]
     fn facts_takes_the_lock_once_and_reports_its_holder() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("it's a $(venv)");

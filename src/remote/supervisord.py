@@ -323,14 +323,24 @@ def settle(proxy, spec, names):
         time.sleep(0.25)
 
 
-def restart(proxy, name):
-    """Stops process `name` (unless it is not running) and starts it, not waiting."""
-    try:
-        proxy.supervisor.stopProcess(name, True)
-    except xmlrpc.client.Fault as fault:
-        if "NOT_RUNNING" not in fault.faultString:
-            raise
-    proxy.supervisor.startProcess(name, False)
+def restart(proxy, name, attempts=5):
+    """Stops process `name` (unless it is not running) and starts it, not waiting.
+    A process that had just exited is found NOT_RUNNING and may be started
+    again by supervisord's autorestart before es starts it (ALREADY_STARTED):
+    it may run what `current` pointed to before, so it is stopped and started
+    again."""
+    for attempt in range(attempts):
+        try:
+            proxy.supervisor.stopProcess(name, True)
+        except xmlrpc.client.Fault as fault:
+            if "NOT_RUNNING" not in fault.faultString:
+                raise
+        try:
+            proxy.supervisor.startProcess(name, False)
+            return
+        except xmlrpc.client.Fault as fault:
+            if "ALREADY_STARTED" not in fault.faultString or attempt == attempts - 1:
+                raise
 
 
 def all_names(proxy):
