@@ -231,3 +231,78 @@ fn the_lock_of_a_killed_es_is_broken_without_force_and_rollback_force_recovers()
         assert!(!locked(&tb, n, prefix));
     }
 }
+
+/// `es ARGS` run as from another machine: in a UTS namespace of its own,
+/// whose host name is `name` (the lock records the machine by its host name).
+fn es_on_machine(sb: &Sandbox, name: &str, args: &[&str]) -> std::process::Output {
+    let es = sb.es();
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.args([
+        "--uts",
+        "sh",
+        "-c",
+        &format!("hostname {name} && exec \"$0\" \"$@\""),
+    ])
+    .arg(es.get_program())
+    .args(args)
+    .current_dir(sb.work.path());
+    for (key, value) in es.get_envs() {
+        match value {
+            Some(value) => cmd.env(key, value),
+            None => cmd.env_remove(key),
+        };
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn a_deploy_keeps_its_locks_fresh_through_a_pause_so_another_machines_force_cannot_take_them() {
+    let tb = bed!();
+    let sb = Sandbox::new();
+    let hosts = [46, 47];
+    let prefix = "ops_fresh";
+    fresh(&tb, &hosts, prefix);
+    // --force takes a lock of another machine once it is older than
+    // command_timeout; the deploy refreshes its locks every third of it.
+    let toml =
+        config(&tb, &hosts, prefix, "935").replace("command_timeout = 300", "command_timeout = 12");
+    assert!(toml.contains("command_timeout = 12"), "{toml}");
+    sb.write_config(&toml);
+    // Both releases staged once, so that the deploy below only switches.
+    expect_code(&es(&sb, &["deploy", "2.0.0", "a", "prod"]), 0);
+    expect_code(&es(&sb, &["deploy", "1.0.0", "a", "prod"]), 0);
+
+    let deploy = spawn(
+        &sb,
+        &[
+            "deploy", "2.0.0", "a", "prod", "--batch", "1", "--pause", "40",
+        ],
+    );
+    let until = Instant::now() + Duration::from_secs(90);
+    while ops_support::fetch(&tb, 46, "9350") != format!("{} 2.0.0", ops_support::built().name) {
+        assert!(Instant::now() < until, "host 46 never switched");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Well past command_timeout after host 46's switch, in the pause: host 47
+    // waits for its batch, and both locks are still this deploy's.
+    std::thread::sleep(Duration::from_secs(20));
+    let other = es_on_machine(
+        &sb,
+        "es-other-runner",
+        &["deploy", "1.0.0", "a", "prod", "--force"],
+    );
+    let (_, stderr) = text(&other);
+    assert_eq!(other.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("that deploy may still be running on its machine"),
+        "{stderr}"
+    );
+    let out = deploy.wait_with_output().unwrap();
+    let (_, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("2 ok, 0 failed"), "{stderr}");
+    for n in hosts {
+        assert_serving(&tb, n, "935", "2.0.0");
+        assert!(!locked(&tb, n, prefix));
+    }
+}

@@ -191,6 +191,28 @@ pub fn read_facts(ctx: &mut HostCtx<'_>, dir: &str, mode: LockMode, owner: &str)
     Ok(Facts::parse(&out.stdout))
 }
 
+/// Marks the venv's lock as held by a deploy that still runs (its age starts
+/// again), while it is `deploy_id`'s. A lock that is no longer ours is said,
+/// and left alone.
+pub fn refresh_lock(ctx: &mut HostCtx<'_>, root: &str, deploy_id: &str) -> Result<()> {
+    ctx.step("refresh lock");
+    let line = FACTS.shell(&[
+        Arg::Path(root),
+        Arg::Value("refresh"),
+        Arg::Value(""),
+        Arg::Value(deploy_id),
+    ]);
+    let facts = Facts::parse(&ctx.check(&line)?.stdout);
+    if facts.lock.as_deref() != Some("taken") {
+        let host = ctx.host().to_string();
+        ctx.ui().note(&format!(
+            "{host}: the deploy lock is no longer this deploy's (held by {}); finishing will leave it alone",
+            facts.lock_holder()
+        ));
+    }
+    Ok(())
+}
+
 /// The tools venv's python, which runs supervisord.py.
 fn tools_python(root: &str) -> String {
     format!("{root}/.es/tools/bin/python")

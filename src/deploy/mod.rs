@@ -15,6 +15,11 @@
 //!    back too, so the fleet ends on one version.
 //! 4. **finish**, every locked host: prune old releases, write the ledger,
 //!    release the lock.
+//!
+//! The order of the phases and every decision between them (batches,
+//! max-fail, going back, Ctrl-C, refreshing the locks of hosts that wait) is
+//! `rollout.rs`, over the `rollout::Hosts` boundary; here is its SSH side
+//! ([`SshHosts`]): each phase's work on one host.
 
 mod adopt;
 mod finish;
@@ -24,11 +29,11 @@ mod lock;
 mod plan;
 mod resolve;
 mod rollback;
+mod rollout;
+mod runs;
 mod status;
 mod switch;
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -39,7 +44,6 @@ use crate::bad_input;
 use crate::cli::{BuildArgs, DeployArgs, QuickdeployArgs};
 use crate::config::HooksOn;
 use crate::fleet::{Fleet, HostCtx};
-use crate::hosts::Target;
 use finish::{finish_host, print_rollout_summary};
 pub use host::manager_script;
 use host::{Facts, LockMode};
@@ -47,139 +51,9 @@ pub use lock::command as lock_command;
 pub use plan::{configured_process_spec, unit_name, DEFAULT_SUPERVISOR_TEMPLATE};
 use plan::{Plan, Request};
 pub use rollback::rollback;
+use runs::{HostRun, Outcome, Runs};
 pub use status::{releases, status};
 use switch::{revert_host, switch_host};
-
-/// How one host's part of a rollout ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Outcome {
-    /// Prepared and waiting for its batch (at the end: never switched).
-    Staged,
-    /// The new release serves, healthy.
-    Switched,
-    /// It was already the current release; its processes are healthy.
-    Unchanged,
-    /// Switched, then switched back because the rollout stopped.
-    Reverted,
-    /// The deploy was refused: another deploy holds the lock.
-    Locked(String),
-    Failed {
-        step: String,
-        error: String,
-    },
-}
-
-/// One host's state across the phases.
-#[derive(Debug, Clone)]
-struct HostRun {
-    label: String,
-    root: Option<String>,
-    facts: Facts,
-    release: Option<String>,
-    /// The release that was current before (what a revert goes back to).
-    previous: Option<String>,
-    /// What `es build` recorded about the new release's version.
-    build: Value,
-    locked: bool,
-    outcome: Outcome,
-    elapsed: Duration,
-    /// What the host runs at the end, read back by its finish (`Some(None)`: nothing).
-    now: Option<Option<String>>,
-}
-
-impl HostRun {
-    fn new(label: &str) -> HostRun {
-        HostRun {
-            label: label.to_string(),
-            root: None,
-            facts: Facts::default(),
-            release: None,
-            previous: None,
-            build: Value::Null,
-            locked: false,
-            outcome: Outcome::Staged,
-            elapsed: Duration::ZERO,
-            now: None,
-        }
-    }
-
-    fn version_of(&self, id: Option<&str>) -> String {
-        id.and_then(|id| self.facts.release(id))
-            .map(|r| r.version().to_string())
-            .or_else(|| id.map(|id| id.rsplit_once('-').map_or(id, |(v, _)| v).to_string()))
-            .unwrap_or_else(|| "nothing".to_string())
-    }
-}
-
-/// Every host's state, shared by the phases' jobs.
-struct Runs {
-    hosts: Mutex<HashMap<String, HostRun>>,
-    order: Vec<String>,
-}
-
-impl Runs {
-    fn new(targets: &[Target]) -> Runs {
-        Runs {
-            hosts: Mutex::new(
-                targets
-                    .iter()
-                    .map(|t| (t.label.clone(), HostRun::new(&t.label)))
-                    .collect(),
-            ),
-            order: targets.iter().map(|t| t.label.clone()).collect(),
-        }
-    }
-
-    fn update(&self, label: &str, change: impl FnOnce(&mut HostRun)) {
-        let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(run) = hosts.get_mut(label) {
-            change(run);
-        }
-    }
-
-    fn get(&self, label: &str) -> HostRun {
-        let hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
-        hosts
-            .get(label)
-            .cloned()
-            .unwrap_or_else(|| HostRun::new(label))
-    }
-
-    fn all(&self) -> Vec<HostRun> {
-        self.order.iter().map(|l| self.get(l)).collect()
-    }
-
-    fn labels_where(&self, keep: impl Fn(&HostRun) -> bool) -> Vec<String> {
-        self.all()
-            .into_iter()
-            .filter(|r| keep(r))
-            .map(|r| r.label)
-            .collect()
-    }
-
-    /// Records each host's failure from a phase's report.
-    fn record<T>(&self, report: &crate::fleet::Report<T>) {
-        for outcome in &report.outcomes {
-            let elapsed = outcome.elapsed;
-            self.update(&outcome.host, |run| {
-                run.elapsed += elapsed;
-                if let Err(failure) = &outcome.result {
-                    run.outcome = Outcome::Failed {
-                        step: failure.step.clone(),
-                        error: failure.error.clone(),
-                    };
-                }
-            });
-        }
-    }
-
-    fn failed(&self) -> usize {
-        self.all()
-            .iter()
-            .filter(|r| matches!(r.outcome, Outcome::Failed { .. }))
-            .count()
-    }
-}
 
 /// A fleet over some of the chosen hosts; `despite_interrupt` for the steps
 /// that must run after Ctrl-C too (going back, finishing).
@@ -317,7 +191,7 @@ pub fn quickdeploy(app: &App, args: &QuickdeployArgs) -> Result<bool> {
     command(app, &deploy_args(version.to_string()))
 }
 
-/// The rollout: lock, prepare, release hooks, switch by batches, finish.
+/// The rollout ([`rollout::run`]) over the SSH fleet, and its summary.
 /// True when every host ends on the new release.
 fn rollout(
     app: &App,
@@ -329,103 +203,86 @@ fn rollout(
     let started = Instant::now();
     // One connection per host for every phase.
     let pool = crate::fleet::ConnectionPool::default();
-    let fleet = &Fleet {
+    let labels: Vec<String> = fleet.targets.iter().map(|t| t.label.clone()).collect();
+    let fleet = Fleet {
         pool: Some(&pool),
-        ..sub_fleet(
-            fleet,
-            &fleet
-                .targets
-                .iter()
-                .map(|t| t.label.clone())
-                .collect::<Vec<_>>(),
-            false,
-        )
+        ..sub_fleet(fleet, &labels, false)
     };
-    let runs = Runs::new(&fleet.targets);
+    let runs = Runs::new(&labels);
+    let hosts = SshHosts {
+        fleet: &fleet,
+        plan,
+        spec: plan.process_spec(),
+        lock_wait,
+    };
+    let settings = rollout::Settings {
+        venv: &plan.venv.name,
+        batch: plan.batch,
+        max_fail: plan.max_fail,
+        pause: plan.pause,
+        release_hooks: (!plan.release_hooks.is_empty()).then_some(plan.release_hooks_on),
+        lock_wait,
+        during_maintenance,
+        lock_refresh: (fleet.connect.command_timeout / 3)
+            .clamp(Duration::from_secs(1), Duration::from_secs(30)),
+    };
+    let stopped = rollout::run(&hosts, &runs, &settings);
     let title = format!(
         "deploy {} {} to venv {}",
         plan.project, plan.version, plan.venv.name
     );
-    let total = fleet.targets.len();
-    let max_fail = plan.max_fail.of(total);
+    print_rollout_summary(app, &title, &runs, stopped.as_deref(), started.elapsed());
+    runs.all()
+        .iter()
+        .all(|r| matches!(r.outcome, Outcome::Switched | Outcome::Unchanged))
+}
 
-    // 1. Lock (the first host first), then prepare: pre hooks, stage.
-    let locks = lock::acquire(
-        fleet,
-        &lock::Request {
-            dir: &plan.venv.dir,
-            owner: plan.owner_line(),
-            force: plan.force,
-            wait: lock_wait.map(Duration::from_secs),
-        },
-    );
-    runs.record(&locks);
-    for outcome in &locks.outcomes {
-        let Ok(facts) = &outcome.result else { continue };
-        let held = lock::describe(facts, &outcome.host, &plan.venv.name);
-        runs.update(&outcome.host, |r| {
-            if lock::taken(facts) {
-                r.locked = true;
-                r.root = facts.root.clone();
-                r.previous = facts.current.clone();
-                r.facts = facts.clone();
-            } else {
-                r.outcome = Outcome::Locked(held);
-            }
-        });
+/// The rollout's phases on hosts over SSH, each host's part in parallel.
+struct SshHosts<'a> {
+    fleet: &'a Fleet<'a>,
+    plan: &'a Plan,
+    /// The process manager's spec (`root` filled in per host).
+    spec: Value,
+    lock_wait: Option<u64>,
+}
+
+impl rollout::Hosts for SshHosts<'_> {
+    fn lock(&self, runs: &Runs) {
+        let plan = self.plan;
+        let locks = lock::acquire(
+            self.fleet,
+            &lock::Request {
+                dir: &plan.venv.dir,
+                owner: plan.owner_line(),
+                force: plan.force,
+                wait: self.lock_wait.map(Duration::from_secs),
+            },
+        );
+        runs.record(&locks);
+        for outcome in &locks.outcomes {
+            let Ok(facts) = &outcome.result else { continue };
+            let held = lock::describe(facts, &outcome.host, &plan.venv.name);
+            runs.update(&outcome.host, |r| {
+                if lock::taken(facts) {
+                    r.locked = true;
+                    r.root = facts.root.clone();
+                    r.previous = facts.current.clone();
+                    r.facts = facts.clone();
+                } else {
+                    r.outcome = Outcome::Locked(held);
+                }
+            });
+        }
     }
-    let busy = runs.labels_where(|r| matches!(r.outcome, Outcome::Locked(_)));
-    let in_maintenance = match during_maintenance {
-        true => Vec::new(),
-        false => refuse_maintenance(&runs),
-    };
-    if busy.is_empty() && in_maintenance.is_empty() && !crate::interrupt::requested() {
-        let ours = runs.labels_where(|r| r.locked);
-        let report = sub_fleet(fleet, &ours, false).run(|ctx| prepare_host(ctx, plan, &runs));
+
+    fn prepare(&self, runs: &Runs, hosts: &[String]) {
+        let report =
+            sub_fleet(self.fleet, hosts, false).run(|ctx| prepare_host(ctx, self.plan, runs));
         runs.record(&report);
     }
 
-    let mut stopped = None;
-    if crate::interrupt::requested() {
-        stopped = Some(INTERRUPTED.to_string());
-    } else if !busy.is_empty() {
-        let holders: Vec<String> = busy
-            .iter()
-            .map(|label| match runs.get(label).outcome {
-                Outcome::Locked(holder) => format!("on {label} by {holder}"),
-                _ => label.clone(),
-            })
-            .collect();
-        stopped = Some(format!(
-            "venv {} is locked ({}): nothing was staged or switched{}",
-            plan.venv.name,
-            holders.join("; "),
-            match lock_wait {
-                Some(secs) => format!(", after waiting {secs}s (--lock-wait)"),
-                None => "; --lock-wait SECS waits for it".into(),
-            }
-        ));
-    } else if !in_maintenance.is_empty() {
-        stopped = Some(format!(
-            "venv {} is in maintenance on {}: nothing was staged or switched; `es maintenance off` ends it, --during-maintenance deploys anyway",
-            plan.venv.name,
-            in_maintenance.join(", ")
-        ));
-    } else if runs.failed() > max_fail {
-        stopped = Some(format!(
-            "{} of {total} hosts could not stage the release (max-fail {max_fail}): nothing was switched",
-            runs.failed()
-        ));
-    }
-
-    // 2. Release hooks, before anything switches.
-    if stopped.is_none() && !plan.release_hooks.is_empty() {
-        let staged = runs.labels_where(|r| r.outcome == Outcome::Staged);
-        let on: Vec<String> = match plan.release_hooks_on {
-            HooksOn::One => staged.into_iter().take(1).collect(),
-            HooksOn::All => staged,
-        };
-        let report = sub_fleet(fleet, &on, false).run(|ctx| {
+    fn release_hooks(&self, runs: &Runs, hosts: &[String]) {
+        let report = sub_fleet(self.fleet, hosts, false).run(|ctx| {
             let run = runs.get(ctx.host());
             let (Some(root), Some(id)) = (&run.root, &run.release) else {
                 return Ok(());
@@ -434,105 +291,58 @@ fn rollout(
                 ctx,
                 "release hook",
                 &format!("{root}/releases/{id}"),
-                &plan.release_hooks,
+                &self.plan.release_hooks,
             )
         });
         runs.record(&report);
-        if crate::interrupt::requested() {
-            stopped = Some(INTERRUPTED.to_string());
-        } else if !report.all_ok() {
-            stopped = Some("a release hook failed: nothing was switched anywhere".to_string());
-        }
     }
 
-    // 3. Switch, batch by batch.
-    let spec = plan.process_spec();
-    if stopped.is_none() {
-        let ready =
-            runs.labels_where(|r| matches!(r.outcome, Outcome::Staged | Outcome::Unchanged));
-        let batch = plan.batch.of(ready.len()).max(1);
-        for (i, labels) in ready.chunks(batch).enumerate() {
-            if i > 0 && plan.pause > 0 {
-                pause(plan.pause);
-            }
-            if crate::interrupt::requested() {
-                stopped = Some(INTERRUPTED.to_string());
-                break;
-            }
-            let report =
-                sub_fleet(fleet, labels, true).run(|ctx| switch_host(ctx, plan, &spec, &runs));
-            runs.record(&report);
-            if runs.failed() > max_fail {
-                let failed = runs.failed();
-                let switched = runs.labels_where(|r| r.outcome == Outcome::Switched);
-                let report =
-                    sub_fleet(fleet, &switched, true).run(|ctx| revert_host(ctx, &spec, &runs));
-                runs.record(&report);
-                let back = runs.labels_where(|r| r.outcome == Outcome::Reverted).len();
-                let others = match switched.len() {
-                    0 => "no other host had switched".to_string(),
-                    n => format!("{back} of the {n} hosts already switched went back"),
-                };
-                stopped = Some(format!(
-                    "{failed} hosts failed (max-fail {max_fail}): the rollout stopped; {others}"
-                ));
-                break;
-            }
-        }
+    fn switch(&self, runs: &Runs, hosts: &[String]) {
+        let report = sub_fleet(self.fleet, hosts, true)
+            .run(|ctx| switch_host(ctx, self.plan, &self.spec, runs));
+        runs.record(&report);
     }
 
-    // 4. Finish wherever the lock is ours.
-    let locked = runs.labels_where(|r| r.locked);
-    let report = sub_fleet(fleet, &locked, true).run(|ctx| finish_host(ctx, plan, &runs));
-    // A finish that failed (the ledger, the lock) fails its host; its error
-    // says whether the lock remains.
-    runs.record(&report);
-    let unfinished: Vec<&str> = report
-        .outcomes
-        .iter()
-        .filter(|o| o.result.is_err())
-        .map(|o| o.host.as_str())
-        .collect();
-    if stopped.as_deref() == Some(INTERRUPTED) && !unfinished.is_empty() {
-        stopped = Some(format!(
-            "interrupted: the steps under way were finished, nothing more was switched; finishing failed on {} (its line says whether its lock remains)",
-            unfinished.join(", ")
-        ));
+    fn revert(&self, runs: &Runs, hosts: &[String]) {
+        let report =
+            sub_fleet(self.fleet, hosts, true).run(|ctx| revert_host(ctx, &self.spec, runs));
+        runs.record(&report);
     }
-    print_rollout_summary(app, &title, &runs, stopped.as_deref(), started.elapsed());
-    runs.all()
-        .iter()
-        .all(|r| matches!(r.outcome, Outcome::Switched | Outcome::Unchanged))
-}
 
-/// Fails every locked host whose venv is in maintenance (`es maintenance on`);
-/// their labels.
-fn refuse_maintenance(runs: &Runs) -> Vec<String> {
-    let hosts = runs.labels_where(|r| r.locked && r.facts.maintenance.is_some());
-    for label in &hosts {
-        runs.update(label, |r| {
-            let record = r.facts.maintenance.as_deref().unwrap_or_default();
-            r.outcome = Outcome::Failed {
-                step: "maintenance".into(),
-                error: format!(
-                    "the venv is in maintenance ({})",
-                    crate::nginx::maintenance::describe(record)
-                ),
+    fn refresh_locks(&self, runs: &Runs, hosts: &[String]) {
+        // A lock that cannot be refreshed is said, not a failure: the deploy
+        // still holds it, and finishing releases it.
+        sub_fleet(self.fleet, hosts, true).run(|ctx| {
+            let Some(root) = runs.get(ctx.host()).root else {
+                return Ok(());
             };
+            host::refresh_lock(ctx, &root, self.plan.deploy_id())
         });
     }
-    hosts
-}
 
-/// Why a rollout stopped after Ctrl-C.
-const INTERRUPTED: &str =
-    "interrupted: the steps under way were finished, nothing more was switched, the locks were released";
+    fn finish(&self, runs: &Runs, hosts: &[String]) -> Vec<String> {
+        let report =
+            sub_fleet(self.fleet, hosts, true).run(|ctx| finish_host(ctx, self.plan, runs));
+        // A finish that failed (the ledger, the lock) fails its host; its error
+        // says whether the lock remains.
+        runs.record(&report);
+        report
+            .outcomes
+            .iter()
+            .filter(|o| o.result.is_err())
+            .map(|o| o.host.clone())
+            .collect()
+    }
 
-/// Sleeps between batches, cut short by Ctrl-C.
-fn pause(secs: u64) {
-    let until = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < until && !crate::interrupt::requested() {
-        std::thread::sleep(Duration::from_millis(100));
+    fn interrupted(&self) -> bool {
+        crate::interrupt::requested()
+    }
+
+    fn sleep(&self, time: Duration) {
+        let until = Instant::now() + time;
+        while Instant::now() < until && !crate::interrupt::requested() {
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 }
 

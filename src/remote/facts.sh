@@ -5,7 +5,9 @@
 #
 # ROOT     the venv's directory (PREFIX/VENV; a leading ~/ already expanded)
 # MODE     read: only read | lock: also take the deploy lock, recording OWNER
-#          (one JSON line) | break: take it even when held (--force)
+#          (one JSON line) | break: take it even when held (--force) |
+#          refresh: only mark HELD_BY's lock fresh (its age starts again) and
+#          say lock=taken, or lock=busy when it is not HELD_BY's
 # HELD_BY  with break: break the lock only while it is still this deploy id's
 #          (two deploys breaking one dead lock cannot both take it)
 #
@@ -32,7 +34,7 @@ held_by=${4:-}
 
 if [ ! -d "$root" ]; then
     echo missing=yes
-    [ "$mode" = read ] && exit 0
+    [ "$mode" = read ] || [ "$mode" = refresh ] && exit 0
     mkdir -p "$root" || exit 1
 fi
 cd "$root" || exit 1
@@ -47,6 +49,16 @@ for p in .es .es/guard etc tmp logs releases shared current.new; do
     fi
 done
 
+if [ "$mode" = refresh ]; then
+    if [ -n "$held_by" ] && grep -F "\"deploy_id\":\"$held_by\"" .es/lock/owner >/dev/null 2>&1 &&
+        touch .es/lock; then
+        echo lock=taken
+    else
+        echo lock=busy
+        echo "lock_owner=$(head -c 2000 .es/lock/owner 2>/dev/null | tr -d '\n')"
+    fi
+    exit 0
+fi
 if [ "$mode" != read ]; then
     if ! err=$(mkdir -p .es 2>&1); then
         echo lock=error

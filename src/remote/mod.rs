@@ -439,6 +439,51 @@ except xmlrpc.client.Fault as fault:
     }
 
     #[test]
+    fn facts_refreshes_only_its_own_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("v");
+        let run = |mode: &str, owner: &str, held_by: &str| {
+            let line = FACTS.shell(&[
+                Arg::Value(root.to_str().unwrap()),
+                Arg::Value(mode),
+                Arg::Value(owner),
+                Arg::Value(held_by),
+            ]);
+            let (out, err, code) = sh(&line);
+            assert_eq!(code, 0, "{err}");
+            out
+        };
+        // No venv: nothing is made.
+        assert_eq!(run("refresh", "", "one"), "missing=yes\n");
+        assert!(!root.exists());
+        assert!(run("lock", r#"{"deploy_id":"one"}"#, "").contains("lock=taken"));
+        let lock = root.join(".es/lock");
+        let age = |p: &std::path::Path| std::fs::metadata(p).unwrap().modified().unwrap();
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        std::fs::File::open(&lock)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        // Another deploy's id: busy, the lock's age kept.
+        let other = run("refresh", "", "two");
+        assert!(
+            other.starts_with("root=") && other.contains("lock=busy\n"),
+            "{other}"
+        );
+        assert!(
+            other.contains(r#"lock_owner={"deploy_id":"one"}"#),
+            "{other}"
+        );
+        assert_eq!(age(&lock), old);
+        // Its own: fresh again, and nothing else read or changed.
+        let own = run("refresh", "", "one");
+        assert_eq!(own.lines().nth(1), Some("lock=taken"), "{own}");
+        assert!(!own.contains("release="));
+        assert!(age(&lock) > old + std::time::Duration::from_secs(3000));
+        assert!(root.join(".es/lock/owner").exists());
+    }
+
+    #[test]
     fn facts_refuses_to_write_through_a_planted_symlink() {
         let dir = tempfile::tempdir().unwrap();
         let elsewhere = dir.path().join("elsewhere");
