@@ -258,12 +258,17 @@ const GIT_IDENTITY: [(&str, &str); 4] = [
 
 /// A name no other run of the tests has used: a project, a prefix.
 pub fn unique(prefix: &str) -> String {
+    // Tests of one binary run at once: two of them asking in the same
+    // millisecond must not get one name (they would build one project's
+    // version twice on the shared index).
+    static COUNT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis()
         % 100_000_000;
-    format!("{prefix}_{}_{stamp}", std::process::id())
+    format!("{prefix}_{}_{stamp}_{n}", std::process::id())
 }
 
 /// Creates project `name` in the sandbox's work directory with `es create --no-push`.
@@ -326,4 +331,24 @@ pub fn expect_code(out: &Output, code: i32) -> (String, String) {
 /// Whether `path` is under `dir`.
 pub fn is_under(path: &Path, dir: &Path) -> bool {
     path.starts_with(dir)
+}
+
+/// An nginx config that runs as the deploy user: pid, logs and temp paths in
+/// `dir`; `http` goes inside its http block.
+pub fn nginx_conf_in(dir: &str, http: &str) -> String {
+    format!(
+        r#"worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log;
+events {{ worker_connections 64; }}
+http {{
+    access_log {dir}/access.log;
+    client_body_temp_path {dir}/tmp/body;
+    proxy_temp_path {dir}/tmp/proxy;
+    fastcgi_temp_path {dir}/tmp/fastcgi;
+    uwsgi_temp_path {dir}/tmp/uwsgi;
+    scgi_temp_path {dir}/tmp/scgi;
+{http}}}
+"#
+    )
 }
