@@ -34,19 +34,10 @@ fn nginx_conf(tb: &Testbed, maintenance: bool) -> String {
         true => format!("include {}/maintenance/*.conf;", venv_dir(tb, PREFIX)),
         false => String::new(),
     };
-    format!(
-        r#"worker_processes 1;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log;
-events {{ worker_connections 64; }}
-http {{
-    access_log {dir}/access.log;
-    client_body_temp_path {dir}/tmp/body;
-    proxy_temp_path {dir}/tmp/proxy;
-    fastcgi_temp_path {dir}/tmp/fastcgi;
-    uwsgi_temp_path {dir}/tmp/uwsgi;
-    scgi_temp_path {dir}/tmp/scgi;
-    upstream app {{
+    common::nginx_conf_in(
+        &dir,
+        &format!(
+            r#"    upstream app {{
         server 127.0.0.1:{PORT}0;
         server 127.0.0.1:{PORT}1;
     }}
@@ -58,8 +49,8 @@ http {{
             add_header X-Upstream $upstream_addr always;
         }}
     }}
-}}
 "#
+        ),
     )
 }
 

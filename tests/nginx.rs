@@ -117,25 +117,9 @@ fn backends_dir(tb: &Testbed) -> String {
 }
 
 fn nginx_conf(dir: &str) -> String {
-    format!(
-        r#"worker_processes 1;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log;
-events {{ worker_connections 64; }}
-http {{
-    access_log {dir}/access.log;
-    client_body_temp_path {dir}/tmp/body;
-    proxy_temp_path {dir}/tmp/proxy;
-    fastcgi_temp_path {dir}/tmp/fastcgi;
-    uwsgi_temp_path {dir}/tmp/uwsgi;
-    scgi_temp_path {dir}/tmp/scgi;
-    include upstreamA.conf;
-    server {{
-        listen 8090;
-        location / {{ proxy_pass http://backend; }}
-    }}
-}}
-"#
+    common::nginx_conf_in(
+        dir,
+        "    include upstreamA.conf;\n    server {\n        listen 8090;\n        location / { proxy_pass http://backend; }\n    }\n",
     )
 }
 

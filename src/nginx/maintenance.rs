@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use minijinja::{context, AutoEscape, Environment, UndefinedBehavior};
 use serde_json::json;
 
-use super::{config_files, pid_file, run_test, running, Nginx};
+use super::{config_files, reload_if_running, remote_temp, run_test, Nginx};
 use crate::app::App;
 use crate::bad_input;
 use crate::cli::{MaintenanceAction, MaintenanceArgs};
@@ -151,14 +151,7 @@ fn on(ctx: &mut HostCtx<'_>, nginx: &Nginx, venv: &Venv, page: &Page) -> Result<
     ctx.step("write page");
     let host = ctx.host().to_string();
     let text = page.render(venv, &host)?;
-    let staged = ctx
-        .check("mktemp \"${TMPDIR:-/tmp}/es-maintenance.XXXXXX\"")?
-        .stdout
-        .trim()
-        .to_string();
-    if !staged.starts_with('/') {
-        bail!("mktemp gave {staged:?}, not an absolute path");
-    }
+    let staged = remote_temp(ctx, "\"${TMPDIR:-/tmp}/es-maintenance.XXXXXX\"")?;
     ctx.conn.upload(text.as_bytes(), &staged, 0o600)?;
     let retry_after = page.retry_after.to_string();
     let out = ctx.check(&MAINTENANCE.shell(&[
@@ -189,7 +182,7 @@ fn on(ctx: &mut HostCtx<'_>, nginx: &Nginx, venv: &Venv, page: &Page) -> Result<
             nginx.conf
         );
     }
-    reload(
+    reload_if_running(
         ctx,
         nginx,
         "on: nginx answers 503 with the maintenance page",
@@ -205,7 +198,7 @@ fn off(ctx: &mut HostCtx<'_>, nginx: &Nginx, venv: &Venv) -> Result<String> {
     }
     ctx.step("test config");
     run_test(ctx, nginx)?;
-    reload(ctx, nginx, "off: nginx serves the site again")
+    reload_if_running(ctx, nginx, "off: nginx serves the site again")
 }
 
 /// Whether the venv is in maintenance on one host, said for people.
@@ -216,19 +209,6 @@ fn status(ctx: &mut HostCtx<'_>, venv: &Venv) -> Result<String> {
         Some(record) => format!("on, {}", describe(&record)),
         None => "off".into(),
     })
-}
-
-/// Reloads nginx when it runs; `done` says what that brings.
-fn reload(ctx: &mut HostCtx<'_>, nginx: &Nginx, done: &str) -> Result<String> {
-    ctx.step("reload");
-    let pid_file = pid_file(ctx, nginx)?;
-    match running(ctx, &pid_file)? {
-        Some(pid) => {
-            ctx.check(&nginx.reload_command(pid))?;
-            Ok(format!("{done} (reloaded, pid {pid})"))
-        }
-        None => Ok(format!("{done} once nginx starts (it is not running)")),
-    }
 }
 
 /// A maintenance record (`on.json`), said for people: by whom, since when, why.

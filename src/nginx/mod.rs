@@ -320,18 +320,8 @@ fn switch(
         )));
     }
 
-    ctx.step("reload");
-    let pid_file = pid_file(ctx, nginx)?;
     let done = format!("replaced {count} occurrence(s) on {lines} line(s)");
-    match running(ctx, &pid_file)? {
-        Some(pid) => {
-            ctx.check(&nginx.reload_command(pid))?;
-            Ok(format!("{done}, reloaded (pid {pid})"))
-        }
-        None => Ok(format!(
-            "{done}; nginx is not running, the config applies when it starts"
-        )),
-    }
+    reload_if_running(ctx, nginx, &done)
 }
 
 /// `drain` (`down == true`) / `undrain` on one host: every `server` entry of
@@ -408,6 +398,11 @@ fn drain(ctx: &mut HostCtx<'_>, nginx: &Nginx, backend: &str, down: bool) -> Res
         if count == 1 { "y" } else { "ies" },
         files.join(", ")
     );
+    reload_if_running(ctx, nginx, &done)
+}
+
+/// Reloads nginx when it runs; `done` says what changed.
+fn reload_if_running(ctx: &mut HostCtx<'_>, nginx: &Nginx, done: &str) -> Result<String> {
     ctx.step("reload");
     let pid_file = pid_file(ctx, nginx)?;
     match running(ctx, &pid_file)? {
@@ -419,6 +414,19 @@ fn drain(ctx: &mut HostCtx<'_>, nginx: &Nginx, backend: &str, down: bool) -> Res
             "{done}; nginx is not running, the config applies when it starts"
         )),
     }
+}
+
+/// A new temporary file (`-d`: directory) on the host, from `mktemp ARGS TEMPLATE`.
+fn remote_temp(ctx: &mut HostCtx<'_>, args: &str) -> Result<String> {
+    let path = ctx
+        .check(&format!("mktemp {args}"))?
+        .stdout
+        .trim()
+        .to_string();
+    if !path.starts_with('/') {
+        bail!("mktemp gave {path:?}, not an absolute path");
+    }
+    Ok(path)
 }
 
 /// The files of nginx's config, as `nginx -T` names them.
@@ -442,14 +450,7 @@ fn write_config(
     old: &[u8],
     new: &[u8],
 ) -> Result<()> {
-    let dir = ctx
-        .check("mktemp -d \"${TMPDIR:-/tmp}/es-nginx.XXXXXX\"")?
-        .stdout
-        .trim()
-        .to_string();
-    if !dir.starts_with('/') {
-        bail!("mktemp gave {dir:?}, not an absolute path");
-    }
+    let dir = remote_temp(ctx, "-d \"${TMPDIR:-/tmp}/es-nginx.XXXXXX\"")?;
     let staged = format!("{dir}/new.conf");
     if let Err(err) = ctx.conn.upload(new, &staged, 0o600) {
         let _ = ctx.exec(&format!("rm -rf -- {}", quote(&dir)));

@@ -146,8 +146,17 @@ mod tests {
     }
 
     fn facts(root: &std::path::Path, mode: &str, owner: &str) -> String {
-        let root = root.to_str().unwrap();
-        let line = FACTS.shell(&[Arg::Value(root), Arg::Value(mode), Arg::Value(owner)]);
+        facts_held(root, mode, owner, "")
+    }
+
+    /// facts.sh with HELD_BY (break, refresh).
+    fn facts_held(root: &std::path::Path, mode: &str, owner: &str, held_by: &str) -> String {
+        let line = FACTS.shell(&[
+            Arg::Value(root.to_str().unwrap()),
+            Arg::Value(mode),
+            Arg::Value(owner),
+            Arg::Value(held_by),
+        ]);
         let (stdout, stderr, code) = sh(&line);
         assert_eq!(code, 0, "{stderr}");
         stdout
@@ -276,18 +285,40 @@ echo 'app-a@1.service: Failed to kill control group x, ignoring: Input/output er
 
     /// supervisord.py's fault_line, run by python3 with a stand-in for the
     /// `supervisor` package (its Faults codes as supervisor 4 defines them).
-    #[test]
-    fn supervisord_refusals_are_one_line_each() {
+    /// supervisord.py's functions (without the call of main) followed by
+    /// `code`, run by python3 beside a stand-in `supervisor` package whose
+    /// Faults are `faults` (Python class body); its stdout.
+    fn supervisord_functions(code: &str, faults: &str) -> String {
         let dir = tempfile::tempdir().unwrap();
         let pkg = dir.path().join("supervisor");
         std::fs::create_dir(&pkg).unwrap();
         std::fs::write(pkg.join("__init__.py"), "").unwrap();
         std::fs::write(pkg.join("options.py"), "class ClientOptions:\n    pass\n").unwrap();
-        std::fs::write(
-            pkg.join("xmlrpc.py"),
-            "class Faults:\n    UNKNOWN_METHOD = 1\n    SHUTDOWN_STATE = 6\n    BAD_NAME = 10\n    NO_FILE = 20\n    NOT_EXECUTABLE = 21\n    FAILED = 30\n    ABNORMAL_TERMINATION = 40\n    SPAWN_ERROR = 50\n    ALREADY_STARTED = 60\n    NOT_RUNNING = 70\n",
-        )
-        .unwrap();
+        std::fs::write(pkg.join("xmlrpc.py"), format!("class Faults:\n{faults}")).unwrap();
+        let mut script = SUPERVISORD
+            .source
+            .strip_suffix("main(sys.argv[1:])\n")
+            .expect("supervisord.py ends by calling main")
+            .to_string();
+        script.push_str("\nimport xmlrpc.client\n");
+        script.push_str(code);
+        let out = Command::new("python3")
+            .arg("-c")
+            .arg(&script)
+            .env("PYTHONPATH", dir.path())
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    #[test]
+    fn supervisord_refusals_are_one_line_each() {
         let cases = [
             (6, "SHUTDOWN_STATE", None, "supervisord is shutting down and takes no commands: run `es supervisor start VENV` once it has stopped (supervisord: SHUTDOWN_STATE)"),
             (10, "BAD_NAME: web:nope", None, "supervisord has no process or group web:nope (supervisord: BAD_NAME)"),
@@ -298,32 +329,15 @@ echo 'app-a@1.service: Failed to kill control group x, ignoring: Input/output er
             (70, "NOT_RUNNING: web:web_0", Some("web:web_0"), "web:web_0 is not running (supervisord: NOT_RUNNING)"),
             (99, "SOMETHING_NEW: odd", None, "supervisord refused: SOMETHING_NEW: odd (supervisord: fault 99)"),
         ];
-        // The functions, without the call of main.
-        let mut script = SUPERVISORD
-            .source
-            .strip_suffix("main(sys.argv[1:])\n")
-            .expect("supervisord.py ends by calling main")
-            .to_string();
-        script.push_str("\nimport xmlrpc.client\n");
-        for (code, text, name, _) in &cases {
+        let mut code = String::new();
+        for (code_number, text, name, _) in &cases {
             let name = name.map_or("None".to_string(), |n| format!("{n:?}"));
-            script.push_str(&format!(
-                "print(fault_line(xmlrpc.client.Fault({code}, {text:?}), {name}))\n"
+            code.push_str(&format!(
+                "print(fault_line(xmlrpc.client.Fault({code_number}, {text:?}), {name}))\n"
             ));
         }
-        let out = Command::new("python3")
-            .arg("-c")
-            .arg(&script)
-            .env("PYTHONPATH", dir.path())
-            .current_dir(dir.path())
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let faults = "    UNKNOWN_METHOD = 1\n    SHUTDOWN_STATE = 6\n    BAD_NAME = 10\n    NO_FILE = 20\n    NOT_EXECUTABLE = 21\n    FAILED = 30\n    ABNORMAL_TERMINATION = 40\n    SPAWN_ERROR = 50\n    ALREADY_STARTED = 60\n    NOT_RUNNING = 70\n";
+        let stdout = supervisord_functions(&code, faults);
         let lines: Vec<&str> = stdout.lines().collect();
         let expected: Vec<&str> = cases.iter().map(|c| c.3).collect();
         assert_eq!(lines, expected);
@@ -331,17 +345,9 @@ echo 'app-a@1.service: Failed to kill control group x, ignoring: Input/output er
 
     #[test]
     fn supervisord_restart_outlasts_an_autorestart_between_stop_and_start() {
-        // The functions, without the call of main, against a scripted proxy:
-        // the process had just exited (NOT_RUNNING), supervisord's
-        // autorestart starts it before es does (ALREADY_STARTED) once.
-        let mut script = SUPERVISORD
-            .source
-            .strip_suffix("main(sys.argv[1:])\n")
-            .expect("supervisord.py ends by calling main")
-            .to_string();
-        script.push_str(
-            r#"
-import xmlrpc.client
+        // Against a scripted proxy: the process had just exited (NOT_RUNNING),
+        // supervisord's autorestart starts it before es does (ALREADY_STARTED) once.
+        let code = r#"
 class Supervisor:
     def __init__(self, refusals):
         self.calls, self.refusals = [], list(refusals)
@@ -364,28 +370,9 @@ try:
     restart(always, "web:web_1")
 except xmlrpc.client.Fault as fault:
     print(len(always.supervisor.calls), fault.faultString)
-"#,
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let pkg = dir.path().join("supervisor");
-        std::fs::create_dir(&pkg).unwrap();
-        std::fs::write(pkg.join("__init__.py"), "").unwrap();
-        std::fs::write(pkg.join("options.py"), "class ClientOptions:\n    pass\n").unwrap();
-        std::fs::write(pkg.join("xmlrpc.py"), "class Faults:\n    pass\n").unwrap();
-        let out = Command::new("python3")
-            .arg("-c")
-            .arg(&script)
-            .env("PYTHONPATH", dir.path())
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+"#;
         assert_eq!(
-            stdout,
+            supervisord_functions(code, "    pass\n"),
             "stop start stop start\n10 ALREADY_STARTED: web:web_1\n"
         );
     }
@@ -410,17 +397,7 @@ except xmlrpc.client.Fault as fault:
     fn facts_breaks_a_lock_only_while_it_is_the_holder_it_was_read_from() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("v");
-        let take = |mode: &str, owner: &str, held_by: &str| {
-            let line = FACTS.shell(&[
-                Arg::Value(root.to_str().unwrap()),
-                Arg::Value(mode),
-                Arg::Value(owner),
-                Arg::Value(held_by),
-            ]);
-            let (out, err, code) = sh(&line);
-            assert_eq!(code, 0, "{err}");
-            out
-        };
+        let take = |mode: &str, owner: &str, held_by: &str| facts_held(&root, mode, owner, held_by);
         assert!(take("lock", r#"{"deploy_id":"dead"}"#, "").contains("lock=taken"));
         // The first breaker takes it over; the second, who read "dead" too, does not.
         let first = take("break", r#"{"deploy_id":"one"}"#, "dead");
@@ -442,17 +419,7 @@ except xmlrpc.client.Fault as fault:
     fn facts_refreshes_only_its_own_lock() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("v");
-        let run = |mode: &str, owner: &str, held_by: &str| {
-            let line = FACTS.shell(&[
-                Arg::Value(root.to_str().unwrap()),
-                Arg::Value(mode),
-                Arg::Value(owner),
-                Arg::Value(held_by),
-            ]);
-            let (out, err, code) = sh(&line);
-            assert_eq!(code, 0, "{err}");
-            out
-        };
+        let run = |mode: &str, owner: &str, held_by: &str| facts_held(&root, mode, owner, held_by);
         // No venv: nothing is made.
         assert_eq!(run("refresh", "", "one"), "missing=yes\n");
         assert!(!root.exists());
