@@ -10,7 +10,8 @@ use anyhow::{bail, Context, Result};
 use minijinja::{context, AutoEscape, Environment, UndefinedBehavior};
 use serde_json::json;
 
-use super::{config_files, reload_if_running, remote_temp, run_test, Nginx};
+use super::drain::config_files;
+use super::{reload_if_running, remote_temp, run_test, Nginx};
 use crate::app::App;
 use crate::bad_input;
 use crate::cli::{MaintenanceAction, MaintenanceArgs};

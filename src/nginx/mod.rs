@@ -12,6 +12,7 @@ use crate::cli::{NginxAction, NginxArgs};
 use crate::fleet::HostCtx;
 use crate::quote::{quote, quote_path};
 
+mod drain;
 pub mod maintenance;
 mod upstream;
 
@@ -177,8 +178,8 @@ pub fn command(app: &App, args: &NginxArgs) -> Result<bool> {
             NginxAction::Reload => reload(ctx, &nginx),
             NginxAction::Test => test(ctx, &nginx),
             NginxAction::Switch { src, dst, dry_run } => switch(ctx, &nginx, src, dst, *dry_run),
-            NginxAction::Drain { backend } => drain(ctx, &nginx, backend, true),
-            NginxAction::Undrain { backend } => drain(ctx, &nginx, backend, false),
+            NginxAction::Drain { backend } => drain::drain(ctx, &nginx, backend, true),
+            NginxAction::Undrain { backend } => drain::drain(ctx, &nginx, backend, false),
         }?;
         let host = ctx.host().to_string();
         let ui = ctx.ui();
@@ -324,83 +325,6 @@ fn switch(
     reload_if_running(ctx, nginx, &done)
 }
 
-/// `drain` (`down == true`) / `undrain` on one host: every `server` entry of
-/// the config's upstreams that names `backend` is marked `down` (or no longer),
-/// in whichever file of the config holds it; tested, reloaded. Draining the
-/// last server of an upstream that is up is refused; nothing is left changed
-/// when a step fails.
-fn drain(ctx: &mut HostCtx<'_>, nginx: &Nginx, backend: &str, down: bool) -> Result<String> {
-    ctx.step("read config");
-    let dump = ctx.exec(&nginx.command("-T"))?;
-    if !dump.success() {
-        bail!(
-            "{} fails `nginx -T`: {}",
-            nginx.conf,
-            crate::ssh::tail(&dump.stderr, 6)
-        );
-    }
-    let mut changes = Vec::new();
-    let mut matched = 0;
-    for file in config_files(&dump.stdout) {
-        let old = read_file(ctx, nginx, &file)?;
-        let Ok(text) = String::from_utf8(old.clone()) else {
-            continue;
-        };
-        let marked = upstream::mark(&text, backend, down);
-        matched += marked.matched;
-        if let Some(name) = marked.emptied.first().filter(|_| down) {
-            bail!(
-                "draining {backend} would leave upstream {name} with no server up (in {file}): nothing changed"
-            );
-        }
-        if marked.changed > 0 {
-            changes.push((file, old, marked));
-        }
-    }
-    if matched == 0 {
-        bail!(
-            "no upstream of {} names {backend}: nothing changed",
-            nginx.conf
-        );
-    }
-    if changes.is_empty() {
-        return Ok(format!(
-            "{backend} is already {}",
-            if down { "drained" } else { "in rotation" }
-        ));
-    }
-    ctx.step("write config");
-    let mut written: Vec<&str> = Vec::new();
-    let mut outcome = Ok(());
-    for (file, old, marked) in &changes {
-        outcome = write_config(ctx, nginx, file, old, marked.text.as_bytes());
-        if outcome.is_err() {
-            break;
-        }
-        written.push(file);
-    }
-    if outcome.is_ok() {
-        ctx.step("test config");
-        outcome = run_test(ctx, nginx);
-    }
-    if let Err(err) = outcome {
-        ctx.step("restore config");
-        for file in written {
-            restore_config(ctx, nginx, file)?;
-        }
-        return Err(err.context(format!("{backend} was left as it was")));
-    }
-    let count: usize = changes.iter().map(|(_, _, m)| m.changed).sum();
-    let files: Vec<&str> = changes.iter().map(|(f, _, _)| f.as_str()).collect();
-    let done = format!(
-        "{backend} {} ({count} server entr{} in {})",
-        if down { "drained" } else { "back in rotation" },
-        if count == 1 { "y" } else { "ies" },
-        files.join(", ")
-    );
-    reload_if_running(ctx, nginx, &done)
-}
-
 /// Reloads nginx when it runs; `done` says what changed.
 fn reload_if_running(ctx: &mut HostCtx<'_>, nginx: &Nginx, done: &str) -> Result<String> {
     ctx.step("reload");
@@ -427,17 +351,6 @@ fn remote_temp(ctx: &mut HostCtx<'_>, args: &str) -> Result<String> {
         bail!("mktemp gave {path:?}, not an absolute path");
     }
     Ok(path)
-}
-
-/// The files of nginx's config, as `nginx -T` names them.
-fn config_files(dump: &str) -> Vec<String> {
-    dump.lines()
-        .filter_map(|line| {
-            line.strip_prefix("# configuration file ")?
-                .strip_suffix(':')
-                .map(str::to_string)
-        })
-        .collect()
 }
 
 /// Replaces the config file `real` (whose bytes were `old`) by `new`: staged
@@ -679,12 +592,6 @@ mod tests {
                 ),
             ]
         );
-    }
-
-    #[test]
-    fn reads_the_files_of_nginx_t() {
-        let dump = "nginx: the configuration file /e/n.conf syntax is ok\n# configuration file /e/n.conf:\nhttp { include /e/up.conf; }\n\n# configuration file /e/up.conf:\nupstream b { server 1.2.3.4; }\n";
-        assert_eq!(config_files(dump), vec!["/e/n.conf", "/e/up.conf"]);
     }
 
     #[test]

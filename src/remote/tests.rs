@@ -1,0 +1,686 @@
+//! The host scripts run against this machine, without the test bed.
+
+use super::*;
+use std::process::Command;
+
+fn sh(line: &str) -> (String, String, i32) {
+    let out = Command::new("sh").arg("-c").arg(line).output().unwrap();
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        out.status.code().unwrap_or(-1),
+    )
+}
+
+fn facts(root: &std::path::Path, mode: &str, owner: &str) -> String {
+    facts_held(root, mode, owner, "")
+}
+
+/// facts.sh with HELD_BY (break, refresh).
+fn facts_held(root: &std::path::Path, mode: &str, owner: &str, held_by: &str) -> String {
+    let line = FACTS.shell(&[
+        Arg::Value(root.to_str().unwrap()),
+        Arg::Value(mode),
+        Arg::Value(owner),
+        Arg::Value(held_by),
+    ]);
+    let (stdout, stderr, code) = sh(&line);
+    assert_eq!(code, 0, "{stderr}");
+    stdout
+}
+
+/// systemd.py against stand-ins for `systemctl` and `journalctl` (this
+/// machine's PID 1 is no systemd; the bed's systemd hosts run the real
+/// ones, tests/systemd_deploy.rs): `check` reads each instance's state and
+/// probes its port; a `start` that fails carries the journal's lines and
+/// systemd's result; a manager that does not answer says how to enable lingering.
+#[test]
+fn systemd_py_reads_units_probes_ports_and_explains_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut stream = stream;
+            let mut buf = [0u8; 1024];
+            let _ = std::io::Read::read(&mut stream, &mut buf);
+            let _ = std::io::Write::write_all(
+                &mut stream,
+                b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            );
+        }
+    });
+    // @0 runs, @1 has failed; `start` of @1 fails; MODE=nobus: no manager.
+    let systemctl = r#"#!/bin/sh
+[ "$MODE" = nobus ] && { echo "Failed to connect to bus: No medium found"; exit 1; }
+shift  # --user
+case "$1" in
+list-units) echo "app-a@0.service loaded active running x"; echo "app-a@1.service loaded failed failed x" ;;
+show) case "$2" in
+    *@0.service) printf 'ActiveState=active
+SubState=running
+MainPID=42
+NRestarts=0
+Result=success
+ExecMainStatus=0
+LoadState=loaded
+' ;;
+    *) printf 'ActiveState=failed
+SubState=failed
+MainPID=0
+NRestarts=3
+Result=exit-code
+ExecMainStatus=3
+LoadState=loaded
+' ;;
+    esac ;;
+enable) ;;
+start) echo "Job for $2 failed because the control process exited with error code."; exit 1 ;;
+*) exit 0 ;;
+esac
+"#;
+    let journalctl = "#!/bin/sh
+echo 'Traceback: broken on purpose'
+echo 'app-a@1.service: Failed to kill control group x, ignoring: Input/output error'
+";
+    for (name, text) in [("systemctl", systemctl), ("journalctl", journalctl)] {
+        let path = bin.join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+    }
+    let spec = serde_json::json!({
+        "root": dir.path(), "unit": "app-a", "count": 2,
+        "ports": [port.to_string(), "1"],
+        "health": {"path": "/", "status": [200, 399], "timeout": 5, "headers": {}},
+        "wait": 5,
+    })
+    .to_string();
+    let run = |action: &str, mode: &str| {
+        let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+        let out = Command::new("python3")
+            .arg("-c")
+            .arg(SYSTEMD.source)
+            .args([action, &spec])
+            .env("PATH", path)
+            .env("MODE", mode)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    let (code, stdout, stderr) = run("check", "");
+    assert_eq!(code, Some(0), "{stderr}");
+    let check: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let processes = check["processes"].as_array().unwrap();
+    assert_eq!(processes.len(), 2, "{check}");
+    assert_eq!(processes[0]["name"], "app-a@0.service");
+    assert_eq!(processes[0]["state"], "RUNNING");
+    assert_eq!(processes[0]["status"], 200);
+    assert_eq!(processes[0]["healthy"], true);
+    assert_eq!(processes[1]["state"], "FATAL");
+    assert_eq!(processes[1]["healthy"], false);
+
+    let (code, _, stderr) = run("start", "");
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("journal: Traceback: broken on purpose"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("ignoring"), "{stderr}");
+    assert!(
+        stderr.contains(
+            "app-a@1.service did not start: systemctl --user start app-a@1.service: Job for"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("result exit-code, exit status 3"),
+        "{stderr}"
+    );
+
+    let (code, _, stderr) = run("check", "nobus");
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("systemd's user manager of"), "{stderr}");
+}
+
+/// supervisord.py's fault_line, run by python3 with a stand-in for the
+/// `supervisor` package (its Faults codes as supervisor 4 defines them).
+/// supervisord.py's functions (without the call of main) followed by
+/// `code`, run by python3 beside a stand-in `supervisor` package whose
+/// Faults are `faults` (Python class body); its stdout.
+fn supervisord_functions(code: &str, faults: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = dir.path().join("supervisor");
+    std::fs::create_dir(&pkg).unwrap();
+    std::fs::write(pkg.join("__init__.py"), "").unwrap();
+    std::fs::write(pkg.join("options.py"), "class ClientOptions:\n    pass\n").unwrap();
+    std::fs::write(pkg.join("xmlrpc.py"), format!("class Faults:\n{faults}")).unwrap();
+    let mut script = SUPERVISORD
+        .source
+        .strip_suffix("main(sys.argv[1:])\n")
+        .expect("supervisord.py ends by calling main")
+        .to_string();
+    script.push_str("\nimport xmlrpc.client\n");
+    script.push_str(code);
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .env("PYTHONPATH", dir.path())
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn supervisord_refusals_are_one_line_each() {
+    let cases = [
+            (6, "SHUTDOWN_STATE", None, "supervisord is shutting down and takes no commands: run `es supervisor start VENV` once it has stopped (supervisord: SHUTDOWN_STATE)"),
+            (10, "BAD_NAME: web:nope", None, "supervisord has no process or group web:nope (supervisord: BAD_NAME)"),
+            (20, "NO_FILE: can't find command '/nonexistent'", Some("web:web_0"), "web:web_0 cannot start: can't find command '/nonexistent' (supervisord: NO_FILE)"),
+            (21, "NOT_EXECUTABLE: command at '/etc/passwd' is not executable", Some("web:web_1"), "web:web_1 cannot start: command at '/etc/passwd' is not executable (supervisord: NOT_EXECUTABLE)"),
+            (50, "SPAWN_ERROR: web:web_0", Some("web:web_0"), "web:web_0 could not be spawned (its log and supervisord's say why) (supervisord: SPAWN_ERROR)"),
+            (40, "ABNORMAL_TERMINATION: web:web_0", Some("web:web_0"), "web:web_0 exited as soon as it was started (supervisord: ABNORMAL_TERMINATION)"),
+            (70, "NOT_RUNNING: web:web_0", Some("web:web_0"), "web:web_0 is not running (supervisord: NOT_RUNNING)"),
+            (99, "SOMETHING_NEW: odd", None, "supervisord refused: SOMETHING_NEW: odd (supervisord: fault 99)"),
+        ];
+    let mut code = String::new();
+    for (code_number, text, name, _) in &cases {
+        let name = name.map_or("None".to_string(), |n| format!("{n:?}"));
+        code.push_str(&format!(
+            "print(fault_line(xmlrpc.client.Fault({code_number}, {text:?}), {name}))\n"
+        ));
+    }
+    let faults = "    UNKNOWN_METHOD = 1\n    SHUTDOWN_STATE = 6\n    BAD_NAME = 10\n    NO_FILE = 20\n    NOT_EXECUTABLE = 21\n    FAILED = 30\n    ABNORMAL_TERMINATION = 40\n    SPAWN_ERROR = 50\n    ALREADY_STARTED = 60\n    NOT_RUNNING = 70\n";
+    let stdout = supervisord_functions(&code, faults);
+    let lines: Vec<&str> = stdout.lines().collect();
+    let expected: Vec<&str> = cases.iter().map(|c| c.3).collect();
+    assert_eq!(lines, expected);
+}
+
+#[test]
+fn supervisord_restart_outlasts_an_autorestart_between_stop_and_start() {
+    // Against a scripted proxy: the process had just exited (NOT_RUNNING),
+    // supervisord's autorestart starts it before es does (ALREADY_STARTED) once.
+    let code = r#"
+class Supervisor:
+    def __init__(self, refusals):
+        self.calls, self.refusals = [], list(refusals)
+    def stopProcess(self, name, wait):
+        self.calls.append("stop")
+        if len(self.calls) == 1:
+            raise xmlrpc.client.Fault(70, "NOT_RUNNING: " + name)
+    def startProcess(self, name, wait):
+        self.calls.append("start")
+        if self.refusals:
+            raise xmlrpc.client.Fault(60, self.refusals.pop(0) + ": " + name)
+class Proxy:
+    def __init__(self, refusals):
+        self.supervisor = Supervisor(refusals)
+once = Proxy(["ALREADY_STARTED"])
+restart(once, "web:web_1")
+print(" ".join(once.supervisor.calls))
+always = Proxy(["ALREADY_STARTED"] * 9)
+try:
+    restart(always, "web:web_1")
+except xmlrpc.client.Fault as fault:
+    print(len(always.supervisor.calls), fault.faultString)
+"#;
+    assert_eq!(
+        supervisord_functions(code, "    pass\n"),
+        "stop start stop start\n10 ALREADY_STARTED: web:web_1\n"
+    );
+}
+
+#[test]
+fn facts_takes_the_lock_once_and_reports_its_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("it's a $(venv)");
+    let out = facts(&root, "read", "");
+    assert_eq!(out, "missing=yes\n");
+    assert!(!root.exists(), "reading creates nothing");
+    let out = facts(&root, "lock", r#"{"user":"me"}"#);
+    assert!(out.contains("lock=taken"), "{out}");
+    let out = facts(&root, "lock", r#"{"user":"other"}"#);
+    assert!(out.contains("lock=busy"), "{out}");
+    assert!(out.contains(r#"lock_owner={"user":"me"}"#), "{out}");
+    let out = facts(&root, "break", r#"{"user":"other"}"#);
+    assert!(out.contains("lock=taken") && out.contains(r#"lock_broken={"user":"me"}"#));
+}
+
+#[test]
+fn facts_breaks_a_lock_only_while_it_is_the_holder_it_was_read_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("v");
+    let take = |mode: &str, owner: &str, held_by: &str| facts_held(&root, mode, owner, held_by);
+    assert!(take("lock", r#"{"deploy_id":"dead"}"#, "").contains("lock=taken"));
+    // The first breaker takes it over; the second, who read "dead" too, does not.
+    let first = take("break", r#"{"deploy_id":"one"}"#, "dead");
+    assert!(first.contains("lock=taken"), "{first}");
+    let second = take("break", r#"{"deploy_id":"two"}"#, "dead");
+    assert!(second.contains("lock=busy"), "{second}");
+    assert!(
+        second.contains(r#"lock_owner={"deploy_id":"one"}"#),
+        "{second}"
+    );
+    assert!(!root.join(".es").read_dir().unwrap().any(|e| e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .starts_with("lock.broken")));
+}
+
+#[test]
+fn facts_refreshes_only_its_own_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("v");
+    let run = |mode: &str, owner: &str, held_by: &str| facts_held(&root, mode, owner, held_by);
+    // No venv: nothing is made.
+    assert_eq!(run("refresh", "", "one"), "missing=yes\n");
+    assert!(!root.exists());
+    assert!(run("lock", r#"{"deploy_id":"one"}"#, "").contains("lock=taken"));
+    let lock = root.join(".es/lock");
+    let age = |p: &std::path::Path| std::fs::metadata(p).unwrap().modified().unwrap();
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    std::fs::File::open(&lock)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    // Another deploy's id: busy, the lock's age kept.
+    let other = run("refresh", "", "two");
+    assert!(
+        other.starts_with("root=") && other.contains("lock=busy\n"),
+        "{other}"
+    );
+    assert!(
+        other.contains(r#"lock_owner={"deploy_id":"one"}"#),
+        "{other}"
+    );
+    assert_eq!(age(&lock), old);
+    // Its own: fresh again, and nothing else read or changed.
+    let own = run("refresh", "", "one");
+    assert_eq!(own.lines().nth(1), Some("lock=taken"), "{own}");
+    assert!(!own.contains("release="));
+    assert!(age(&lock) > old + std::time::Duration::from_secs(3000));
+    assert!(root.join(".es/lock/owner").exists());
+}
+
+#[test]
+fn facts_refuses_to_write_through_a_planted_symlink() {
+    let dir = tempfile::tempdir().unwrap();
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let root = dir.path().join("v");
+    std::fs::create_dir(&root).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, root.join(".es")).unwrap();
+    let out = facts(&root, "lock", "{}");
+    assert!(out.contains("lock=error"), "{out}");
+    assert!(std::fs::read_dir(&elsewhere).unwrap().next().is_none());
+}
+
+#[test]
+fn facts_lists_complete_releases_and_ignores_a_stale_pidfile() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    for (id, complete) in [("1.0-aa", true), ("1.1-bb", true), ("1.2-cc", false)] {
+        let rel = root.join("releases").join(id);
+        std::fs::create_dir_all(&rel).unwrap();
+        if complete {
+            std::fs::write(rel.join("release.json"), format!("{{\"id\":\"{id}\"}}\n")).unwrap();
+        }
+    }
+    std::fs::write(
+        root.join("releases/1.1-bb/activated"),
+        "2026-01-01T00:00:00Z",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("releases/1.1-bb", root.join("current")).unwrap();
+    // A pidfile naming a live process that is not this venv's supervisord.
+    std::fs::create_dir(root.join("tmp")).unwrap();
+    std::fs::write(
+        root.join("tmp/supervisord.pid"),
+        std::process::id().to_string(),
+    )
+    .unwrap();
+    let out = facts(root, "read", "");
+    assert!(out.contains("current=1.1-bb\n"), "{out}");
+    assert!(
+        out.contains("release=1.0-aa\t-\t{\"id\":\"1.0-aa\"}\t{}\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("release=1.1-bb\t2026-01-01T00:00:00Z\t"),
+        "{out}"
+    );
+    assert!(!out.contains("1.2-cc"), "{out}");
+    assert!(!out.contains("supervisord="), "{out}");
+}
+
+#[test]
+fn finish_prunes_old_releases_writes_the_ledger_and_releases_only_its_own_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    // Five releases, staged one second apart (oldest first).
+    for (i, id) in ["r1", "r2", "r3", "r4", "r5"].iter().enumerate() {
+        let rel = root.join("releases").join(id);
+        std::fs::create_dir_all(&rel).unwrap();
+        std::fs::write(rel.join("release.json"), "{}").unwrap();
+        let (_, _, code) = sh(&format!(
+            "touch -d @{} {}",
+            1_700_000_000 + i,
+            quote(rel.join("release.json").to_str().unwrap())
+        ));
+        assert_eq!(code, 0);
+    }
+    std::os::unix::fs::symlink("releases/r1", root.join("current")).unwrap();
+    std::fs::create_dir_all(root.join(".es/lock")).unwrap();
+    std::fs::write(root.join(".es/lock/owner"), r#"{"deploy_id":"other"}"#).unwrap();
+    let finish = |id: &str| {
+        let line = FINISH.shell(&[
+            Arg::Value(root.to_str().unwrap()),
+            Arg::Value("2"),
+            Arg::Value(id),
+            Arg::Value(r#"{"outcome":"switched"}"#),
+            Arg::Value("r2"),
+        ]);
+        let (stdout, stderr, code) = sh(&line);
+        assert_eq!(code, 0, "{stderr}");
+        stdout
+    };
+    let out = finish("mine");
+    // Kept: the two newest (r5, r4), current (r1) and the protected r2.
+    assert_eq!(out, "pruned=r3\nlock=other\ncurrent=r1\n");
+    assert!(
+        root.join(".es/lock").exists(),
+        "another deploy's lock was released"
+    );
+    std::fs::write(root.join(".es/lock/owner"), r#"{"deploy_id":"mine"}"#).unwrap();
+    finish("mine");
+    assert!(!root.join(".es/lock").exists());
+    let ledger = std::fs::read_to_string(root.join(".es/releases.jsonl")).unwrap();
+    assert_eq!(ledger.lines().count(), 2);
+    assert!(ledger.starts_with("{\"time\":\"20") && ledger.contains(",\"outcome\":\"switched\"}"));
+}
+
+#[test]
+fn maintenance_writes_the_snippet_and_page_and_facts_report_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("shop/a");
+    let page = dir.path().join("page.tmp");
+    std::fs::write(&page, "<h1>down</h1>").unwrap();
+    let run = |words: &[&str]| {
+        let mut args = vec![Arg::Value(root.to_str().unwrap())];
+        args.extend(words.iter().map(|w| Arg::Value(w)));
+        sh(&MAINTENANCE.shell(&args))
+    };
+    // Off and status on a venv that is not there: nothing, and nothing made.
+    assert_eq!(run(&["status"]), (String::new(), String::new(), 0));
+    assert!(!root.exists());
+    let record = r#"{"user":"ann","message":"it's \"big\""}"#;
+    let (out, err, code) = run(&["on", page.to_str().unwrap(), record, "120"]);
+    assert_eq!(code, 0, "{err}");
+    let real = std::fs::canonicalize(&root).unwrap();
+    let snippet = real.join("maintenance/es-maintenance.conf");
+    assert_eq!(out, format!("snippet={}\n", snippet.display()));
+    let conf = std::fs::read_to_string(&snippet).unwrap();
+    assert!(conf.contains("error_page 503 @es_maintenance;"), "{conf}");
+    assert!(conf.contains(&format!("root \"{}/maintenance\";", real.display())));
+    assert!(conf.contains("add_header Retry-After 120 always;"));
+    assert!(conf.trim_end().ends_with("return 503;"));
+    let served = std::fs::read_to_string(root.join("maintenance/503.html")).unwrap();
+    assert_eq!(served, "<h1>down</h1>");
+    assert!(!page.exists());
+    let (out, _, _) = run(&["status"]);
+    assert_eq!(out, format!("was={record}\n"));
+    assert!(facts(&root, "read", "").contains(&format!("maintenance={record}\n")));
+    // A Retry-After that is not a number never reaches nginx's config.
+    std::fs::write(&page, "x").unwrap();
+    let (_, err, code) = run(&["on", page.to_str().unwrap(), "{}", "1; evil"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(std::fs::read_to_string(&snippet)
+        .unwrap()
+        .contains("Retry-After 120 "));
+    // Off removes the snippet and the record, and says what was on.
+    let (out, err, code) = run(&["off"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with(&format!("was={record}\n")), "{out}");
+    assert!(!snippet.exists() && !root.join("maintenance/on.json").exists());
+    assert!(!facts(&root, "read", "").contains("maintenance="));
+    assert_eq!(run(&["status"]).0, "");
+    // A planted symlink is not written through.
+    std::fs::remove_dir_all(root.join("maintenance")).unwrap();
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, root.join("maintenance")).unwrap();
+    let (_, err, code) = run(&["on", page.to_str().unwrap(), "{}", "60"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("symbolic link"), "{err}");
+    assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+}
+
+#[test]
+fn exec_runs_in_the_current_release_with_its_environment_and_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("v a");
+    let release = root.join("releases/r1");
+    std::fs::create_dir_all(release.join("bin")).unwrap();
+    std::fs::write(
+        release.join("bin/activate"),
+        "export VIRTUAL_ENV=\"$PWD\"\n",
+    )
+    .unwrap();
+    std::fs::write(release.join("es.env"), env_file([("TOKEN", "it's $(x)")])).unwrap();
+    std::os::unix::fs::symlink("releases/r1", root.join("current")).unwrap();
+    let run = |words: &[&str]| {
+        let mut args = vec![Arg::Value(root.to_str().unwrap())];
+        args.extend(words.iter().map(|w| Arg::Value(w)));
+        sh(&EXEC.shell(&args))
+    };
+    let (out, err, code) = run(&[
+        "sh",
+        "-c",
+        "printf '%s|%s|%s' \"$TOKEN\" \"$VIRTUAL_ENV\" \"$1\"; exit 3",
+        "-",
+        "a b",
+    ]);
+    assert_eq!(code, 3, "{err}");
+    assert_eq!(
+        out,
+        format!("it's $(x)|{}|a b", root.join("current").display())
+    );
+    std::fs::remove_file(root.join("current")).unwrap();
+    let (_, err, code) = run(&["true"]);
+    assert_eq!(code, 127);
+    assert!(err.contains("has no current release"), "{err}");
+}
+
+#[test]
+fn adopt_keeps_an_essay_venv_as_release_legacy_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("a");
+    for sub in ["bin", "lib", "etc", "logs", "tmp"] {
+        std::fs::create_dir_all(root.join(sub)).unwrap();
+    }
+    // The venv's python, answering the installed version of the project.
+    let python = root.join("bin/python");
+    std::fs::write(&python, "#!/bin/sh\necho 1.4.2\n").unwrap();
+    sh(&format!("chmod +x {}", quote(python.to_str().unwrap())));
+    std::fs::write(root.join("etc/supervisord.conf"), "[program:shop]\n").unwrap();
+    let path = root.to_str().unwrap();
+    assert!(facts(&root, "read", "").contains("legacy=yes"));
+    let adopt = || {
+        let (out, err, code) = sh(&ADOPT.shell(&[Arg::Value(path), Arg::Value("shop")]));
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    assert_eq!(adopt(), "adopted=1.4.2\n");
+    let legacy = root.join("releases/legacy");
+    assert_eq!(
+        std::fs::read_to_string(legacy.join("supervisord.conf")).unwrap(),
+        "[program:shop]\n"
+    );
+    assert!(legacy.join("bin/python").exists());
+    assert_eq!(
+        std::fs::read_link(root.join("current")).unwrap(),
+        std::path::Path::new("releases/legacy")
+    );
+    let out = facts(&root, "read", "");
+    assert!(out.contains("current=legacy"), "{out}");
+    assert!(out.contains("release=legacy\t20"), "{out}");
+    assert!(out.contains("\"version\":\"1.4.2\""), "{out}");
+    assert!(!out.contains("legacy=yes"), "{out}");
+    assert_eq!(adopt(), "", "adopted once");
+}
+
+#[test]
+fn finish_prunes_failed_releases_first_and_never_leaves_half_a_ledger_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    for (i, id) in ["r1", "r2", "r3", "r4"].iter().enumerate() {
+        let rel = root.join("releases").join(id);
+        std::fs::create_dir_all(&rel).unwrap();
+        std::fs::write(rel.join("release.json"), "{}").unwrap();
+        sh(&format!(
+            "touch -d @{} {}",
+            1_700_000_000 + i,
+            quote(rel.join("release.json").to_str().unwrap())
+        ));
+    }
+    std::fs::write(root.join("releases/r4/failed"), "not healthy\n").unwrap();
+    std::os::unix::fs::symlink("releases/r3", root.join("current")).unwrap();
+    std::fs::create_dir_all(root.join(".es")).unwrap();
+    let whole = format!("{}\n", "x".repeat(399));
+    std::fs::write(root.join(".es/releases.jsonl"), &whole).unwrap();
+    // A file size limit of 512 bytes: the ledger line can be written only in part.
+    let line = format!(
+        "ulimit -f 1; {}",
+        FINISH.shell(&[
+            Arg::Value(root.to_str().unwrap()),
+            Arg::Value("2"),
+            Arg::Value("d1"),
+            Arg::Value(&format!("{{\"error\":\"{}\"}}", "y".repeat(300))),
+        ])
+    );
+    let (stdout, stderr, code) = sh(&line);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(stderr.contains("ledger: cannot append"), "{stderr}");
+    // The failed r4 counts for nothing and goes; r3 (current) and r2 stay.
+    assert_eq!(stdout, "pruned=r4\npruned=r1\nlock=none\ncurrent=r3\n");
+    let ledger = std::fs::read_to_string(root.join(".es/releases.jsonl")).unwrap();
+    assert_eq!(ledger, whole, "the ledger keeps whole lines only");
+}
+
+#[test]
+fn env_files_source_back_to_the_same_values() {
+    let nasty = "it's $(touch /tmp/es-env-pwned) `x` \"q\"\nline2";
+    let text = env_file([("A", "plain"), ("B", nasty)]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("es.env");
+    std::fs::write(&file, text).unwrap();
+    let (out, _, code) = sh(&format!(
+        "set -a; . {}; set +a; printf '%s|%s' \"$A\" \"$B\"",
+        quote(file.to_str().unwrap())
+    ));
+    assert_eq!(code, 0);
+    assert_eq!(out, format!("plain|{nasty}"));
+    assert!(!std::path::Path::new("/tmp/es-env-pwned").exists());
+}
+
+/// tools.py against a stand-in index served by python3's http.server: the
+/// newest uv wheel for this machine is taken (credentials from the URL
+/// sent as a header), a wheel whose sha256 differs from the index's is refused.
+#[test]
+fn tools_takes_uv_out_of_the_newest_wheel_for_this_machine() {
+    let dir = tempfile::tempdir().unwrap();
+    let tools = dir.path().join("tools.py");
+    std::fs::write(&tools, TOOLS.source()).unwrap();
+    let driver = r##"
+import hashlib, http.server, os, platform, subprocess, sys, threading, zipfile
+root, tools, bad = sys.argv[1], sys.argv[2], sys.argv[3] == "bad"
+machine = platform.machine()
+os.makedirs(root + "/simple/uv")
+links = []
+for version, arch in (("0.9.0", machine), ("0.10.1", machine), ("0.99.0", "other")):
+    name = "uv-%s-py3-none-manylinux_2_17_%s.manylinux2014_%s.whl" % (version, arch, arch)
+    with zipfile.ZipFile(root + "/" + name, "w") as z:
+        z.writestr("uv-%s.data/scripts/uv" % version, "#!/bin/sh\necho uv %s\n" % version)
+    digest = hashlib.sha256(open(root + "/" + name, "rb").read()).hexdigest()
+    if bad:
+        digest = "0" * 64
+    links.append('<a href="../../%s#sha256=%s">%s</a>' % (name, digest, name))
+open(root + "/simple/uv/index.html", "w").write("<html><body>%s</body></html>" % "".join(links))
+auth = []
+class Handler(http.server.SimpleHTTPRequestHandler):
+    def __init__(self, *a, **k):
+        super().__init__(*a, directory=root, **k)
+    def log_message(self, *a):
+        auth.append(self.headers.get("Authorization"))
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+env = dict(os.environ, ES_INDEX_URL="http://me:s%%40cret@127.0.0.1:%d/simple/" % server.server_port,
+           XDG_CACHE_HOME=root + "/cache")
+done = subprocess.run([sys.executable, tools, root + "/uv"], env=env, capture_output=True, text=True)
+print(done.returncode, done.stdout.strip(), done.stderr.strip().replace(root, "ROOT"))
+print(sorted(set(auth)))
+if done.returncode == 0:
+    print(subprocess.run([root + "/uv"], capture_output=True, text=True).stdout.strip())
+    # The next venv takes uv from the cache: the wheels may be gone from the index.
+    for name in os.listdir(root):
+        if name.endswith(".whl"):
+            os.remove(root + "/" + name)
+    done = subprocess.run([sys.executable, tools, root + "/uv2"], env=env, capture_output=True, text=True)
+    print(done.returncode, done.stdout.strip(), subprocess.run([root + "/uv2"], capture_output=True, text=True).stdout.strip())
+"##;
+    let run = |case: &str| {
+        let root = dir.path().join(case);
+        let out = Command::new("python3")
+            .args(["-c", driver])
+            .arg(&root)
+            .arg(&tools)
+            .arg(case)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (String::from_utf8_lossy(&out.stdout).into_owned(), root)
+    };
+    let (out, root) = run("good");
+    // "me:s@cret", base64.
+    assert_eq!(
+        out, "0 uv=0.10.1 \n['Basic bWU6c0BjcmV0']\nuv 0.10.1\n0 uv=0.10.1 uv 0.10.1\n",
+        "{out}"
+    );
+    let names: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("uv") && !n.ends_with(".whl"))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(names, ["uv", "uv2"], "no partial file is left");
+    let (out, root) = run("bad");
+    assert!(
+        out.starts_with("1  uv-0.10.1-py3-none-manylinux_2_17_"),
+        "{out}"
+    );
+    assert!(
+        out.contains("does not match the sha256 the index gives"),
+        "{out}"
+    );
+    assert!(!root.join("uv").exists());
+}
