@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use serde_json::json;
 
+use crate::failure::FailureKind;
 use crate::hosts::Target;
 use crate::ssh::{CommandFailed, ConnectOptions, Connection, Output};
 use crate::ui::{HostLine, Mode, Ui};
@@ -125,6 +126,7 @@ pub struct HostOutcome<T> {
 pub struct Failure {
     pub step: String,
     pub error: String,
+    pub kind: FailureKind,
 }
 
 /// Every host's outcome, in the order the hosts were given.
@@ -160,6 +162,7 @@ impl<T> Report<T> {
                     if let Err(f) = &o.result {
                         v["step"] = json!(f.step);
                         v["error"] = json!(f.error);
+                        v["kind"] = json!(f.kind);
                     }
                     v
                 })
@@ -249,6 +252,7 @@ impl<'a> Fleet<'a> {
                             result: Err(Failure {
                                 step: "start".into(),
                                 error: "interrupted before it started".into(),
+                                kind: FailureKind::Interrupted,
                             }),
                         }
                     } else {
@@ -287,6 +291,11 @@ impl<'a> Fleet<'a> {
             Err(err) => Err(Failure {
                 step: "connect".into(),
                 error: describe(&err),
+                // Not reached: unless the host said more (its key, the login).
+                kind: match FailureKind::of(&err) {
+                    FailureKind::Other => FailureKind::Connect,
+                    kind => kind,
+                },
             }),
             Ok(conn) => {
                 let mut ctx = HostCtx {
@@ -300,6 +309,7 @@ impl<'a> Fleet<'a> {
                 let result = job(&mut ctx).map_err(|err| Failure {
                     step: ctx.step.clone(),
                     error: describe(&err),
+                    kind: FailureKind::of(&err),
                 });
                 // A connection that served a job well serves the next one.
                 if let (Some(pool), Ok(_)) = (self.pool, &result) {

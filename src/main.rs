@@ -9,6 +9,7 @@ mod config;
 mod deploy;
 mod error;
 mod exec;
+mod failure;
 mod fleet;
 mod host_spec;
 mod hosts;

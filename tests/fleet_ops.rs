@@ -128,8 +128,19 @@ fn a_held_lock_refuses_deploys_naming_its_message_until_released() {
         format!("{stdout}{stderr}").contains("incident 42"),
         "{stdout}{stderr}"
     );
-    let (_, stderr) = expect_code(&es(&sb, &["deploy", "2.0.0", "a", "prod"]), 1);
+    let report = sb.work.path().join("report.json");
+    let report_arg = report.to_str().unwrap();
+    let (_, stderr) = expect_code(
+        &es(
+            &sb,
+            &["deploy", "2.0.0", "a", "prod", "--report", report_arg],
+        ),
+        1,
+    );
     assert!(stderr.contains("held: \"incident 42\""), "{stderr}");
+    for n in hosts {
+        assert_eq!(common::failure_kind(&report, tb.addr(n)), "locked");
+    }
     assert!(
         stderr.contains("nothing was staged or switched"),
         "{stderr}"

@@ -190,7 +190,18 @@ fn maintenance_answers_503_while_the_processes_run_and_deploys_wait_for_it() {
     );
 
     // A deploy is refused, naming why, and takes nothing.
-    let (_, stderr) = expect_code(&es(&sb, &["deploy", "2.0.0", "a", "prod"]), 1);
+    let report = sb.work.path().join("report.json");
+    let report_arg = report.to_str().unwrap();
+    let (_, stderr) = expect_code(
+        &es(
+            &sb,
+            &["deploy", "2.0.0", "a", "prod", "--report", report_arg],
+        ),
+        1,
+    );
+    for n in HOSTS {
+        assert_eq!(common::failure_kind(&report, tb.addr(n)), "maintenance");
+    }
     assert!(
         stderr.contains("is in maintenance") && stderr.contains("incident 42"),
         "{stderr}"

@@ -193,9 +193,18 @@ fn a_version_that_cannot_serve_is_refused_and_every_host_keeps_the_old_one() {
     }
 
     // gunicorn's workers cannot import the app: FAILED, back on 1.0.0.
-    let (_, stderr) = expect_code(&es(&sb, &["deploy", "2.1.0", "a", "prod"]), 1);
+    let report = sb.work.path().join("report.json");
+    let report_arg = report.to_str().unwrap();
+    let (_, stderr) = expect_code(
+        &es(
+            &sb,
+            &["deploy", "2.1.0", "a", "prod", "--report", report_arg],
+        ),
+        1,
+    );
     assert!(stderr.contains("0 ok, 3 failed"), "{stderr}");
     for n in hosts {
+        assert_eq!(common::failure_kind(&report, tb.addr(n)), "unhealthy");
         let line = summary_line(&stderr, &tb, n);
         assert!(
             line.contains("FAILED") && line.contains("at switch"),
@@ -406,10 +415,26 @@ fn a_full_disk_leaves_the_host_serving_and_the_next_deploy_works() {
         24,
         &format!("dd if=/dev/zero of={prefix}/fill bs=64k 2>/dev/null; true"),
     );
+    let report = sb.work.path().join("report.json");
+    let report_arg = report.to_str().unwrap();
     let (_, stderr) = expect_code(
-        &es(&sb, &["deploy", "2.0.0", "a", "prod", "--max-fail", "1"]),
+        &es(
+            &sb,
+            &[
+                "deploy",
+                "2.0.0",
+                "a",
+                "prod",
+                "--max-fail",
+                "1",
+                "--report",
+                report_arg,
+            ],
+        ),
         1,
     );
+    assert_eq!(common::failure_kind(&report, tb.addr(24)), "disk_full");
+    assert_eq!(common::failure_kind(&report, tb.addr(25)), "");
     let line = summary_line(&stderr, &tb, 24);
     assert!(
         line.contains("FAILED") && line.contains("No space left on device"),
@@ -425,9 +450,22 @@ fn a_full_disk_leaves_the_host_serving_and_the_next_deploy_works() {
     // Room for the lock, not for a venv: fails at staging, lock released.
     host_sh(&tb, 24, &format!("rm -f {prefix}/fill"));
     let (_, stderr) = expect_code(
-        &es(&sb, &["deploy", "2.0.0", "a", "prod", "--max-fail", "1"]),
+        &es(
+            &sb,
+            &[
+                "deploy",
+                "2.0.0",
+                "a",
+                "prod",
+                "--max-fail",
+                "1",
+                "--report",
+                report_arg,
+            ],
+        ),
         1,
     );
+    assert_eq!(common::failure_kind(&report, tb.addr(24)), "disk_full");
     let line = summary_line(&stderr, &tb, 24);
     assert!(line.contains("at stage"), "{stderr}");
     assert!(

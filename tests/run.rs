@@ -68,10 +68,16 @@ fn a_dead_host_fails_alone_and_quickly() {
     tb.control(&["stop-sshd", "5"]);
     let _restart = Restart(&tb, 5);
 
+    let report = sb.work.path().join("report.json");
     let started = Instant::now();
-    let out = es_run(&sb, &["--", "echo", "alive"]);
+    let out = es_run(
+        &sb,
+        &["--report", report.to_str().unwrap(), "--", "echo", "alive"],
+    );
     let elapsed = started.elapsed();
     let (stdout, stderr) = expect_code(&out, 1);
+    assert_eq!(common::failure_kind(&report, tb.addr(5)), "connect");
+    assert_eq!(common::failure_kind(&report, tb.addr(1)), "");
     for n in 1..=4 {
         assert!(
             stdout.contains(&format!("{} | alive", tb.addr(n))),
@@ -154,8 +160,10 @@ fn unknown_host_is_refused_then_accepted_and_recorded() {
     );
     sb.write_config(&text);
 
-    let out = es_run(&sb, &["--", "true"]);
+    let report = sb.work.path().join("report.json");
+    let out = es_run(&sb, &["--report", report.to_str().unwrap(), "--", "true"]);
     let (_, stderr) = expect_code(&out, 1);
+    assert_eq!(common::failure_kind(&report, tb.addr(2)), "host_key");
     let expected = fingerprint(&tb, 2);
     assert!(expected.starts_with("SHA256:"), "{expected}");
     assert!(
@@ -198,15 +206,18 @@ fn changed_host_key_is_refused_even_with_accept_new() {
     );
     sb.write_config(&text);
 
+    let report = sb.work.path().join("report.json");
     for extra in [&[][..], &["--accept-new-host-keys"][..]] {
         let out = sb
             .es()
             .arg("run")
             .args(extra)
+            .args(["--report", report.to_str().unwrap()])
             .args(["-R", "web", "--", "touch", "/tmp/es-should-not-exist"])
             .output()
             .unwrap();
         let (_, stderr) = expect_code(&out, 1);
+        assert_eq!(common::failure_kind(&report, tb.addr(3)), "host_key");
         assert!(stderr.contains("HOST KEY CHANGED"), "{stderr}");
         assert!(stderr.contains(&fingerprint(&tb, 3)), "{stderr}");
     }

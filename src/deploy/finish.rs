@@ -64,7 +64,7 @@ pub(super) fn outcome_words(outcome: &Outcome) -> (&'static str, Option<String>)
         Outcome::Unchanged => ("unchanged", None),
         Outcome::Reverted => ("reverted", None),
         Outcome::Locked(holder) => ("locked", Some(format!("locked by {holder}"))),
-        Outcome::Failed { step, error } => ("failed", Some(format!("at {step}: {error}"))),
+        Outcome::Failed { step, error, .. } => ("failed", Some(format!("at {step}: {error}"))),
     }
 }
 
@@ -100,11 +100,13 @@ pub(super) fn print_rollout_summary(
                 if let Some(now) = &r.now {
                     v["runs"] = json!(now);
                 }
-                if let Outcome::Failed { step, error } = &r.outcome {
+                if let Outcome::Failed { step, error, kind } = &r.outcome {
                     v["step"] = json!(step);
                     v["error"] = json!(error);
+                    v["kind"] = json!(kind);
                 } else if let Some(error) = error {
                     v["error"] = json!(error);
+                    v["kind"] = json!(crate::failure::FailureKind::Locked);
                 }
                 v
             })
@@ -134,7 +136,7 @@ pub(super) fn print_rollout_summary(
             Outcome::Reverted => format!("back on {from}"),
             Outcome::Staged => format!("still on {from} ({to} staged)"),
             Outcome::Locked(holder) => format!("locked by {holder}"),
-            Outcome::Failed { step, error } => {
+            Outcome::Failed { step, error, .. } => {
                 let mut lines = error.lines();
                 let mut s = format!("at {step}: {}", lines.next().unwrap_or(""));
                 for line in lines {

@@ -60,6 +60,7 @@ pub fn acquire(fleet: &Fleet<'_>, request: &Request<'_>) -> Report<Facts> {
             result: Err(Failure {
                 step: "lock".into(),
                 error: format!("not tried: the lock of {first} (always taken first) is not ours"),
+                kind: crate::failure::FailureKind::Locked,
             }),
         }));
     }

@@ -101,6 +101,7 @@ pub fn rollback(app: &App, args: &RollbackArgs) -> Result<bool> {
                             .find(|(h, _)| h == label)
                             .map(|(_, e)| e.clone())
                             .unwrap_or_else(|| "not rolled back".into()),
+                        kind: crate::failure::FailureKind::Locked,
                     }),
                 })
                 .collect(),

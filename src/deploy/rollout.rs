@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::runs::{Outcome, Runs};
 use crate::config::{CountOrPercent, HooksOn};
+use crate::failure::FailureKind;
 
 /// What the rollout asks of the hosts, one phase at a time. Each phase runs on
 /// the hosts named (in parallel) and records in `runs` how each fared: a
@@ -127,6 +128,7 @@ fn refuse_maintenance(runs: &Runs) -> Vec<String> {
         runs.update(label, |r| {
             let record = r.facts.maintenance.as_deref().unwrap_or_default();
             r.outcome = Outcome::Failed {
+                kind: FailureKind::Maintenance,
                 step: "maintenance".into(),
                 error: format!(
                     "the venv is in maintenance ({})",
@@ -252,6 +254,7 @@ mod tests {
                         Outcome::Failed {
                             step: phase.into(),
                             error: "scripted".into(),
+                            kind: FailureKind::Command,
                         }
                     } else {
                         ok.clone()

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::host::Facts;
+use crate::failure::FailureKind;
 
 /// How one host's part of a rollout ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +26,7 @@ pub(super) enum Outcome {
     Failed {
         step: String,
         error: String,
+        kind: FailureKind,
     },
 }
 
@@ -127,6 +129,7 @@ impl Runs {
                     run.outcome = Outcome::Failed {
                         step: failure.step.clone(),
                         error: failure.error.clone(),
+                        kind: failure.kind,
                     };
                 }
             });

@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 use super::host::Facts;
 use super::plan::Plan;
 use super::{guard, host, HostRun, Outcome, Runs};
+use crate::failure::{FailureKind, Kinded};
 use crate::fleet::HostCtx;
 
 /// Switches to the staged release under the host's guard and runs the post
@@ -40,13 +41,14 @@ pub(super) fn switch_host(
         plan.deploy_id(),
     )?;
     if let Err(failure) = host::switch(ctx, &spec, &id) {
+        let refused = refused_by_host(&failure);
         let failure = go_back(ctx, &spec, &run, failure, "not healthy");
         let failure = match armed.disarm(ctx) {
             Ok(()) => failure,
             Err(fired) => failure.context(fired.to_string()),
         };
         guard::mark_failed(ctx, &root, &id, &format!("{failure:#}"))?;
-        return Err(failure);
+        return Err(unhealthy_if(refused, failure));
     }
     armed.confirm(ctx)?;
     runs.update(ctx.host(), |r| r.outcome = Outcome::Switched);
@@ -91,12 +93,31 @@ pub(super) fn rollback_switch(
     match host::switch(ctx, spec, target) {
         Ok(()) => armed.confirm(ctx),
         Err(failure) => {
+            let refused = refused_by_host(&failure);
             let failure = go_back(ctx, spec, &run, failure, "not healthy");
-            Err(match armed.disarm(ctx) {
+            let failure = match armed.disarm(ctx) {
                 Ok(()) => failure,
                 Err(fired) => failure.context(fired.to_string()),
-            })
+            };
+            Err(unhealthy_if(refused, failure))
         }
+    }
+}
+
+/// Whether the host's process-manager script refused the switch (the
+/// release is unhealthy), rather than the switch breaking off (a lost link
+/// keeps its own kind).
+fn refused_by_host(failure: &anyhow::Error) -> bool {
+    failure
+        .downcast_ref::<crate::ssh::CommandFailed>()
+        .is_some()
+}
+
+/// The failure of a switch the host refused, said as before, of kind `unhealthy`.
+fn unhealthy_if(refused: bool, failure: anyhow::Error) -> anyhow::Error {
+    match refused {
+        true => Kinded::new(FailureKind::Unhealthy, crate::fleet::describe(&failure)).into(),
+        false => failure,
     }
 }
 

@@ -1,6 +1,7 @@
 //! One SSH session to one host (libssh2 through the ssh2 crate): connect with a
 //! timeout, verify the host key, authenticate, run commands, upload files.
 
+use crate::failure::{FailureKind, Kinded};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::fd::AsRawFd;
@@ -108,10 +109,14 @@ impl SshSession {
             let mut buf = [0u8; 32 * 1024];
             loop {
                 if std::time::Instant::now() > deadline {
-                    bail!(
-                        "the command did not finish within {}s (ssh.command_timeout)",
-                        self.command_timeout.as_secs()
-                    );
+                    return Err(Kinded::new(
+                        FailureKind::Timeout,
+                        format!(
+                            "the command did not finish within {}s (ssh.command_timeout)",
+                            self.command_timeout.as_secs()
+                        ),
+                    )
+                    .into());
                 }
                 let _ = self.session.keepalive_send();
                 let mut progressed = false;
@@ -265,14 +270,15 @@ impl SshSession {
     /// The error for a broken connection: a dead peer, said as such.
     fn lost(&self, err: std::io::Error) -> anyhow::Error {
         let text = err.to_string();
-        if text.contains("timed out") || err.kind() == ErrorKind::TimedOut {
-            anyhow!(
+        let message = if text.contains("timed out") || err.kind() == ErrorKind::TimedOut {
+            format!(
                 "the host stopped answering: no reply to keepalives for {}s (connection lost)",
                 self.keepalive.as_secs() * 3
             )
         } else {
-            anyhow!("the connection broke while reading command output: {text}")
-        }
+            format!("the connection broke while reading command output: {text}")
+        };
+        Kinded::new(FailureKind::Connect, message).into()
     }
 
     /// Waits until the socket is ready in the direction libssh2 is blocked on.
@@ -467,25 +473,30 @@ fn verify_host_key(
     }
     match verdict {
         Verdict::Match => Ok(()),
-        Verdict::Changed => bail!(
-            "HOST KEY CHANGED for {}:{}: it now presents {key_type} {fingerprint}, \
-             which does not match known_hosts. This may be an attack (or the host was \
-             reinstalled): check the fingerprint, then remove the old entry with \
-             `ssh-keygen -R {}`. Refused.",
-            target.hostname,
-            target.port,
-            target.hostname
-        ),
+        Verdict::Changed => Err(Kinded::new(
+            FailureKind::HostKey,
+            format!(
+                "HOST KEY CHANGED for {}:{}: it now presents {key_type} {fingerprint}, \
+                 which does not match known_hosts. This may be an attack (or the host was \
+                 reinstalled): check the fingerprint, then remove the old entry with \
+                 `ssh-keygen -R {}`. Refused.",
+                target.hostname, target.port, target.hostname
+            ),
+        )
+        .into()),
         Verdict::NotFound if options.accept_new_host_keys => {
             known_hosts::record(&options.record_file, &target.hostname, target.port, key)
                 .context("recording the new host key")
         }
-        Verdict::NotFound => bail!(
-            "host {}:{} is not in known_hosts (its {key_type} key is {fingerprint}); \
-             check the fingerprint, then run again with --accept-new-host-keys to record it",
-            target.hostname,
-            target.port
-        ),
+        Verdict::NotFound => Err(Kinded::new(
+            FailureKind::HostKey,
+            format!(
+                "host {}:{} is not in known_hosts (its {key_type} key is {fingerprint}); \
+                 check the fingerprint, then run again with --accept-new-host-keys to record it",
+                target.hostname, target.port
+            ),
+        )
+        .into()),
     }
 }
 
@@ -524,7 +535,7 @@ fn authenticate(session: &Session, target: &SshTarget) -> Result<()> {
             encrypted.join(", ")
         ));
     }
-    bail!(message)
+    Err(Kinded::new(FailureKind::Auth, message).into())
 }
 
 /// Whether a private key file needs a passphrase (OpenSSH or PEM format).

@@ -352,3 +352,19 @@ http {{
 "#
     )
 }
+
+/// The `kind` of host `addr`'s failure in the summary es wrote with
+/// `--report FILE` ("" when the host did not fail).
+pub fn failure_kind(report: &Path, addr: &str) -> String {
+    let text = std::fs::read_to_string(report).expect("es wrote its --report");
+    let summary: serde_json::Value = serde_json::from_str(&text).expect("the report is JSON");
+    let hosts = summary["hosts"].as_array().expect("the report lists hosts");
+    let host = hosts
+        .iter()
+        .find(|h| {
+            let label = h["host"].as_str().unwrap_or_default();
+            label == addr || label.ends_with(&format!("@{addr}"))
+        })
+        .unwrap_or_else(|| panic!("{addr} is not in the report\n{text}"));
+    host["kind"].as_str().unwrap_or_default().to_string()
+}
