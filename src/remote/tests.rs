@@ -1,4 +1,5 @@
-//! The host scripts run against this machine, without the test bed.
+//! The host scripts run against this machine, without the test bed: compiled
+//! only for tests (`#[cfg(test)] mod tests;` in mod.rs).
 
 use super::*;
 use std::process::Command;
