@@ -417,22 +417,21 @@ fn a_full_disk_leaves_the_host_serving_and_the_next_deploy_works() {
     );
     let report = sb.work.path().join("report.json");
     let report_arg = report.to_str().unwrap();
-    let (_, stderr) = expect_code(
-        &es(
-            &sb,
-            &[
-                "deploy",
-                "2.0.0",
-                "a",
-                "prod",
-                "--max-fail",
-                "1",
-                "--report",
-                report_arg,
-            ],
-        ),
-        1,
-    );
+    // The deploy below, its summary also in `report`.
+    let deploy = || {
+        let args = [
+            "deploy",
+            "2.0.0",
+            "a",
+            "prod",
+            "--max-fail",
+            "1",
+            "--report",
+            report_arg,
+        ];
+        expect_code(&es(&sb, &args), 1)
+    };
+    let (_, stderr) = deploy();
     assert_eq!(common::failure_kind(&report, tb.addr(24)), "disk_full");
     assert_eq!(common::failure_kind(&report, tb.addr(25)), "");
     let line = summary_line(&stderr, &tb, 24);
@@ -449,22 +448,7 @@ fn a_full_disk_leaves_the_host_serving_and_the_next_deploy_works() {
 
     // Room for the lock, not for a venv: fails at staging, lock released.
     host_sh(&tb, 24, &format!("rm -f {prefix}/fill"));
-    let (_, stderr) = expect_code(
-        &es(
-            &sb,
-            &[
-                "deploy",
-                "2.0.0",
-                "a",
-                "prod",
-                "--max-fail",
-                "1",
-                "--report",
-                report_arg,
-            ],
-        ),
-        1,
-    );
+    let (_, stderr) = deploy();
     assert_eq!(common::failure_kind(&report, tb.addr(24)), "disk_full");
     let line = summary_line(&stderr, &tb, 24);
     assert!(line.contains("at stage"), "{stderr}");
