@@ -296,7 +296,14 @@ fn day_two_commands(tb: &Testbed, sb: &Sandbox, first: &str, follower: &str) {
     Command::new("kill").args(["-INT", &pid]).status().unwrap();
     let status = child.wait().unwrap();
     assert!(!status.success(), "es logs -f ended by itself: {status:?}");
-    let check = format!("sleep 1; pgrep -u $USER -c -f '{follower} .*-[fF]' || true");
+    // A follower ends once its watcher (polling each second) sees the SSH
+    // session gone: wait for that, up to 20 s, then count what is left.
+    // The first letter in brackets: the pattern does not match this shell's
+    // own command line, which holds it.
+    let pattern = format!("[{}]{} .*-[fF]", &follower[..1], &follower[1..]);
+    let check = format!(
+        "i=0; while [ $i -lt 40 ] && pgrep -u $USER -f '{pattern}' >/dev/null; do sleep 0.5; i=$((i+1)); done; pgrep -u $USER -c -f '{pattern}' || true"
+    );
     let (stdout, _) = expect_code(&es(sb, &["run", "-R", "web", "--", &check]), 0);
     for k in HOSTS {
         let addr = &tb.systemd_hosts[k - 1];
