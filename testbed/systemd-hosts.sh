@@ -204,7 +204,9 @@ sd_status_lines() {
     local k line ok=0
     for k in $(seq "$SD_COUNT"); do
         line="systemd host $k $(sd_addr "$k"):"
-        if ! sd_nspawn_pid "$k" >/dev/null; then echo "$line DOWN"; ok=1
+        if ! sd_nspawn_pid "$k" >/dev/null; then
+            echo "$line DOWN; the end of its nspawn.log:"; ok=1
+            tail -n 15 "$(sd_dir "$k")/nspawn.log" 2>/dev/null | sed 's/^/    /'
         elif sd_ssh_ok "$k"; then echo "$line up (systemd pid $(sd_init_pid "$k" || echo '?'))"
         else echo "$line ssh login or systemd FAILS"; ok=1
         fi

@@ -72,6 +72,8 @@ index_pid() {
     [ -f "$INDEX_PID" ] || return 1
     pid=$(cat "$INDEX_PID" 2>/dev/null) || return 1
     pid_alive "$pid" || return 1
+    # A stale pid file can name anyone's process once pids wrap.
+    tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -q pypi-server || return 1
     echo "$pid"
 }
 

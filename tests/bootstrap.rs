@@ -48,9 +48,9 @@ fn built_project(
 fn make_fresh(tb: &Testbed, hosts: &[usize], prefix: &str) {
     for &n in hosts {
         let script = format!(
-            "for f in /home/{u}/{prefix}/*/tmp/supervisord.pid; do [ -f \"$f\" ] && kill $(cat \"$f\") && sleep 1; done; \
-             rm -rf /home/{u}/{prefix} /home/{u}/.cache/uv",
-            u = tb.user
+            "{}rm -rf /home/{}/.cache/uv",
+            common::clear_prefix(&format!("/home/{}/{prefix}", tb.user)),
+            tb.user
         );
         let out = tb.exec(n, &["sh", "-c", &script]);
         assert!(

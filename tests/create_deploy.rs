@@ -78,10 +78,7 @@ fn created_project(
     .unwrap();
     common::git(sb, &dir, &["commit", "-qam", "deploy to the test bed"]);
     for n in HOSTS {
-        let script = format!(
-            "for f in /home/{u}/{prefix}/*/tmp/supervisord.pid; do [ -f \"$f\" ] && kill $(cat \"$f\") && sleep 1; done; rm -rf /home/{u}/{prefix}",
-            u = tb.user
-        );
+        let script = common::clear_prefix(&format!("/home/{}/{prefix}", tb.user));
         tb.exec(n, &["sh", "-c", &script]);
     }
     (dir, name)

@@ -132,15 +132,7 @@ fn host_file(tb: &Testbed, n: usize, path: &str) -> Option<String> {
 /// Removes what an earlier run left under `~/PREFIX` on the hosts: its
 /// supervisords (waiting for them to exit, freeing their ports) and its venvs.
 fn fresh(tb: &Testbed, prefix: &str) {
-    let script = format!(
-        r#"for f in /home/{user}/{prefix}/*/tmp/supervisord.pid; do
-  [ -f "$f" ] || continue
-  pid=$(cat "$f"); kill "$pid" 2>/dev/null || continue
-  i=0; while kill -0 "$pid" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
-done
-rm -rf /home/{user}/{prefix}"#,
-        user = tb.user
-    );
+    let script = common::clear_prefix(&format!("/home/{}/{prefix}", tb.user));
     for n in HOSTS {
         let out = tb.exec(n, &["sh", "-c", &script]);
         assert!(out.status.success(), "cleaning host {n}: {:?}", out);

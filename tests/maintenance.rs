@@ -59,14 +59,14 @@ fn nginx_conf(tb: &Testbed, maintenance: bool) -> String {
 fn setup_nginx(tb: &Testbed) {
     let dir = ngx_dir(tb);
     let script = format!(
-        r#"pid=$(cat {dir}/nginx.pid 2>/dev/null) && kill "$pid" 2>/dev/null
-i=0; while [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+        r#"{stop_pid}stop_pid {dir}/nginx.pid nginx
 rm -rf {dir} && mkdir -p {dir}/tmp
 cat > {dir}/nginx.conf <<'EOF'
 {with}EOF
 cat > {dir}/plain.conf <<'EOF'
 {without}EOF
 chown -R {user}: {dir} && echo ok"#,
+        stop_pid = common::STOP_PID,
         user = tb.user,
         with = nginx_conf(tb, true),
         without = nginx_conf(tb, false).replace(&format!("listen {NGINX_PORT}"), "listen 8096"),
@@ -267,7 +267,8 @@ fn drain_takes_one_backend_out_of_the_upstream_and_undrain_puts_it_back() {
         .replace(&format!("listen {NGINX_PORT}"), "listen 8097")
         .replace(&format!("127.0.0.1:{PORT}"), "127.0.0.1:959");
     let setup = format!(
-        "pid=$(cat {dir}/nginx.pid 2>/dev/null) && kill \"$pid\" 2>/dev/null; sleep 0.5\nrm -rf {dir} && mkdir -p {dir}/tmp && cat > {dir}/nginx.conf <<'EOF'\n{conf}EOF\nchown -R {user}: {dir} && echo ok",
+        "{stop_pid}stop_pid {dir}/nginx.pid nginx\nrm -rf {dir} && mkdir -p {dir}/tmp && cat > {dir}/nginx.conf <<'EOF'\n{conf}EOF\nchown -R {user}: {dir} && echo ok",
+        stop_pid = common::STOP_PID,
         user = tb.user
     );
     assert_eq!(host_sh(&tb, 50, &setup).trim(), "ok");

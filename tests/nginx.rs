@@ -25,20 +25,18 @@ fn root_sh(tb: &Testbed, n: usize, script: &str) -> String {
     stdout
 }
 
-/// Shell code that kills the processes named by the pid files in `dir` and waits for them.
+/// Shell code that stops the processes the pid files in `dir` name (nginx,
+/// http.server backends, the supervisord stand-in) and waits for them; a
+/// stale pid file's pid may be anyone's now (see `common::STOP_PID`).
 fn kill_pids(dir: &str) -> String {
     format!(
-        r#"for f in {dir}/*.pid; do
+        r#"{stop_pid}for f in {dir}/*.pid; do
   [ -f "$f" ] || continue
-  pid=$(cat "$f" 2>/dev/null)
-  if [ -n "$pid" ]; then
-    kill "$pid" 2>/dev/null || true
-    i=0; while [ -d "/proc/$pid" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
-    kill -9 "$pid" 2>/dev/null || true
-  fi
+  stop_pid "$f" 'nginx|http\.server|supervisord\.conf'
   rm -f "$f"
 done
-"#
+"#,
+        stop_pid = common::STOP_PID
     )
 }
 

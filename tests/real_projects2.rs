@@ -77,10 +77,7 @@ fn built_project(
 /// Stops every supervisord under `~/PREFIX` on `hosts` and removes the prefix.
 fn clean(tb: &Testbed, hosts: &[usize], prefix: &str) {
     for &n in hosts {
-        let script = format!(
-            "for f in /home/{u}/{prefix}/*/tmp/supervisord.pid; do [ -f \"$f\" ] && kill $(cat \"$f\") && sleep 1; done; rm -rf /home/{u}/{prefix}",
-            u = tb.user
-        );
+        let script = common::clear_prefix(&format!("/home/{}/{prefix}", tb.user));
         tb.exec(n, &["sh", "-c", &script]);
     }
 }

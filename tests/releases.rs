@@ -150,15 +150,11 @@ fn host_sh(tb: &Testbed, n: usize, script: &str) -> String {
 
 /// Stops what an earlier run left under `~/PREFIX` and removes it.
 fn fresh(tb: &Testbed, hosts: &[usize], prefix: &str) {
+    // The full-disk test leaves a tmpfs mounted on the prefix.
+    let dir = format!("/home/{}/{prefix}", tb.user);
     let script = format!(
-        r#"for f in /home/{user}/{prefix}/*/tmp/supervisord.pid; do
-  [ -f "$f" ] || continue
-  pid=$(cat "$f"); kill "$pid" 2>/dev/null || continue
-  i=0; while kill -0 "$pid" 2>/dev/null && [ $i -lt 150 ]; do sleep 0.1; i=$((i+1)); done
-done
-umount /home/{user}/{prefix} 2>/dev/null
-rm -rf /home/{user}/{prefix}"#,
-        user = tb.user
+        "{}umount {dir} 2>/dev/null\nrm -rf {dir}",
+        common::clear_prefix(&dir)
     );
     for n in hosts {
         tb.exec(*n, &["sh", "-c", &script]);
@@ -693,7 +689,8 @@ fn a_rolling_switch_behind_nginx_fails_no_request() {
          server {{ listen 8190; location / {{ proxy_pass http://app; }} }}\n}}\n"
     );
     let script = format!(
-        "kill $(cat {dir}/nginx.pid 2>/dev/null) 2>/dev/null; sleep 0.3; rm -rf {dir} && mkdir -p {dir} && cat > {dir}/nginx.conf <<'EOF'\n{conf}EOF\n/usr/sbin/nginx -c {dir}/nginx.conf"
+        "{stop_pid}stop_pid {dir}/nginx.pid nginx\nrm -rf {dir} && mkdir -p {dir} && cat > {dir}/nginx.conf <<'EOF'\n{conf}EOF\n/usr/sbin/nginx -c {dir}/nginx.conf",
+        stop_pid = common::STOP_PID
     );
     let started = tb.exec(n, &["sh", "-c", &script]);
     assert!(started.status.success(), "{started:?}");

@@ -130,15 +130,7 @@ fn a_prefix_that_would_run_code_is_refused_before_any_host_is_contacted() {
 
 /// Stops what an earlier run left under `~/PREFIX` on host `n` and removes it.
 fn fresh(tb: &Testbed, n: usize, prefix: &str) {
-    let script = format!(
-        r#"for f in /home/{user}/{prefix}/*/tmp/supervisord.pid; do
-  [ -f "$f" ] || continue
-  pid=$(cat "$f"); kill "$pid" 2>/dev/null || continue
-  i=0; while kill -0 "$pid" 2>/dev/null && [ $i -lt 150 ]; do sleep 0.1; i=$((i+1)); done
-done
-rm -rf /home/{user}/{prefix}"#,
-        user = tb.user
-    );
+    let script = common::clear_prefix(&format!("/home/{}/{prefix}", tb.user));
     tb.exec(n, &["sh", "-c", &script]);
 }
 

@@ -217,13 +217,7 @@ fn ps_restart_and_logs_work_the_same_under_supervisord() {
     let sb = Sandbox::new();
     // What an earlier run left: its supervisords hold the ports.
     for k in HOSTS {
-        let script = format!(
-            "for f in /home/{user}/sv_*/a/tmp/supervisord.pid; do [ -f \"$f\" ] || continue; \
-             pid=$(cat \"$f\"); kill $pid 2>/dev/null || continue; \
-             i=0; while kill -0 $pid 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; done; \
-             rm -rf /home/{user}/sv_*",
-            user = tb.user
-        );
+        let script = common::clear_prefix(&format!("/home/{}/sv_*", tb.user));
         let out = Command::new("bash")
             .arg(common::repo_root().join("testbed/testbed.sh"))
             .args(["systemd-exec", &k.to_string(), "sh", "-c", &script])

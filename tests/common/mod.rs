@@ -368,3 +368,36 @@ pub fn failure_kind(report: &Path, addr: &str) -> String {
         .unwrap_or_else(|| panic!("{addr} is not in the report\n{text}"));
     host["kind"].as_str().unwrap_or_default().to_string()
 }
+
+/// Shell code that defines `stop_pid FILE WANT`: stops the process pid file
+/// FILE names and waits for it to exit (SIGTERM, SIGKILL after 15 s), but
+/// only while that
+/// process's command line matches WANT (an extended regular expression).
+/// A pid file a killed run left behind can name any process of the machine
+/// once pids wrap (the bed's hosts share the machine's pid space, and
+/// `pid_max` is often 32768): a bare `kill $(cat FILE)` once powered off a
+/// systemd host of the bed in the middle of CI.
+pub const STOP_PID: &str = r#"stop_pid() {
+  pid=$(cat "$1" 2>/dev/null) || return 0
+  case $pid in ''|*[!0-9]*) return 0 ;; esac
+  tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -Eq -- "$2" || return 0
+  kill "$pid" 2>/dev/null || return 0
+  i=0; while kill -0 "$pid" 2>/dev/null && [ $i -lt 150 ]; do sleep 0.1; i=$((i+1)); done
+  tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -Eq -- "$2" && kill -9 "$pid"
+  i=0; while kill -0 "$pid" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
+}
+"#;
+
+/// Shell code that stops the supervisord of every venv under `prefix_dir`
+/// (waiting for each to exit, so its ports are free) and removes the
+/// directory. Only a process whose command line names the venv's own
+/// `etc/supervisord.conf` is stopped (see [`STOP_PID`]).
+pub fn clear_prefix(prefix_dir: &str) -> String {
+    format!(
+        r#"{STOP_PID}for f in {prefix_dir}/*/tmp/supervisord.pid; do
+  [ -f "$f" ] && stop_pid "$f" "${{f%/tmp/supervisord.pid}}/etc/supervisord\.conf"
+done
+rm -rf {prefix_dir}
+"#
+    )
+}

@@ -96,15 +96,7 @@ pub fn venv_dir(tb: &Testbed, prefix: &str) -> String {
 
 /// Stops what an earlier run left under `~/PREFIX` and removes it.
 pub fn fresh(tb: &Testbed, hosts: &[usize], prefix: &str) {
-    let script = format!(
-        r#"for f in /home/{user}/{prefix}/*/tmp/supervisord.pid; do
-  [ -f "$f" ] || continue
-  pid=$(cat "$f"); kill "$pid" 2>/dev/null || continue
-  i=0; while kill -0 "$pid" 2>/dev/null && [ $i -lt 150 ]; do sleep 0.1; i=$((i+1)); done
-done
-rm -rf /home/{user}/{prefix}"#,
-        user = tb.user
-    );
+    let script = common::clear_prefix(&format!("/home/{}/{prefix}", tb.user));
     for n in hosts {
         tb.exec(*n, &["sh", "-c", &script]);
     }
