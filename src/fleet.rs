@@ -107,6 +107,20 @@ impl<'a> HostCtx<'a> {
         self.conn.exec_streaming(command, sink)
     }
 
+    /// Like [`exec_streaming`](Self::exec_streaming) for a command that
+    /// watches its stdin: es closes it when interrupted (`remote/hook.sh`).
+    pub fn exec_stoppable(&mut self, command: &str, sink: crate::ssh::Sink<'_>) -> Result<Output> {
+        if self.fleet.ui.verbose {
+            self.fleet.ui.note(&format!(
+                "{}: $ {}",
+                self.target.label,
+                command_summary(command)
+            ));
+        }
+        self.conn
+            .exec_streaming_with(command, crate::ssh::Stdin::ClosedOnInterrupt, sink)
+    }
+
     /// Runs a command and fails (keeping its stderr) when it exits non-zero.
     pub fn check(&mut self, command: &str) -> Result<Output> {
         self.exec(command)?.ok()

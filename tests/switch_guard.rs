@@ -9,7 +9,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{expect_code, Sandbox, Testbed};
+use common::{deploy_until, expect_code, signal, Sandbox, Testbed};
 
 /// The project on the index: 1.0.0 and 4.0.0 serve; 2.0.0 runs but never
 /// answers; 3.0.0 answers, then exits about 3 s later.
@@ -176,49 +176,6 @@ fn host_text(tb: &Testbed, n: usize, path: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Starts `es deploy ARGS`, waits for a stderr line containing `when`, runs
-/// `act` with the child's pid, and returns the child (its stderr drained in
-/// the background).
-fn deploy_until(
-    sb: &Sandbox,
-    args: &[&str],
-    when: &str,
-    act: impl FnOnce(u32),
-) -> std::process::Child {
-    let mut child = sb
-        .es()
-        .arg("deploy")
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut reader = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    let mut seen = String::new();
-    loop {
-        line.clear();
-        if reader.read_line(&mut line).unwrap() == 0 {
-            panic!("es ended before {when:?}:\n{seen}");
-        }
-        seen.push_str(&line);
-        if line.contains(when) {
-            break;
-        }
-    }
-    act(child.id());
-    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
-    child
-}
-
-fn signal(pid: u32, sig: &str) {
-    let ok = Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
-}
-
 /// Waits (bounded) until host `n` serves `version` from both ports with no
 /// lock left; returns how long that took.
 fn wait_back(tb: &Testbed, n: usize, prefix: &str, version: &str, bound: Duration) -> Duration {
@@ -246,10 +203,12 @@ const GUARDED: &str = "\n[deploy.health]\ntimeout = 8\ndeadline = 20\n";
 /// Host `n` on 1.0.0 under PREFIX, then a deploy of 2.0.0 (which never
 /// answers) that `fault` interrupts once the switch has begun; the host must
 /// go back to 1.0.0 by itself, unlocked, and say why.
-/// `heal` undoes the fault before the last deploy.
+/// `heal` undoes the fault before the last deploy; `ssh` goes on in the
+/// `[ssh]` table.
 fn guarded_switch_survives(
     n: usize,
     prefix: &str,
+    ssh: &str,
     fault: impl FnOnce(&Testbed, u32),
     heal: impl FnOnce(),
 ) {
@@ -257,14 +216,10 @@ fn guarded_switch_survives(
     let sb = Sandbox::new();
     fresh(&tb, n, prefix);
     let name = &built().name;
-    sb.write_config(&config(
-        &tb,
-        name,
-        &[n],
-        &format!("\"~/{prefix}\""),
-        "890",
-        GUARDED,
-    ));
+    sb.write_config(
+        &config(&tb, name, &[n], &format!("\"~/{prefix}\""), "890", GUARDED)
+            .replace("keepalive = 2\n", &format!("keepalive = 2\n{ssh}")),
+    );
     expect_code(&es(&sb, &["deploy", "1.0.0", "a", "prod"]), 0);
     assert!(serves(&tb, n, "890", "1.0.0"));
 
@@ -303,7 +258,7 @@ fn guarded_switch_survives(
 #[test]
 fn sigkill_of_es_during_the_health_wait_the_host_goes_back_by_itself() {
     let _bed = bed!();
-    guarded_switch_survives(38, "guard_kill", |_, pid| signal(pid, "-KILL"), || ());
+    guarded_switch_survives(38, "guard_kill", "", |_, pid| signal(pid, "-KILL"), || ());
 }
 
 #[test]
@@ -312,6 +267,7 @@ fn double_ctrl_c_during_the_health_wait_the_host_goes_back_by_itself() {
     guarded_switch_survives(
         39,
         "guard_intr",
+        "",
         |_, pid| {
             signal(pid, "-INT");
             std::thread::sleep(Duration::from_millis(200));
@@ -345,11 +301,42 @@ fn a_link_cut_during_the_health_wait_the_host_goes_back_by_itself() {
     guarded_switch_survives(
         37,
         "guard_link",
+        "",
         |tb, _| {
             // No reset: the host's side of the link goes down; it is checked
             // from inside while the link is down.
             let down = tb.exec(
                 37,
+                &[
+                    "sh",
+                    "-c",
+                    "sysctl -qw net.ipv4.tcp_retries2=3 && ip link set eth0 down",
+                ],
+            );
+            assert!(down.status.success(), "{down:?}");
+        },
+        || {
+            drop(restore.borrow_mut().take());
+            std::thread::sleep(Duration::from_secs(1));
+        },
+    );
+}
+
+/// A host reached through a bastion (`ssh.proxy_jump`, host 36): the
+/// bastion's link is cut during the health wait; the host behind it (35)
+/// goes back by itself, as for its own link.
+#[test]
+fn a_bastion_cut_during_the_health_wait_the_host_behind_it_goes_back_by_itself() {
+    let tb = bed!();
+    let bastion = 36;
+    let restore = std::cell::RefCell::new(Some(LinkUp(bastion, tb.bridge_addr.clone())));
+    guarded_switch_survives(
+        35,
+        "guard_bastion",
+        &format!("proxy_jump = \"{}@{}\"\n", tb.user, tb.addr(bastion)),
+        |tb, _| {
+            let down = tb.exec(
+                bastion,
                 &[
                     "sh",
                     "-c",
@@ -609,6 +596,211 @@ fn a_hook_past_command_timeout_is_ended_on_the_host() {
         std::thread::sleep(Duration::from_millis(250));
     }
     assert!(left.is_empty(), "still running on the host: {left}");
+}
+
+/// Ctrl-C during a long release hook stops the hook on the host (its shell
+/// and its children: the process group), nothing is switched, the lock is
+/// released, the summary says so, and es exits 130 instead of waiting the
+/// ten minutes the hook would take (command_timeout is 15 minutes here).
+#[test]
+fn ctrl_c_during_a_release_hook_stops_the_hook_on_the_host() {
+    let tb = bed!();
+    let sb = Sandbox::new();
+    let (n, prefix) = (42, "guard_hook_int");
+    fresh(&tb, n, prefix);
+    let hook = "release_hooks = [\"trap 'echo hook-got-term > ~/guard_hook_int.term; exit 143' TERM; sleep 600.5 & wait\"]";
+    let text = config(
+        &tb,
+        &built().name,
+        &[n],
+        &format!("\"~/{prefix}\""),
+        "897",
+        hook,
+    )
+    .replace("keepalive = 2\n", "keepalive = 2\ncommand_timeout = 900\n");
+    sb.write_config(&text);
+    tb.exec(
+        n,
+        &[
+            "rm",
+            "-f",
+            &format!("/home/{}/guard_hook_int.term", tb.user),
+        ],
+    );
+    let hook_running = || {
+        let out = tb.exec(n, &["sh", "-c", "pgrep -f '[s]leep 600.5'"]);
+        out.status.success()
+    };
+    let mut child = sb
+        .es()
+        .args(["deploy", "1.0.0", "a", "prod"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut began = false;
+    for _ in 0..480 {
+        if hook_running() {
+            began = true;
+            break;
+        }
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    if !began {
+        let _ = child.kill();
+        panic!(
+            "the hook never ran: {:?}",
+            child.wait_with_output().unwrap()
+        );
+    }
+    signal(child.id(), "-INT");
+    // Bounded: es that waited for the hook would take ten minutes.
+    let mut ended = false;
+    for _ in 0..480 {
+        if child.try_wait().unwrap().is_some() {
+            ended = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    if !ended {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = common::text(&out);
+    assert!(
+        ended,
+        "es still waits for the hook 2 minutes after Ctrl-C:\n{stdout}\n{stderr}"
+    );
+    assert_eq!(out.status.code(), Some(130), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("release hook 1 stopped by the interrupt"),
+        "{stderr}"
+    );
+    // The hook was signalled (its trap ran) and nothing of it is left.
+    let mut left = true;
+    for _ in 0..40 {
+        left = hook_running();
+        if !left {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(!left, "the hook still runs on the host");
+    assert_eq!(
+        host_text(&tb, n, "guard_hook_int.term").trim(),
+        "hook-got-term"
+    );
+    assert!(!locked(&tb, n, prefix), "{stderr}");
+    let current = tb.exec(
+        n,
+        &[
+            "test",
+            "-e",
+            &format!("/home/{}/{prefix}/a/current", tb.user),
+        ],
+    );
+    assert!(!current.status.success(), "switched: {stderr}");
+}
+
+/// A relay to the bed's index on the bridge that answers es (whose requests
+/// come from the bridge's own address) and leaves the hosts' requests
+/// unanswered: an index that hangs while the hosts stage. Ended when dropped.
+struct HangingIndex {
+    relay: std::process::Child,
+    url: String,
+}
+
+impl HangingIndex {
+    fn start(tb: &Testbed) -> HangingIndex {
+        let code = r#"
+import socket, sys, threading, urllib.parse
+bridge, index = sys.argv[1], urllib.parse.urlsplit(sys.argv[2])
+listener = socket.create_server((bridge, 0))
+print(listener.getsockname()[1], flush=True)
+held = []
+def pipe(a, b):
+    try:
+        while True:
+            data = a.recv(65536)
+            if not data:
+                break
+            b.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for s in (a, b):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+while True:
+    conn, (peer, _) = listener.accept()
+    if peer != bridge:
+        held.append(conn)  # never answered
+        continue
+    upstream = socket.create_connection((index.hostname, index.port))
+    threading.Thread(target=pipe, args=(conn, upstream), daemon=True).start()
+    threading.Thread(target=pipe, args=(upstream, conn), daemon=True).start()
+"#;
+        let mut relay = Command::new("python3")
+            .args(["-c", code, &tb.bridge_addr, &tb.index_url])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut port = String::new();
+        BufReader::new(relay.stdout.take().unwrap())
+            .read_line(&mut port)
+            .unwrap();
+        let path = tb.index_url.splitn(4, '/').nth(3).unwrap_or("simple/");
+        HangingIndex {
+            relay,
+            url: format!("http://{}:{}/{path}", tb.bridge_addr, port.trim()),
+        }
+    }
+}
+
+impl Drop for HangingIndex {
+    fn drop(&mut self) {
+        let _ = self.relay.kill();
+        let _ = self.relay.wait();
+    }
+}
+
+/// An index that stops answering while the hosts stage costs index.timeout
+/// once (not again for each of the installer's retries), and the failure
+/// says so; the host keeps serving its release, unlocked.
+#[test]
+fn an_index_that_hangs_during_staging_fails_it_naming_index_timeout() {
+    let tb = bed!();
+    let sb = Sandbox::new();
+    let (n, prefix) = (43, "guard_index");
+    fresh(&tb, n, prefix);
+    let name = &built().name;
+    let text = config(&tb, name, &[n], &format!("\"~/{prefix}\""), "898", "");
+    sb.write_config(&text);
+    expect_code(&es(&sb, &["deploy", "1.0.0", "a", "prod"]), 0);
+    let hanging = HangingIndex::start(&tb);
+    sb.write_config(&text.replace(
+        &format!("url = \"{}\"\n", tb.index_url),
+        &format!("url = \"{}\"\ntimeout = 3\n", hanging.url),
+    ));
+    let began = Instant::now();
+    let (_, stderr) = expect_code(&es(&sb, &["deploy", "4.0.0", "a", "prod"]), 1);
+    assert!(
+        stderr.contains("the index did not answer within 3s (index.timeout)"),
+        "{stderr}"
+    );
+    eprintln!(
+        "a hanging index (index.timeout 3): the deploy failed after {:.1}s: {}",
+        began.elapsed().as_secs_f64(),
+        summary_line(&stderr, &tb, n)
+    );
+    assert!(serves(&tb, n, "898", "1.0.0"), "{stderr}");
+    assert!(!locked(&tb, n, prefix), "{stderr}");
 }
 
 #[test]

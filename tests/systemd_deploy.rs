@@ -1,7 +1,8 @@
 //! `process_manager = "systemd"` on the test bed's systemd hosts 1 and 2 (host 3
-//! is rebooted by tests/systemd_bed.rs): deploy, a one-at-a-time upgrade, a
-//! version that cannot boot, status and a rollback without the index; the
-//! processes are the hosts' systemd's, and no supervisord runs.
+//! is rebooted by tests/systemd_bed.rs): deploy, a one-at-a-time upgrade behind
+//! nginx with no failed request, a version that cannot boot, status and a
+//! rollback without the index; the processes are the hosts' systemd's, and no
+//! supervisord runs.
 
 mod common;
 
@@ -10,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{expect_code, Sandbox, Testbed};
+use common::{deploy_until, expect_code, signal, Sandbox, Testbed};
 
 const HOSTS: [usize; 2] = [1, 2];
 /// Every project of this file is named `sd_...`: a run first stops what an
@@ -18,7 +19,8 @@ const HOSTS: [usize; 2] = [1, 2];
 const PREFIX: &str = "sd_";
 const PORTS: [&str; 2] = ["9600", "9601"];
 
-/// Builds a project with versions 1.0.0 and 2.0.0 and 1.5.0, which exits at once.
+/// Builds a project with versions 1.0.0 and 2.0.0 and 1.5.0, which exits at
+/// once (and, for the guard's test, 3.0.0, which never answers).
 fn build(tb: &Testbed, sb: &Sandbox) -> String {
     build_named(tb, sb, PREFIX)
 }
@@ -43,6 +45,19 @@ fn build_named(tb: &Testbed, sb: &Sandbox, prefix: &str) -> String {
     }
     let main_py = dir.join(&name).join("main.py");
     let code = std::fs::read_to_string(&main_py).unwrap();
+    if prefix == GUARD_PREFIX {
+        // 3.0.0 starts and never answers: its health wait lasts.
+        std::fs::write(
+            &main_py,
+            code.replace(
+                "    server = make_server(",
+                "    import time\n    time.sleep(10**6)\n    server = make_server(",
+            ),
+        )
+        .unwrap();
+        common::git(sb, &dir, &["commit", "-qam", "a build that never answers"]);
+        expect_code(&common::es_build(sb, tb, &dir, &["--version", "3.0.0"]), 0);
+    }
     std::fs::write(
         &main_py,
         format!("import sys\nsys.exit('broken on purpose')\n{code}"),
@@ -67,24 +82,74 @@ fn config(tb: &Testbed, name: &str, index: &str) -> String {
     )
 }
 
-/// Stops and forgets the units an earlier run of this file left on the hosts.
-fn fresh(tb: &Testbed) {
+/// Stops and forgets the units of projects named `prefix...` that an earlier
+/// run of this file left on the hosts.
+fn fresh(tb: &Testbed, prefix: &str) {
     for k in HOSTS {
-        let k = k.to_string();
         let script = format!(
             "cd /home/{user} && runuser -u {user} -- env XDG_RUNTIME_DIR=/run/user/$(id -u {user}) sh -c \
-             'systemctl --user stop \"{PREFIX}*\"; \
-              rm -rf ~/.config/systemd/user/{PREFIX}* ~/.config/systemd/user/default.target.wants/{PREFIX}*; \
-              systemctl --user daemon-reload; systemctl --user reset-failed' ; rm -rf /home/{user}/{PREFIX}*",
+             'systemctl --user stop \"{prefix}*\"; \
+              rm -rf ~/.config/systemd/user/{prefix}* ~/.config/systemd/user/default.target.wants/{prefix}*; \
+              systemctl --user daemon-reload; systemctl --user reset-failed' ; rm -rf /home/{user}/{prefix}*",
             user = tb.user
         );
-        let out = Command::new("bash")
-            .arg(common::repo_root().join("testbed/testbed.sh"))
-            .args(["systemd-exec", &k, "sh", "-c", &script])
-            .output()
-            .unwrap();
+        let out = systemd_exec(k, &script);
         assert!(out.status.success(), "cleaning systemd host {k}: {out:?}");
     }
+}
+
+/// Where the test's nginx on systemd host 1 listens.
+const NGINX_PORT: u16 = 8191;
+
+/// nginx as root inside systemd host `k` (its own, not a unit: the host's
+/// nginx.service is masked), in front of the venv's two ports. Stopped
+/// when dropped, even when the test fails.
+struct HostNginx(usize);
+
+const HOST_NGINX_DIR: &str = "/tmp/es-sd-nginx";
+
+impl HostNginx {
+    fn start(k: usize) -> HostNginx {
+        let dir = HOST_NGINX_DIR;
+        let conf = format!(
+            "worker_processes 1;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log;\n\
+             events {{ worker_connections 256; }}\n\
+             http {{\n access_log off;\n client_body_temp_path {dir}/body;\n proxy_temp_path {dir}/proxy;\n\
+             fastcgi_temp_path {dir}/fastcgi;\n uwsgi_temp_path {dir}/uwsgi;\n scgi_temp_path {dir}/scgi;\n\
+             upstream app {{ server 127.0.0.1:{} max_fails=0; server 127.0.0.1:{} max_fails=0; }}\n\
+             server {{ listen {NGINX_PORT}; location / {{ proxy_pass http://app; }} }}\n}}\n",
+            PORTS[0], PORTS[1]
+        );
+        let script = format!(
+            "{stop_pid}stop_pid {dir}/nginx.pid nginx\nrm -rf {dir} && mkdir -p {dir} && \
+             cat > {dir}/nginx.conf <<'EOF'\n{conf}EOF\n/usr/sbin/nginx -c {dir}/nginx.conf",
+            stop_pid = common::STOP_PID
+        );
+        let out = systemd_exec(k, &script);
+        assert!(out.status.success(), "nginx on systemd host {k}: {out:?}");
+        HostNginx(k)
+    }
+}
+
+impl Drop for HostNginx {
+    fn drop(&mut self) {
+        let _ = systemd_exec(
+            self.0,
+            &format!(
+                "{}stop_pid {HOST_NGINX_DIR}/nginx.pid nginx",
+                common::STOP_PID
+            ),
+        );
+    }
+}
+
+/// `sh -c SCRIPT` as root inside systemd host `k`.
+fn systemd_exec(k: usize, script: &str) -> Output {
+    Command::new("bash")
+        .arg(common::repo_root().join("testbed/testbed.sh"))
+        .args(["systemd-exec", &k.to_string(), "sh", "-c", script])
+        .output()
+        .unwrap()
 }
 
 /// What port `port` of systemd host `k` answers at `/` (empty when nothing answers).
@@ -116,7 +181,7 @@ fn es(sb: &Sandbox, args: &[&str]) -> Output {
 #[test]
 fn systemd_deploy_upgrades_one_at_a_time_refuses_a_broken_version_and_rolls_back() {
     let tb = bed!();
-    fresh(&tb);
+    fresh(&tb, PREFIX);
     let sb = Sandbox::new();
     let name = build(&tb, &sb);
     sb.write_config(&config(&tb, &name, &tb.index_section()));
@@ -149,41 +214,56 @@ fn systemd_deploy_upgrades_one_at_a_time_refuses_a_broken_version_and_rolls_back
         }
     }
 
-    // An upgrade restarts one instance at a time: at every moment one of a
-    // host's two ports answers (as a balancer in front of them would need).
+    // An upgrade restarts one instance at a time, behind nginx (the host's
+    // own, as root, balancing over both ports; max_fails=0: a restarting
+    // instance is retried, never shunned): no request fails.
+    let _nginx = HostNginx::start(1);
     let stop = Arc::new(AtomicBool::new(false));
-    let (gaps, probes) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (failed, answered) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let versions = Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
     let poller = {
-        let (stop, gaps, probes) = (stop.clone(), gaps.clone(), probes.clone());
+        let (stop, failed, answered) = (stop.clone(), failed.clone(), answered.clone());
+        let versions = versions.clone();
         let addr = tb.systemd_hosts[0].clone();
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
-                let any = PORTS.iter().any(|port| {
-                    Command::new("curl")
-                        .args(["-sf", "-o", "/dev/null", "--max-time", "2"])
-                        .arg(format!("http://{addr}:{port}/"))
-                        .status()
-                        .is_ok_and(|s| s.success())
-                });
-                probes.fetch_add(1, Ordering::Relaxed);
-                if !any {
-                    gaps.fetch_add(1, Ordering::Relaxed);
+                let out = Command::new("curl")
+                    .args(["-sf", "--max-time", "10"])
+                    .arg(format!("http://{addr}:{NGINX_PORT}/"))
+                    .output()
+                    .unwrap();
+                if out.status.success() {
+                    answered.fetch_add(1, Ordering::Relaxed);
+                    let body = String::from_utf8_lossy(&out.stdout).into_owned();
+                    let version = body.split_whitespace().nth(1).unwrap_or("").to_string();
+                    versions.lock().unwrap().insert(version);
+                } else {
+                    failed.fetch_add(1, Ordering::Relaxed);
                 }
-                std::thread::sleep(Duration::from_millis(20));
             }
         })
     };
     let upgrade = es(&sb, &["deploy", "2.0.0", "a", "prod"]);
+    std::thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::Relaxed);
     poller.join().unwrap();
     expect_code(&upgrade, 0);
     assert_serving(&tb, &name, "2.0.0");
-    assert!(probes.load(Ordering::Relaxed) > 0);
-    assert_eq!(
-        gaps.load(Ordering::Relaxed),
-        0,
-        "moments with neither port answering during the upgrade"
+    let (failed, answered) = (
+        failed.load(Ordering::Relaxed),
+        answered.load(Ordering::Relaxed),
     );
+    assert_eq!(
+        failed, 0,
+        "requests through nginx that failed during the upgrade ({answered} answered)"
+    );
+    assert!(answered >= 20, "only {answered} requests were made");
+    let versions = versions.lock().unwrap().clone();
+    assert!(
+        versions.contains("1.0.0") && versions.contains("2.0.0"),
+        "{versions:?}"
+    );
+    eprintln!("systemd upgrade behind nginx: {answered} requests, 0 failed");
 
     // A version that cannot boot: refused with systemd's and the journal's
     // reason, every host serving 2.0.0 again.
@@ -218,11 +298,7 @@ fn ps_restart_and_logs_work_the_same_under_supervisord() {
     // What an earlier run left: its supervisords hold the ports.
     for k in HOSTS {
         let script = common::clear_prefix(&format!("/home/{}/sv_*", tb.user));
-        let out = Command::new("bash")
-            .arg(common::repo_root().join("testbed/testbed.sh"))
-            .args(["systemd-exec", &k.to_string(), "sh", "-c", &script])
-            .output()
-            .unwrap();
+        let out = systemd_exec(k, &script);
         assert!(out.status.success(), "cleaning systemd host {k}: {out:?}");
     }
     let name = build_named(&tb, &sb, "sv_");
@@ -306,4 +382,74 @@ fn day_two_commands(tb: &Testbed, sb: &Sandbox, first: &str, follower: &str) {
             "followers left:\n{stdout}"
         );
     }
+}
+
+/// The projects of the guard's test (stopped by its own fresh start).
+const GUARD_PREFIX: &str = "sdg_";
+
+/// SIGKILL of es during the health wait of a version that never answers, on
+/// systemd hosts: each host's guard puts the previous release back by itself
+/// (the units restarted on it), unlocked, without any command from es, as
+/// under supervisord (tests/switch_guard.rs); the next deploy needs no --force.
+#[test]
+fn sigkill_of_es_during_a_systemd_health_wait_each_host_goes_back_by_itself() {
+    let tb = bed!();
+    let sb = Sandbox::new();
+    fresh(&tb, GUARD_PREFIX);
+    let name = build_named(&tb, &sb, GUARD_PREFIX);
+    let text = config(&tb, &name, &tb.index_section()).replace("a = \"960\"", "a = \"962\"")
+        + "\n[deploy.health]\ntimeout = 8\ndeadline = 20\n";
+    sb.write_config(&text);
+    expect_code(&es(&sb, &["deploy", "1.0.0", "a", "prod"]), 0);
+    let serves = |version: &str| {
+        HOSTS.iter().all(|&k| {
+            ["9620", "9621"].iter().all(|port| {
+                fetch(&tb, k, port) == format!("{name} {version} (profile prod, port {port})")
+            })
+        })
+    };
+    let venv = format!("/home/{}/{name}/a", tb.user);
+    let locked = || {
+        HOSTS.iter().any(|&k| {
+            systemd_exec(k, &format!("test -d {venv}/.es/lock"))
+                .status
+                .success()
+        })
+    };
+    assert!(serves("1.0.0"));
+
+    let mut killed_at = None;
+    let mut child = deploy_until(&sb, &["3.0.0", "a", "prod"], ": switch", |pid| {
+        std::thread::sleep(Duration::from_secs(2));
+        signal(pid, "-KILL");
+        killed_at = Some(std::time::Instant::now());
+    });
+    let _ = child.wait();
+    // Bounded: the deadline (20 s) and the old release's own start.
+    let mut back = false;
+    for _ in 0..240 {
+        if serves("1.0.0") && !locked() {
+            back = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    if let Some(at) = killed_at.filter(|_| back) {
+        eprintln!(
+            "systemd hosts: serving 1.0.0 unlocked {:.1}s after es was killed (deadline 20s)",
+            at.elapsed().as_secs_f64()
+        );
+    }
+    for k in HOSTS {
+        let reason = systemd_exec(k, &format!("cat {venv}/.es/guard/reason"));
+        let reason = String::from_utf8_lossy(&reason.stdout);
+        assert!(
+            back && reason.contains("es did not confirm release 3.0.0")
+                && reason.contains("went back to 1.0.0"),
+            "systemd host {k}: back {back}, locked {}; guard: {reason}",
+            locked()
+        );
+    }
+    expect_code(&es(&sb, &["deploy", "2.0.0", "a", "prod"]), 0);
+    assert!(serves("2.0.0"));
 }

@@ -6,9 +6,10 @@ use anyhow::{anyhow, Context, Result};
 use serde_json::{json, Value};
 
 use super::plan::{Placement, Plan};
+use crate::failure::{FailureKind, Kinded};
 use crate::fleet::HostCtx;
 use crate::quote::quote;
-use crate::remote::{Arg, Script, FACTS, FINISH, STAGE, SUPERVISORD, SYSTEMD, TOOLS};
+use crate::remote::{Arg, Script, FACTS, FINISH, HOOK, STAGE, SUPERVISORD, SYSTEMD, TOOLS};
 
 /// A release kept on a host.
 #[derive(Debug, Clone)]
@@ -278,13 +279,7 @@ pub fn stage(
         "staged_at": crate::clock::now_utc(),
         "staged_by": plan.deployer,
     });
-    let index = crate::remote::env_file([
-        ("ES_INDEX_URL", plan.index_url.as_str()),
-        (
-            "ES_TRUSTED_HOST",
-            crate::pip::trusted_host(&plan.index_url).as_str(),
-        ),
-    ]);
+    let index = plan.index_env();
     ctx.conn.upload(
         rendered.process_config.as_bytes(),
         &format!("{staging}/{}", plan.process_manager.config_file()),
@@ -364,13 +359,11 @@ pub fn run_hooks(ctx: &mut HostCtx<'_>, kind: &str, dir: &str, hooks: &[String])
     let secs = ctx.command_timeout().as_secs().max(1);
     for (i, hook) in hooks.iter().enumerate() {
         ctx.step(&format!("{kind} {}", i + 1));
-        let script = format!(
-            "cd {d} || exit 1\nif [ -f bin/activate ]; then . bin/activate; fi\n\
-             if [ -f es.env ]; then set -a; . ./es.env; set +a; fi\n\
-             timeout -k 5 {secs} \"${{SHELL:-/bin/sh}}\" -c {hook} </dev/null",
-            d = quote(dir),
-            hook = quote(hook)
-        );
+        let script = HOOK.shell(&[
+            Arg::Value(dir),
+            Arg::Value(&secs.to_string()),
+            Arg::Value(hook),
+        ]);
         // Shown line by line as it comes, never held whole.
         let ui = ctx.ui();
         let host = ctx.host().to_string();
@@ -388,11 +381,22 @@ pub fn run_hooks(ctx: &mut HostCtx<'_>, kind: &str, dir: &str, hooks: &[String])
                 ui.host_text(&host, &String::from_utf8_lossy(&lines));
             }
         };
-        let out = ctx.exec_streaming(&script, &mut |is_stderr, bytes| {
+        let out = ctx.exec_stoppable(&script, &mut |is_stderr, bytes| {
             show(is_stderr, bytes, false)
         })?;
         show(false, &[], true);
         show(true, &[], true);
+        if out.status != 0 && crate::interrupt::requested() {
+            return Err(Kinded::new(
+                FailureKind::Interrupted,
+                format!(
+                    "{kind} {} stopped by the interrupt (its process group was ended, exit {})",
+                    i + 1,
+                    out.status
+                ),
+            )
+            .into());
+        }
         out.ok()?;
     }
     Ok(())

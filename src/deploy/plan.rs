@@ -27,6 +27,9 @@ pub struct Plan {
     pub venv: Venv,
     pub profile: String,
     pub index_url: String,
+    /// Seconds a request to the index may wait for an answer (index.timeout),
+    /// on the hosts too.
+    pub index_timeout: u64,
     pub installer: Installer,
     /// What runs the processes on the hosts.
     pub process_manager: ProcessManager,
@@ -183,6 +186,7 @@ fn plan_with(app: &App, request: &Request<'_>, resolve: bool) -> Result<Plan> {
         venv,
         profile: request.profile.to_string(),
         index_url,
+        index_timeout: app.index_timeout().as_secs(),
         installer: config.deploy.installer,
         process_manager: config.deploy.process_manager,
         process_template,
@@ -440,6 +444,19 @@ pub struct Rendered {
 }
 
 impl Plan {
+    /// The index file staging and resolving read on a host (uploaded 0600:
+    /// the URL may carry credentials): the URL, its trusted host, the timeout.
+    pub fn index_env(&self) -> String {
+        crate::remote::env_file([
+            ("ES_INDEX_URL", self.index_url.as_str()),
+            (
+                "ES_TRUSTED_HOST",
+                crate::pip::trusted_host(&self.index_url).as_str(),
+            ),
+            ("ES_INDEX_TIMEOUT", self.index_timeout.to_string().as_str()),
+        ])
+    }
+
     fn templates(&self) -> impl Iterator<Item = (&str, &str)> {
         std::iter::once((
             self.process_template.0.as_str(),

@@ -11,13 +11,7 @@ use crate::remote::{Arg, RESOLVE};
 /// project or a dependency the host's Python cannot run is named now.
 pub fn in_a_temporary_venv(ctx: &mut HostCtx<'_>, plan: &Plan) -> Result<String> {
     let env_path = ctx.check("mktemp")?.stdout.trim().to_string();
-    let index = crate::remote::env_file([
-        ("ES_INDEX_URL", plan.index_url.as_str()),
-        (
-            "ES_TRUSTED_HOST",
-            crate::pip::trusted_host(&plan.index_url).as_str(),
-        ),
-    ]);
+    let index = plan.index_env();
     ctx.conn.upload(index.as_bytes(), &env_path, 0o600)?;
     let project = format!("{}=={}", plan.project, plan.version);
     let mut args = vec![Arg::Value(&env_path), Arg::Value(&project)];

@@ -57,7 +57,7 @@ pub(super) struct Settings<'a> {
 
 /// Why a rollout stopped after Ctrl-C.
 pub(super) const INTERRUPTED: &str =
-    "interrupted: the steps under way were finished, nothing more was switched, the locks were released";
+    "interrupted: the steps under way were finished (a hook is stopped, not waited for), nothing more was switched, the locks were released";
 
 /// Runs the rollout over `hosts`; why it stopped early, if it did.
 pub(super) fn run(hosts: &impl Hosts, runs: &Runs, settings: &Settings<'_>) -> Option<String> {
@@ -212,7 +212,7 @@ fn finish(hosts: &impl Hosts, runs: &Runs, stopped: Option<String>) -> Option<St
     let unfinished = hosts.finish(runs, &locked);
     if stopped.as_deref() == Some(INTERRUPTED) && !unfinished.is_empty() {
         return Some(format!(
-            "interrupted: the steps under way were finished, nothing more was switched; finishing failed on {} (its line says whether its lock remains)",
+            "interrupted: the steps under way were finished (a hook is stopped, not waited for), nothing more was switched; finishing failed on {} (its line says whether its lock remains)",
             unfinished.join(", ")
         ));
     }

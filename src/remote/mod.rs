@@ -38,6 +38,12 @@ pub const ADOPT: Script = Script {
     source: include_str!("adopt.sh"),
 };
 
+/// Runs one hook in a release, its environment loaded; ends its process
+/// group past the command timeout or when es closes its stdin.
+pub const HOOK: Script = Script {
+    source: include_str!("hook.sh"),
+};
+
 /// Runs a command in a venv's current release, its environment loaded.
 pub const EXEC: Script = Script {
     source: include_str!("exec.sh"),

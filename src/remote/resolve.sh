@@ -4,8 +4,8 @@
 #
 #   sh -c "$(cat resolve.sh)" es ENV_FILE REQUIREMENT...
 #
-# ENV_FILE      ES_INDEX_URL and ES_TRUSTED_HOST (0600, removed here: no
-#               password on a command line)
+# ENV_FILE      ES_INDEX_URL, ES_TRUSTED_HOST and ES_INDEX_TIMEOUT (0600,
+#               removed here: no password on a command line)
 # Prints `es-python: VERSION`, then one NAME==VERSION line per package pip
 # would install; when nothing resolves, pip's own words (which package needs
 # what) and exit 1.
@@ -24,6 +24,8 @@ if ! python3 -m venv "$tmp/venv" >"$tmp/venv.log" 2>&1; then
     exit 0
 fi
 export PIP_INDEX_URL="$ES_INDEX_URL" PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
+# An index that does not answer costs index.timeout once, not five retries.
+export PIP_TIMEOUT="${ES_INDEX_TIMEOUT:-30}" PIP_RETRIES=0
 if [ -n "${ES_TRUSTED_HOST:-}" ]; then
     export PIP_TRUSTED_HOST="$ES_TRUSTED_HOST"
 fi

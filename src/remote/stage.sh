@@ -17,7 +17,7 @@
 #
 # The caller has uploaded ROOT/.es/staging/ID/ with supervisord.conf (or systemd.service), es.env,
 # release.json, extra/ (deploy.extra_templates, 0600), index.env (ES_INDEX_URL,
-# ES_TRUSTED_HOST; 0600, so that no password is on a command line) and, when
+# ES_TRUSTED_HOST, ES_INDEX_TIMEOUT; 0600, so that no password is on a command line) and, when
 # the tools venv is missing, tools.py. A release is complete only once its
 set -eu
 root=$1 id=$2 requirement=$3 installer=$4 venv_command=$5
@@ -53,6 +53,10 @@ set +a
 export PIP_INDEX_URL="$ES_INDEX_URL" UV_INDEX_URL="$ES_INDEX_URL" UV_DEFAULT_INDEX="$ES_INDEX_URL"
 [ -n "${ES_TRUSTED_HOST:-}" ] && export PIP_TRUSTED_HOST="$ES_TRUSTED_HOST"
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 UV_NO_PROGRESS=1
+# An index that does not answer costs index.timeout once, not again for each
+# of the installer's own retries (uv: 3, pip: 5).
+index_timeout=${ES_INDEX_TIMEOUT:-30}
+export UV_HTTP_TIMEOUT="$index_timeout" UV_HTTP_RETRIES=0 PIP_TIMEOUT="$index_timeout" PIP_RETRIES=0
 
 mkdir -p logs tmp etc shared releases .es/staging
 # The lock's age tells a live deploy from a dead one: every step refreshes it.
@@ -146,7 +150,12 @@ if [ -n "$uv" ]; then
 else
     installed() { "$rel/bin/python" -m pip install -q -r "$staging/requirements.txt" >&2; }
 fi
-installed || fail "cannot install $requirement with this host's $("$rel/bin/python" -V 2>&1) ($(readlink -f "$rel/bin/python"))"
+if ! installed 2>"$staging/install.err"; then
+    cat "$staging/install.err" >&2
+    grep -Eqi 'timed out|timeout' "$staging/install.err" &&
+        fail "cannot install $requirement: the index did not answer within ${index_timeout}s (index.timeout)"
+    fail "cannot install $requirement with this host's $("$rel/bin/python" -V 2>&1) ($(readlink -f "$rel/bin/python"))"
+fi
 
 # The release's own files: its configuration, its environment (0600), the
 # wrapper that loads it, and links to what lives beside the releases.

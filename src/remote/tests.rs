@@ -685,3 +685,75 @@ if done.returncode == 0:
     );
     assert!(!root.join("uv").exists());
 }
+
+/// hook.sh: the hook runs in DIR with es.env loaded and its status comes
+/// back; past SECS its process group is ended (124); when its stdin closes
+/// (es interrupted, or gone) the hook's process group gets SIGTERM (143).
+#[test]
+fn hook_runs_in_its_release_and_ends_when_timed_out_or_its_stdin_closes() {
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("es.env"), "GREETING='hello there'\n").unwrap();
+    let dir_arg = d.to_str().unwrap();
+    let run = |secs: &str, hook: &str| {
+        Command::new("sh")
+            .arg("-c")
+            .arg(HOOK.shell(&[Arg::Value(dir_arg), Arg::Value(secs), Arg::Value(hook)]))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // Its own directory and environment; its exit status; stdin held open
+    // (as es holds it) does not keep the script waiting.
+    let mut child = run("60", "echo \"$GREETING from $(pwd)\"; exit 3");
+    let held = child.stdin.take();
+    let out = child.wait_with_output().unwrap();
+    drop(held);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("hello there from {}", d.display())
+    );
+    // Past SECS: the hook and its child are ended.
+    let mut child = run("1", "sleep 300.25 & wait");
+    let held = child.stdin.take();
+    let out = child.wait_with_output().unwrap();
+    drop(held);
+    assert_eq!(out.status.code(), Some(124));
+    // Stdin closed while it runs: its TERM trap runs, its child is ended.
+    let mut child = run(
+        "60",
+        "trap 'echo got-term > term; exit 143' TERM; touch began; sleep 300.5 & wait",
+    );
+    for _ in 0..200 {
+        if d.join("began").exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(143), "{out:?}");
+    assert_eq!(
+        std::fs::read_to_string(d.join("term")).unwrap().trim(),
+        "got-term"
+    );
+    for pattern in ["[s]leep 300.25", "[s]leep 300.5"] {
+        let mut left = true;
+        for _ in 0..100 {
+            left = Command::new("pgrep")
+                .args(["-f", pattern])
+                .status()
+                .unwrap()
+                .success();
+            if !left {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert!(!left, "{pattern} still runs");
+    }
+}

@@ -6,7 +6,7 @@
 # DEST  where the uv binary is written (mode 755)
 #
 # The index comes from ES_INDEX_URL (a simple API; credentials may be in the
-# URL). The wheel is the newest one for this machine (manylinux or musllinux,
+# URL), each request waiting ES_INDEX_TIMEOUT seconds at most. The wheel is the newest one for this machine (manylinux or musllinux,
 # by architecture), checked against the sha256 the index gives, and kept in
 # the user's cache (~/.cache/es/uv-VERSION): the next venv on this host (the
 # other of A/B) links it instead of downloading it again. Prints
@@ -54,7 +54,8 @@ def opener(index_url):
 
 
 def get(url, headers):
-    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=60) as reply:
+    timeout = float(os.environ.get("ES_INDEX_TIMEOUT") or 30)
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout) as reply:
         return reply.read()
 
 

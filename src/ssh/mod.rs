@@ -35,6 +35,17 @@ pub struct ConnectOptions {
 /// Where streamed output goes: `(is_stderr, bytes)`, as it arrives.
 pub type Sink<'s> = &'s mut dyn FnMut(bool, &[u8]);
 
+/// What a command's stdin gets. es never sends anything on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stdin {
+    /// End of file at once: a command that reads stdin gets nothing.
+    Closed,
+    /// Held open until es is interrupted (Ctrl-C, SIGTERM), then closed: a
+    /// command that watches its stdin (`remote/hook.sh`) stops its work then.
+    /// sshd closes it too when es or the link is gone.
+    ClosedOnInterrupt,
+}
+
 /// What a command printed and how it ended.
 #[derive(Debug, Clone, Default)]
 pub struct Output {
@@ -101,16 +112,27 @@ impl Connection {
     pub fn exec(&mut self, command: &str) -> Result<Output> {
         match self {
             Connection::Ssh(session) => session.exec(command),
-            Connection::Local => self.exec_streaming_local(command, None),
+            Connection::Local => exec_local(command, Stdin::Closed, None),
         }
     }
 
     /// Runs a shell command line, its output going to `sink` as it comes;
     /// the returned output keeps only the last 64 KiB of each stream.
     pub fn exec_streaming(&mut self, command: &str, sink: Sink<'_>) -> Result<Output> {
+        self.exec_streaming_with(command, Stdin::Closed, sink)
+    }
+
+    /// Like [`exec_streaming`](Self::exec_streaming), with the command's
+    /// stdin as `stdin` says.
+    pub fn exec_streaming_with(
+        &mut self,
+        command: &str,
+        stdin: Stdin,
+        sink: Sink<'_>,
+    ) -> Result<Output> {
         match self {
-            Connection::Ssh(session) => session.exec_with(command, Some(sink)),
-            Connection::Local => self.exec_streaming_local(command, Some(sink)),
+            Connection::Ssh(session) => session.exec_with(command, stdin, Some(sink)),
+            Connection::Local => exec_local(command, stdin, Some(sink)),
         }
     }
 
@@ -127,26 +149,6 @@ impl Connection {
                 .context("running sh")?
                 .code()
                 .unwrap_or(-1)),
-        }
-    }
-
-    /// `sh -c` on this machine, stdin closed.
-    fn exec_streaming_local(&mut self, command: &str, sink: Option<Sink<'_>>) -> Result<Output> {
-        match sink {
-            Some(sink) => local_streaming(command, sink),
-            None => {
-                let out = Command::new("sh")
-                    .arg("-c")
-                    .arg(command)
-                    .current_dir(expand_tilde("~"))
-                    .output()
-                    .context("running sh")?;
-                Ok(Output {
-                    stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-                    stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-                    status: out.status.code().unwrap_or(-1),
-                })
-            }
         }
     }
 
@@ -187,20 +189,43 @@ impl Connection {
     }
 }
 
+/// `sh -c COMMAND` on this machine, in the home directory.
+fn exec_local(command: &str, stdin: Stdin, sink: Option<Sink<'_>>) -> Result<Output> {
+    if let Some(sink) = sink {
+        return local_streaming(command, stdin, sink);
+    }
+    // Stdin reads as closed.
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .current_dir(expand_tilde("~"))
+        .output()
+        .context("running sh")?;
+    Ok(Output {
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        status: out.status.code().unwrap_or(-1),
+    })
+}
+
 /// `sh -c COMMAND` here, both streams read by threads and handed to `sink` in
 /// the order they arrive; the last 64 KiB of each are kept.
-fn local_streaming(command: &str, sink: Sink<'_>) -> Result<Output> {
+fn local_streaming(command: &str, stdin: Stdin, sink: Sink<'_>) -> Result<Output> {
     use std::io::Read;
     use std::process::Stdio;
     let mut child = Command::new("sh")
         .arg("-c")
         .arg(command)
         .current_dir(expand_tilde("~"))
-        .stdin(Stdio::null())
+        .stdin(match stdin {
+            Stdin::Closed => Stdio::null(),
+            Stdin::ClosedOnInterrupt => Stdio::piped(),
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .context("running sh")?;
+    let mut held_stdin = child.stdin.take();
     let (sender, receiver) = std::sync::mpsc::channel::<(bool, Vec<u8>)>();
     let mut readers = Vec::new();
     let streams: [(bool, Option<Box<dyn Read + Send>>); 2] = [
@@ -234,7 +259,18 @@ fn local_streaming(command: &str, sink: Sink<'_>) -> Result<Output> {
     }
     drop(sender);
     let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-    for (is_stderr, chunk) in receiver {
+    loop {
+        let (is_stderr, chunk) = match receiver.recv_timeout(std::time::Duration::from_millis(100))
+        {
+            Ok(got) => got,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                if crate::interrupt::requested() {
+                    held_stdin = None;
+                }
+                continue;
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        };
         sink(is_stderr, &chunk);
         let kept = if is_stderr { &mut stderr } else { &mut stdout };
         kept.extend_from_slice(&chunk);
@@ -245,6 +281,7 @@ fn local_streaming(command: &str, sink: Sink<'_>) -> Result<Output> {
     for reader in readers {
         let _ = reader.join();
     }
+    drop(held_stdin);
     let status = child.wait().context("waiting for sh")?;
     Ok(Output {
         stdout: String::from_utf8_lossy(&stdout).into_owned(),

@@ -12,7 +12,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use ssh2::{BlockDirections, HashType, MethodType, Session};
 
 use super::known_hosts::{self, KnownHosts, Verdict};
-use super::{ConnectOptions, Output};
+use super::{ConnectOptions, Output, Stdin};
 use crate::hosts::SshTarget;
 use crate::quote::{quote, quote_path};
 
@@ -81,14 +81,16 @@ impl SshSession {
 
     /// Runs a command through the remote user's shell, keeping stdout, stderr and status apart.
     pub fn exec(&mut self, command: &str) -> Result<Output> {
-        self.exec_with(command, None)
+        self.exec_with(command, Stdin::Closed, None)
     }
 
-    /// Like [`exec`](Self::exec); with a `sink`, the output goes to it as it
-    /// comes (`true` for stderr) and only its last 64 KiB are kept.
+    /// Like [`exec`](Self::exec), stdin as `stdin` says; with a `sink`, the
+    /// output goes to it as it comes (`true` for stderr) and only its last
+    /// 64 KiB are kept.
     pub fn exec_with(
         &mut self,
         command: &str,
+        stdin: Stdin,
         mut sink: Option<super::Sink<'_>>,
     ) -> Result<Output> {
         let mut channel = self
@@ -98,10 +100,14 @@ impl SshSession {
         channel
             .exec(command)
             .map_err(|e| anyhow!("starting the command: {}", e.message()))?;
-        // Nothing is ever sent on stdin: a command that reads it gets EOF.
-        channel
-            .send_eof()
-            .map_err(|e| anyhow!("closing the command's stdin: {}", e.message()))?;
+        // Nothing is ever sent on stdin: a command that reads it gets EOF,
+        // at once or when es is interrupted.
+        let mut stdin_open = stdin == Stdin::ClosedOnInterrupt;
+        if !stdin_open {
+            channel
+                .send_eof()
+                .map_err(|e| anyhow!("closing the command's stdin: {}", e.message()))?;
+        }
         let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
         let deadline = std::time::Instant::now() + self.command_timeout;
         self.session.set_blocking(false);
@@ -119,6 +125,10 @@ impl SshSession {
                     .into());
                 }
                 let _ = self.session.keepalive_send();
+                // Non-blocking: tried again on the next turn until it went out.
+                if stdin_open && crate::interrupt::requested() && channel.send_eof().is_ok() {
+                    stdin_open = false;
+                }
                 let mut progressed = false;
                 for (stream_id, kept) in [(0, &mut stdout), (1, &mut stderr)] {
                     match channel.stream(stream_id).read(&mut buf) {

@@ -401,3 +401,47 @@ rm -rf {prefix_dir}
 "#
     )
 }
+
+/// Starts `es deploy ARGS`, waits for a stderr line containing `when`, runs
+/// `act` with the child's pid, and returns the child (its stderr drained in
+/// the background).
+pub fn deploy_until(
+    sb: &Sandbox,
+    args: &[&str],
+    when: &str,
+    act: impl FnOnce(u32),
+) -> std::process::Child {
+    let mut child = sb
+        .es()
+        .arg("deploy")
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let mut seen = String::new();
+    loop {
+        line.clear();
+        if std::io::BufRead::read_line(&mut reader, &mut line).unwrap() == 0 {
+            panic!("es ended before {when:?}:\n{seen}");
+        }
+        seen.push_str(&line);
+        if line.contains(when) {
+            break;
+        }
+    }
+    act(child.id());
+    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+    child
+}
+
+/// `kill SIG PID`, which must succeed.
+pub fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
