@@ -468,6 +468,11 @@ pub struct CreateArgs {
     #[arg(long)]
     pub no_push: bool,
 
+    /// What runs the processes on the hosts: the project gets that manager's
+    /// template (conf/supervisord.conf or conf/systemd.service) to edit
+    #[arg(long, value_enum, default_value_t, value_name = "MANAGER")]
+    pub process_manager: crate::config::ProcessManager,
+
     /// List the templates instead of creating a project
     #[arg(long)]
     pub list: bool,

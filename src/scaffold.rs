@@ -27,7 +27,8 @@ use serde_json::json;
 
 use crate::bad_input;
 use crate::cli::{CreateArgs, GlobalOpts, InitArgs};
-use crate::deploy::DEFAULT_SUPERVISOR_TEMPLATE;
+use crate::config::ProcessManager;
+use crate::deploy::{DEFAULT_SUPERVISOR_TEMPLATE, DEFAULT_SYSTEMD_TEMPLATE};
 
 /// One file of a template.
 struct TemplateFile {
@@ -63,7 +64,9 @@ pub struct Template {
     files: &'static [TemplateFile],
 }
 
-/// The deploy files every template has: the whole `init` template.
+/// The deploy files every template has: the whole `init` template, with the
+/// process file of supervisord (or, with `--process-manager systemd`,
+/// [`SYSTEMD_FILE`] instead).
 const INIT_FILES: &[TemplateFile] = &[
     file!("init", "deploy.toml"),
     TemplateFile {
@@ -73,6 +76,14 @@ const INIT_FILES: &[TemplateFile] = &[
         executable: false,
     },
 ];
+
+/// es's own systemd template unit, the process file of a systemd project.
+const SYSTEMD_FILE: TemplateFile = TemplateFile {
+    path: "conf/systemd.service",
+    source: DEFAULT_SYSTEMD_TEMPLATE,
+    verbatim: true,
+    executable: false,
+};
 
 /// The templates, in the order `es templates` lists them.
 pub const TEMPLATES: &[Template] = &[
@@ -201,8 +212,13 @@ const SHADOWED_MODULES: &[&str] = &[
     "urllib",
 ];
 
-/// Renders every file of `template` for project `project`.
-pub fn render(template: &Template, project: &str) -> Result<Vec<Rendered>> {
+/// Renders every file of `template` for project `project`, its processes run
+/// by `manager`.
+pub fn render(
+    template: &Template,
+    project: &str,
+    manager: ProcessManager,
+) -> Result<Vec<Rendered>> {
     let mut env = Environment::new();
     env.set_keep_trailing_newline(true);
     env.set_undefined_behavior(UndefinedBehavior::Strict);
@@ -211,9 +227,17 @@ pub fn render(template: &Template, project: &str) -> Result<Vec<Rendered>> {
         template => template.name,
         secret_key => secret_key(),
         es_version => env!("CARGO_PKG_VERSION"),
+        process_manager => manager,
+    };
+    let process_file = match manager {
+        ProcessManager::Supervisord => &INIT_FILES[1],
+        ProcessManager::Systemd => &SYSTEMD_FILE,
     };
     let mut out = Vec::new();
-    for file in INIT_FILES.iter().chain(template.files) {
+    for file in [&INIT_FILES[0], process_file]
+        .into_iter()
+        .chain(template.files)
+    {
         let wrapped;
         let source = if file.verbatim {
             if file.source.contains("{% endraw") || file.source.contains("{%- endraw") {
@@ -337,7 +361,7 @@ pub fn create(global: &GlobalOpts, args: &CreateArgs) -> Result<bool> {
     let root = cwd.join(name);
     check_target(&root)?;
     check_git_identity(&cwd)?;
-    let files = render(template, name)?;
+    let files = render(template, name, args.process_manager)?;
 
     fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
     for file in &files {
@@ -549,7 +573,7 @@ pub fn init(global: &GlobalOpts, args: &InitArgs) -> Result<bool> {
     };
     validate_dist_name(&name)?;
     let template = find_template("init")?;
-    let mut files = render(template, &name)?;
+    let mut files = render(template, &name, ProcessManager::Supervisord)?;
     // Run what the project has: a console script, or its WSGI/ASGI app under gunicorn.
     let entry = crate::scaffold_detect::entry(&cwd, &name);
     let (conf, advice) =
@@ -722,7 +746,7 @@ mod tests {
     #[test]
     fn every_template_renders() {
         for t in TEMPLATES {
-            let files = render(t, "shopapi").expect(t.name);
+            let files = render(t, "shopapi", ProcessManager::Supervisord).expect(t.name);
             assert!(files.iter().any(|f| f.path == Path::new("deploy.toml")));
             assert!(files
                 .iter()
@@ -744,7 +768,12 @@ mod tests {
 
     #[test]
     fn init_has_only_the_deploy_files() {
-        let files = render(find_template("init").unwrap(), "x").unwrap();
+        let files = render(
+            find_template("init").unwrap(),
+            "x",
+            ProcessManager::Supervisord,
+        )
+        .unwrap();
         let paths: Vec<_> = files.iter().map(|f| f.path.clone()).collect();
         assert_eq!(
             paths,
@@ -758,7 +787,7 @@ mod tests {
     #[test]
     fn supervisord_conf_is_es_default_template_unchanged() {
         for t in TEMPLATES {
-            let files = render(t, "shopapi").unwrap();
+            let files = render(t, "shopapi", ProcessManager::Supervisord).unwrap();
             let conf = files
                 .iter()
                 .find(|f| f.path == Path::new("conf/supervisord.conf"))
@@ -788,7 +817,12 @@ mod tests {
 
     #[test]
     fn project_paths_replace_the_placeholder() {
-        let files = render(find_template("default").unwrap(), "shopapi").unwrap();
+        let files = render(
+            find_template("default").unwrap(),
+            "shopapi",
+            ProcessManager::Supervisord,
+        )
+        .unwrap();
         let paths: Vec<String> = files.iter().map(|f| f.path.display().to_string()).collect();
         for want in [
             "shopapi/__init__.py",
@@ -824,7 +858,7 @@ mod tests {
     #[test]
     fn rendered_deploy_toml_is_a_valid_configuration() {
         for t in TEMPLATES {
-            let files = render(t, "shopapi").unwrap();
+            let files = render(t, "shopapi", ProcessManager::Supervisord).unwrap();
             let deploy = files
                 .iter()
                 .find(|f| f.path == Path::new("deploy.toml"))
@@ -836,6 +870,33 @@ mod tests {
                 loaded.config.deploy.supervisor_template.as_deref(),
                 Some("conf/supervisord.conf")
             );
+        }
+    }
+
+    /// `es create --process-manager systemd`: the project's process file is
+    /// es's systemd template unit, unchanged, and deploy.toml names it.
+    #[test]
+    fn a_systemd_project_gets_the_template_unit_and_a_deploy_toml_naming_it() {
+        for t in TEMPLATES {
+            let files = render(t, "shopapi", ProcessManager::Systemd).unwrap();
+            let file = |path: &str| files.iter().find(|f| f.path == Path::new(path));
+            assert!(file("conf/supervisord.conf").is_none(), "{}", t.name);
+            assert_eq!(
+                file("conf/systemd.service").unwrap().contents,
+                DEFAULT_SYSTEMD_TEMPLATE
+            );
+            let deploy = file("deploy.toml").unwrap();
+            let loaded = crate::config::parse(Path::new("deploy.toml"), deploy.contents.clone())
+                .unwrap_or_else(|e| panic!("{}: {e}", t.name));
+            assert_eq!(
+                loaded.config.deploy.process_manager,
+                ProcessManager::Systemd
+            );
+            assert_eq!(
+                loaded.config.deploy.systemd_template.as_deref(),
+                Some("conf/systemd.service")
+            );
+            assert_eq!(loaded.config.deploy.supervisor_template, None);
         }
     }
 

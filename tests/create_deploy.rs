@@ -11,43 +11,6 @@ use common::{expect_code, unique, Sandbox, Testbed};
 
 const HOSTS: [usize; 3] = [9, 10, 11];
 
-/// Points the created project's deploy.toml at the test bed, keeping the rest
-/// of what `es create` generated (template path, ports, hooks...).
-fn point_at_test_bed(tb: &Testbed, text: &str, venv_prefix: &str, port: &str) -> String {
-    let hosts: Vec<String> = HOSTS
-        .iter()
-        .map(|n| format!("\"{}\"", tb.addr(*n)))
-        .collect();
-    let mut out = String::new();
-    let mut section = String::new();
-    for line in text.lines() {
-        let trimmed = line.trim_start();
-        if trimmed.starts_with('[') {
-            section = trimmed.to_string();
-        }
-        let key = trimmed.split('=').next().unwrap_or("").trim();
-        let replaced = match (section.as_str(), key) {
-            ("[index]", "url") => Some(format!("url = \"{}\"", tb.index_url)),
-            ("[index]", "upload_url") => Some(format!("upload_url = \"{}\"", tb.upload_url)),
-            ("[roles]", "dev") => Some(format!("dev = [{}]", hosts.join(", "))),
-            ("[ssh]", "user") => Some(format!(
-                "user = \"{}\"\nidentity_file = \"{}\"\nknown_hosts = \"{}\"",
-                tb.user,
-                tb.key.display(),
-                tb.known_hosts.display()
-            )),
-            ("[deploy]", "virtualenv_prefix") => {
-                Some(format!("virtualenv_prefix = \"~/{venv_prefix}\""))
-            }
-            ("[deploy]", "venv_ports") => Some(format!("venv_ports = {{ a = \"{port}\" }}")),
-            _ => None,
-        };
-        out.push_str(&replaced.unwrap_or_else(|| line.to_string()));
-        out.push('\n');
-    }
-    out
-}
-
 /// A project made by `es create -t TEMPLATE`, its deploy.toml pointed at the
 /// test bed (venvs under `~/e2e_PREFIX`, ports PORT0, PORT1), committed.
 fn created_project(
@@ -71,9 +34,10 @@ fn created_project(
     let dir = sb.work.path().join(&name);
     let config = std::fs::read_to_string(dir.join("deploy.toml")).unwrap();
     let prefix = format!("e2e_{prefix}");
+    let hosts: Vec<String> = HOSTS.iter().map(|n| tb.addr(*n).to_string()).collect();
     std::fs::write(
         dir.join("deploy.toml"),
-        point_at_test_bed(tb, &config, &prefix, port),
+        common::point_at_test_bed(tb, &config, &hosts, &prefix, port),
     )
     .unwrap();
     common::git(sb, &dir, &["commit", "-qam", "deploy to the test bed"]);

@@ -453,3 +453,82 @@ fn sigkill_of_es_during_a_systemd_health_wait_each_host_goes_back_by_itself() {
     expect_code(&es(&sb, &["deploy", "2.0.0", "a", "prod"]), 0);
     assert!(serves("2.0.0"));
 }
+
+/// `es create --process-manager systemd` as a user would take it: the
+/// project's own conf/systemd.service (edited here) and deploy.toml (only
+/// pointed at the bed) build, deploy to the systemd hosts and serve, and the
+/// installed unit is the project's.
+#[test]
+fn a_project_created_for_systemd_deploys_with_its_own_unit_template() {
+    let tb = bed!();
+    let sb = Sandbox::new();
+    fresh(&tb, "sdc_");
+    let name = common::unique("sdc");
+    let out = sb
+        .es()
+        .args(["create", &name, "--no-push", "--process-manager", "systemd"])
+        .envs(common::GIT_IDENTITY)
+        .output()
+        .unwrap();
+    expect_code(&out, 0);
+    let dir = sb.work.path().join(&name);
+    let text = std::fs::read_to_string(dir.join("deploy.toml")).unwrap();
+    assert!(text.contains("process_manager = \"systemd\""), "{text}");
+    let hosts: Vec<String> = HOSTS
+        .iter()
+        .map(|k| tb.systemd_hosts[k - 1].clone())
+        .collect();
+    std::fs::write(
+        dir.join("deploy.toml"),
+        common::point_at_test_bed(&tb, &text, &hosts, &name, "963"),
+    )
+    .unwrap();
+    let unit = dir.join("conf/systemd.service");
+    let template = std::fs::read_to_string(&unit).unwrap();
+    std::fs::write(
+        &unit,
+        template.replacen(
+            "[Service]\n",
+            "[Service]\nEnvironment=ES_TEMPLATE_MARK=from-the-project\n",
+            1,
+        ),
+    )
+    .unwrap();
+    common::git(
+        &sb,
+        &dir,
+        &["commit", "-qam", "deploy to the systemd hosts"],
+    );
+    let (stdout, _) = expect_code(&common::es_build(&sb, &tb, &dir, &[]), 0);
+    let version = stdout.lines().last().unwrap().trim().to_string();
+
+    // default_role (dev) and default_venv (a) from the generated deploy.toml.
+    let out = sb
+        .es()
+        .current_dir(&dir)
+        .args(["deploy", "latest", "prod"])
+        .output()
+        .unwrap();
+    let (_, stderr) = expect_code(&out, 0);
+    assert!(stderr.contains("2 ok, 0 failed"), "{stderr}");
+    for k in HOSTS {
+        for port in ["9630", "9631"] {
+            assert_eq!(
+                fetch(&tb, k, port),
+                format!("{name} {version} (profile prod, port {port})"),
+                "systemd host {k} port {port}"
+            );
+        }
+    }
+    let probe = format!("grep -c from-the-project ~/.config/systemd/user/{name}-a@.service");
+    let out = sb
+        .es()
+        .current_dir(&dir)
+        .args(["run", "--", &probe])
+        .output()
+        .unwrap();
+    let (stdout, _) = expect_code(&out, 0);
+    for addr in &hosts {
+        assert!(stdout.contains(&format!("{addr} | 1")), "{stdout}");
+    }
+}

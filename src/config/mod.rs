@@ -262,8 +262,11 @@ fn default_keep_releases() -> u32 {
     5
 }
 
-/// `deploy.process_manager`: what runs a venv's processes on the hosts.
-#[derive(Debug, Deserialize, serde::Serialize, Default, Clone, Copy, PartialEq, Eq)]
+/// `deploy.process_manager`: what runs a venv's processes on the hosts (also
+/// `es create --process-manager`).
+#[derive(
+    Debug, Deserialize, serde::Serialize, Default, Clone, Copy, PartialEq, Eq, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum ProcessManager {
     /// One supervisord per venv, started by es.

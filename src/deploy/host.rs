@@ -351,17 +351,59 @@ fn new_secret() -> Result<String> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// Runs hooks in a release's environment (its venv activated, es.env loaded),
-/// stdin closed. Their output is shown. The host itself ends a hook at
+/// When a deploy's hooks run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookPhase {
+    /// Before staging, in the current release.
+    Pre,
+    /// In the staged release, before anything switches.
+    Release,
+    /// After the switch, in the new release.
+    Post,
+}
+
+impl HookPhase {
+    fn name(self) -> &'static str {
+        match self {
+            HookPhase::Pre => "pre hook",
+            HookPhase::Release => "release hook",
+            HookPhase::Post => "post hook",
+        }
+    }
+
+    /// Whether Ctrl-C stops a hook of this phase: before the switch nothing
+    /// is lost by stopping one; a post hook runs on a host that has switched
+    /// and is finished like the switch itself (stopping it would take the
+    /// host back, or down after a first deploy).
+    fn stopped_by_interrupt(self) -> bool {
+        self != HookPhase::Post
+    }
+}
+
+/// Runs hooks in a release's environment (its venv activated, es.env loaded;
+/// `remote/hook.sh`). Their output is shown. The host itself ends a hook at
 /// `ssh.command_timeout` (coreutils `timeout` signals its whole process
-/// group), so nothing of it outlives es giving up on it.
-pub fn run_hooks(ctx: &mut HostCtx<'_>, kind: &str, dir: &str, hooks: &[String]) -> Result<()> {
+/// group), so nothing of it outlives es giving up on it; Ctrl-C stops a hook
+/// that runs before the switch the same way.
+pub fn run_hooks(
+    ctx: &mut HostCtx<'_>,
+    phase: HookPhase,
+    dir: &str,
+    hooks: &[String],
+) -> Result<()> {
     let secs = ctx.command_timeout().as_secs().max(1);
+    let kind = phase.name();
+    let on_eof = if phase.stopped_by_interrupt() {
+        "stop"
+    } else {
+        "finish"
+    };
     for (i, hook) in hooks.iter().enumerate() {
         ctx.step(&format!("{kind} {}", i + 1));
         let script = HOOK.shell(&[
             Arg::Value(dir),
             Arg::Value(&secs.to_string()),
+            Arg::Value(on_eof),
             Arg::Value(hook),
         ]);
         // Shown line by line as it comes, never held whole.
@@ -381,12 +423,15 @@ pub fn run_hooks(ctx: &mut HostCtx<'_>, kind: &str, dir: &str, hooks: &[String])
                 ui.host_text(&host, &String::from_utf8_lossy(&lines));
             }
         };
-        let out = ctx.exec_stoppable(&script, &mut |is_stderr, bytes| {
-            show(is_stderr, bytes, false)
-        })?;
+        let mut sink = |is_stderr, bytes: &[u8]| show(is_stderr, bytes, false);
+        let out = if phase.stopped_by_interrupt() {
+            ctx.exec_stoppable(&script, &mut sink)?
+        } else {
+            ctx.exec_streaming(&script, &mut sink)?
+        };
         show(false, &[], true);
         show(true, &[], true);
-        if out.status != 0 && crate::interrupt::requested() {
+        if out.status != 0 && phase.stopped_by_interrupt() && crate::interrupt::requested() {
             return Err(Kinded::new(
                 FailureKind::Interrupted,
                 format!(
@@ -424,7 +469,7 @@ pub fn run_pre_hooks(ctx: &mut HostCtx<'_>, plan: &Plan, root: &str, facts: &Fac
         .iter()
         .map(|h| format!("{exports}{h}"))
         .collect();
-    run_hooks(ctx, "pre hook", &dir, &hooks)
+    run_hooks(ctx, HookPhase::Pre, &dir, &hooks)
 }
 
 /// Makes `release` current and puts its processes in service, each checked

@@ -48,7 +48,9 @@ use finish::{finish_host, print_rollout_summary};
 pub use host::manager_script;
 use host::{Facts, LockMode};
 pub use lock::command as lock_command;
-pub use plan::{configured_process_spec, unit_name, DEFAULT_SUPERVISOR_TEMPLATE};
+pub use plan::{
+    configured_process_spec, unit_name, DEFAULT_SUPERVISOR_TEMPLATE, DEFAULT_SYSTEMD_TEMPLATE,
+};
 use plan::{Plan, Request};
 pub use rollback::rollback;
 use runs::{HostRun, Outcome, Runs};
@@ -289,7 +291,7 @@ impl rollout::Hosts for SshHosts<'_> {
             };
             host::run_hooks(
                 ctx,
-                "release hook",
+                host::HookPhase::Release,
                 &format!("{root}/releases/{id}"),
                 &self.plan.release_hooks,
             )

@@ -57,7 +57,7 @@ pub(super) struct Settings<'a> {
 
 /// Why a rollout stopped after Ctrl-C.
 pub(super) const INTERRUPTED: &str =
-    "interrupted: the steps under way were finished (a hook is stopped, not waited for), nothing more was switched, the locks were released";
+    "interrupted: the steps under way were finished (a hook before the switch is stopped, not waited for), nothing more was switched, the locks were released";
 
 /// Runs the rollout over `hosts`; why it stopped early, if it did.
 pub(super) fn run(hosts: &impl Hosts, runs: &Runs, settings: &Settings<'_>) -> Option<String> {
@@ -183,6 +183,11 @@ fn switch_in_batches(hosts: &impl Hosts, runs: &Runs, settings: &Settings<'_>) -
                 0 => "no other host had switched".to_string(),
                 n => format!("{back} of the {n} hosts already switched went back"),
             };
+            if hosts.interrupted() {
+                return Some(format!(
+                    "interrupted: {failed} hosts failed or had a hook stopped, nothing more was switched; {others}"
+                ));
+            }
             return Some(format!(
                 "{failed} hosts failed (max-fail {max_fail}): the rollout stopped; {others}"
             ));
@@ -212,7 +217,7 @@ fn finish(hosts: &impl Hosts, runs: &Runs, stopped: Option<String>) -> Option<St
     let unfinished = hosts.finish(runs, &locked);
     if stopped.as_deref() == Some(INTERRUPTED) && !unfinished.is_empty() {
         return Some(format!(
-            "interrupted: the steps under way were finished (a hook is stopped, not waited for), nothing more was switched; finishing failed on {} (its line says whether its lock remains)",
+            "interrupted: the steps under way were finished (a hook before the switch is stopped, not waited for), nothing more was switched; finishing failed on {} (its line says whether its lock remains)",
             unfinished.join(", ")
         ));
     }
@@ -451,6 +456,34 @@ mod tests {
         assert_eq!(fake.calls("switch"), vec!["h1,h2,h3"]);
         assert!(fake.calls("revert").is_empty());
         assert_eq!(fake.calls("finish"), vec!["h1,h2,h3,h4,h5,h6"]);
+        assert_eq!(
+            runs.labels_where(|r| r.outcome == Outcome::Staged),
+            vec!["h4", "h5", "h6"]
+        );
+    }
+
+    /// Ctrl-C during a batch's switch stops a post hook under way, which
+    /// fails that host: the batch's switched hosts go back, no batch
+    /// follows, and the reason says it was an interrupt.
+    #[test]
+    fn rollout_interrupt_that_fails_a_host_in_its_batch_reverts_the_batch() {
+        let fake = Fake {
+            fails: vec![("switch", "h2")],
+            interrupt_after_batches: Some(1),
+            ..Fake::default()
+        };
+        let runs = six();
+        let stopped = run(
+            &fake,
+            &runs,
+            &settings(CountOrPercent::Count(3), CountOrPercent::Count(0)),
+        );
+        assert_eq!(
+            stopped.as_deref(),
+            Some("interrupted: 1 hosts failed or had a hook stopped, nothing more was switched; 2 of the 2 hosts already switched went back")
+        );
+        assert_eq!(fake.calls("switch"), vec!["h1,h2,h3"]);
+        assert_eq!(fake.calls("revert"), vec!["h1,h3"]);
         assert_eq!(
             runs.labels_where(|r| r.outcome == Outcome::Staged),
             vec!["h4", "h5", "h6"]

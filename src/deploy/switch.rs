@@ -54,7 +54,7 @@ pub(super) fn switch_host(
     runs.update(ctx.host(), |r| r.outcome = Outcome::Switched);
     if let Err(failure) = host::run_hooks(
         ctx,
-        "post hook",
+        host::HookPhase::Post,
         &format!("{root}/current"),
         &plan.post_hooks,
     ) {

@@ -687,8 +687,9 @@ if done.returncode == 0:
 }
 
 /// hook.sh: the hook runs in DIR with es.env loaded and its status comes
-/// back; past SECS its process group is ended (124); when its stdin closes
-/// (es interrupted, or gone) the hook's process group gets SIGTERM (143).
+/// back; past SECS its process group is ended (124); with ON_EOF `stop`, when
+/// its stdin closes (es interrupted, or gone) the hook's process group gets
+/// SIGTERM (143); with `finish` it runs to its end.
 #[test]
 fn hook_runs_in_its_release_and_ends_when_timed_out_or_its_stdin_closes() {
     use std::process::Stdio;
@@ -696,16 +697,22 @@ fn hook_runs_in_its_release_and_ends_when_timed_out_or_its_stdin_closes() {
     let d = dir.path();
     std::fs::write(d.join("es.env"), "GREETING='hello there'\n").unwrap();
     let dir_arg = d.to_str().unwrap();
-    let run = |secs: &str, hook: &str| {
+    let run_until = |secs: &str, on_eof: &str, hook: &str| {
         Command::new("sh")
             .arg("-c")
-            .arg(HOOK.shell(&[Arg::Value(dir_arg), Arg::Value(secs), Arg::Value(hook)]))
+            .arg(HOOK.shell(&[
+                Arg::Value(dir_arg),
+                Arg::Value(secs),
+                Arg::Value(on_eof),
+                Arg::Value(hook),
+            ]))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap()
     };
+    let run = |secs: &str, hook: &str| run_until(secs, "stop", hook);
     // Its own directory and environment; its exit status; stdin held open
     // (as es holds it) does not keep the script waiting.
     let mut child = run("60", "echo \"$GREETING from $(pwd)\"; exit 3");
@@ -741,6 +748,12 @@ fn hook_runs_in_its_release_and_ends_when_timed_out_or_its_stdin_closes() {
         std::fs::read_to_string(d.join("term")).unwrap().trim(),
         "got-term"
     );
+    // ON_EOF finish: stdin closed at once, the hook still runs to its end.
+    let mut child = run_until("60", "finish", "sleep 0.5; echo finished");
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "finished");
     for pattern in ["[s]leep 300.25", "[s]leep 300.5"] {
         let mut left = true;
         for _ in 0..100 {

@@ -249,7 +249,7 @@ impl Sandbox {
 }
 
 /// A git identity for commits made in a sandbox.
-const GIT_IDENTITY: [(&str, &str); 4] = [
+pub const GIT_IDENTITY: [(&str, &str); 4] = [
     ("GIT_AUTHOR_NAME", "es tests"),
     ("GIT_AUTHOR_EMAIL", "tests@es.invalid"),
     ("GIT_COMMITTER_NAME", "es tests"),
@@ -444,4 +444,45 @@ pub fn signal(pid: u32, sig: &str) {
         .status()
         .unwrap();
     assert!(ok.success());
+}
+
+/// Points a deploy.toml made by `es create` at the test bed (role `dev` on
+/// `addrs`, venvs under `~/VENV_PREFIX`, venv a on PORT), keeping the rest of
+/// what it generated (template path, process manager, hooks...).
+pub fn point_at_test_bed(
+    tb: &Testbed,
+    text: &str,
+    addrs: &[String],
+    venv_prefix: &str,
+    port: &str,
+) -> String {
+    let hosts: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
+    let mut out = String::new();
+    let mut section = String::new();
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with('[') {
+            section = trimmed.to_string();
+        }
+        let key = trimmed.split('=').next().unwrap_or("").trim();
+        let replaced = match (section.as_str(), key) {
+            ("[index]", "url") => Some(format!("url = \"{}\"", tb.index_url)),
+            ("[index]", "upload_url") => Some(format!("upload_url = \"{}\"", tb.upload_url)),
+            ("[roles]", "dev") => Some(format!("dev = [{}]", hosts.join(", "))),
+            ("[ssh]", "user") => Some(format!(
+                "user = \"{}\"\nidentity_file = \"{}\"\nknown_hosts = \"{}\"",
+                tb.user,
+                tb.key.display(),
+                tb.known_hosts.display()
+            )),
+            ("[deploy]", "virtualenv_prefix") => {
+                Some(format!("virtualenv_prefix = \"~/{venv_prefix}\""))
+            }
+            ("[deploy]", "venv_ports") => Some(format!("venv_ports = {{ a = \"{port}\" }}")),
+            _ => None,
+        };
+        out.push_str(&replaced.unwrap_or_else(|| line.to_string()));
+        out.push('\n');
+    }
+    out
 }
