@@ -97,19 +97,21 @@ impl<'a> HostCtx<'a> {
     /// Runs a command whose output goes to `sink` as it comes (`true` for
     /// stderr); the result keeps only the last 64 KiB of each stream.
     pub fn exec_streaming(&mut self, command: &str, sink: crate::ssh::Sink<'_>) -> Result<Output> {
-        if self.fleet.ui.verbose {
-            self.fleet.ui.note(&format!(
-                "{}: $ {}",
-                self.target.label,
-                command_summary(command)
-            ));
-        }
-        self.conn.exec_streaming(command, sink)
+        self.exec_streaming_with(command, crate::ssh::Stdin::Closed, sink)
     }
 
     /// Like [`exec_streaming`](Self::exec_streaming) for a command that
     /// watches its stdin: es closes it when interrupted (`remote/hook.sh`).
     pub fn exec_stoppable(&mut self, command: &str, sink: crate::ssh::Sink<'_>) -> Result<Output> {
+        self.exec_streaming_with(command, crate::ssh::Stdin::ClosedOnInterrupt, sink)
+    }
+
+    fn exec_streaming_with(
+        &mut self,
+        command: &str,
+        stdin: crate::ssh::Stdin,
+        sink: crate::ssh::Sink<'_>,
+    ) -> Result<Output> {
         if self.fleet.ui.verbose {
             self.fleet.ui.note(&format!(
                 "{}: $ {}",
@@ -117,8 +119,7 @@ impl<'a> HostCtx<'a> {
                 command_summary(command)
             ));
         }
-        self.conn
-            .exec_streaming_with(command, crate::ssh::Stdin::ClosedOnInterrupt, sink)
+        self.conn.exec_streaming_with(command, stdin, sink)
     }
 
     /// Runs a command and fails (keeping its stderr) when it exits non-zero.

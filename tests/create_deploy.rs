@@ -21,23 +21,19 @@ fn created_project(
     port: &str,
 ) -> (PathBuf, String) {
     let name = unique(template);
-    let out = sb
-        .es()
-        .args(["create", &name, "-t", template, "--no-push"])
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@t.invalid")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@t.invalid")
-        .output()
-        .unwrap();
-    expect_code(&out, 0);
-    let dir = sb.work.path().join(&name);
+    let dir = common::create_project_with(sb, &name, &["-t", template]);
     let config = std::fs::read_to_string(dir.join("deploy.toml")).unwrap();
     let prefix = format!("e2e_{prefix}");
     let hosts: Vec<String> = HOSTS.iter().map(|n| tb.addr(*n).to_string()).collect();
     std::fs::write(
         dir.join("deploy.toml"),
-        common::point_at_test_bed(tb, &config, &hosts, &prefix, port),
+        common::point_at_test_bed(
+            tb,
+            &config,
+            &hosts,
+            &prefix,
+            &format!("{{ a = \"{port}\" }}"),
+        ),
     )
     .unwrap();
     common::git(sb, &dir, &["commit", "-qam", "deploy to the test bed"]);

@@ -9,49 +9,6 @@ use std::process::Command;
 
 use common::{expect_code, unique, Sandbox, Testbed};
 
-/// Points the deploy.toml of `es create` at `hosts` of the test bed, venvs
-/// under `~/PREFIX`, with `venv_ports` as given.
-fn point_at_test_bed(
-    tb: &Testbed,
-    text: &str,
-    hosts: &[usize],
-    prefix: &str,
-    venv_ports: &str,
-) -> String {
-    let hosts: Vec<String> = hosts
-        .iter()
-        .map(|n| format!("\"{}\"", tb.addr(*n)))
-        .collect();
-    let mut out = String::new();
-    let mut section = String::new();
-    for line in text.lines() {
-        let trimmed = line.trim_start();
-        if trimmed.starts_with('[') {
-            section = trimmed.to_string();
-        }
-        let key = trimmed.split('=').next().unwrap_or("").trim();
-        let replaced = match (section.as_str(), key) {
-            ("[index]", "url") => Some(format!("url = \"{}\"", tb.index_url)),
-            ("[index]", "upload_url") => Some(format!("upload_url = \"{}\"", tb.upload_url)),
-            ("[roles]", "dev") => Some(format!("dev = [{}]", hosts.join(", "))),
-            ("[ssh]", "user") => Some(format!(
-                "user = \"{}\"\nidentity_file = \"{}\"\nknown_hosts = \"{}\"",
-                tb.user,
-                tb.key.display(),
-                tb.known_hosts.display()
-            )),
-            ("[deploy]", "virtualenv_prefix") => {
-                Some(format!("virtualenv_prefix = \"~/{prefix}\""))
-            }
-            ("[deploy]", "venv_ports") => Some(format!("venv_ports = {venv_ports}")),
-            _ => None,
-        };
-        out.push_str(&replaced.unwrap_or_else(|| line.to_string()));
-        out.push('\n');
-    }
-    out
-}
-
 /// A project made by `es create`, pointed at `hosts`, committed and built;
 /// returns its directory.
 fn built_project(
@@ -63,9 +20,10 @@ fn built_project(
 ) -> PathBuf {
     let dir = common::create_project(sb, &unique("rp2"));
     let config = std::fs::read_to_string(dir.join("deploy.toml")).unwrap();
+    let addrs: Vec<String> = hosts.iter().map(|n| tb.addr(*n).to_string()).collect();
     std::fs::write(
         dir.join("deploy.toml"),
-        point_at_test_bed(tb, &config, hosts, prefix, venv_ports),
+        common::point_at_test_bed(tb, &config, &addrs, prefix, venv_ports),
     )
     .unwrap();
     common::git(sb, &dir, &["commit", "-qam", "deploy to the test bed"]);
@@ -358,7 +316,13 @@ fn a_project_needing_a_newer_python_than_the_hosts_is_refused_naming_the_version
     let config = std::fs::read_to_string(dir.join("deploy.toml")).unwrap();
     std::fs::write(
         dir.join("deploy.toml"),
-        point_at_test_bed(&tb, &config, &[44], "rp2_py", "{ a = \"875\" }"),
+        common::point_at_test_bed(
+            &tb,
+            &config,
+            &[tb.addr(44).to_string()],
+            "rp2_py",
+            "{ a = \"875\" }",
+        ),
     )
     .unwrap();
     let pyproject = dir.join("pyproject.toml");

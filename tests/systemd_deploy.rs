@@ -464,14 +464,7 @@ fn a_project_created_for_systemd_deploys_with_its_own_unit_template() {
     let sb = Sandbox::new();
     fresh(&tb, "sdc_");
     let name = common::unique("sdc");
-    let out = sb
-        .es()
-        .args(["create", &name, "--no-push", "--process-manager", "systemd"])
-        .envs(common::GIT_IDENTITY)
-        .output()
-        .unwrap();
-    expect_code(&out, 0);
-    let dir = sb.work.path().join(&name);
+    let dir = common::create_project_with(&sb, &name, &["--process-manager", "systemd"]);
     let text = std::fs::read_to_string(dir.join("deploy.toml")).unwrap();
     assert!(text.contains("process_manager = \"systemd\""), "{text}");
     let hosts: Vec<String> = HOSTS
@@ -480,7 +473,7 @@ fn a_project_created_for_systemd_deploys_with_its_own_unit_template() {
         .collect();
     std::fs::write(
         dir.join("deploy.toml"),
-        common::point_at_test_bed(&tb, &text, &hosts, &name, "963"),
+        common::point_at_test_bed(&tb, &text, &hosts, &name, "{ a = \"963\" }"),
     )
     .unwrap();
     let unit = dir.join("conf/systemd.service");

@@ -185,7 +185,7 @@ fn switch_in_batches(hosts: &impl Hosts, runs: &Runs, settings: &Settings<'_>) -
             };
             if hosts.interrupted() {
                 return Some(format!(
-                    "interrupted: {failed} hosts failed or had a hook stopped, nothing more was switched; {others}"
+                    "interrupted: {failed} hosts failed meanwhile, nothing more was switched; {others}"
                 ));
             }
             return Some(format!(
@@ -462,9 +462,9 @@ mod tests {
         );
     }
 
-    /// Ctrl-C during a batch's switch stops a post hook under way, which
-    /// fails that host: the batch's switched hosts go back, no batch
-    /// follows, and the reason says it was an interrupt.
+    /// Ctrl-C during a batch's switch, a host of that batch failing
+    /// meanwhile: the batch's switched hosts go back, as after any failure,
+    /// no batch follows, and the reason says it was an interrupt.
     #[test]
     fn rollout_interrupt_that_fails_a_host_in_its_batch_reverts_the_batch() {
         let fake = Fake {
@@ -480,7 +480,7 @@ mod tests {
         );
         assert_eq!(
             stopped.as_deref(),
-            Some("interrupted: 1 hosts failed or had a hook stopped, nothing more was switched; 2 of the 2 hosts already switched went back")
+            Some("interrupted: 1 hosts failed meanwhile, nothing more was switched; 2 of the 2 hosts already switched went back")
         );
         assert_eq!(fake.calls("switch"), vec!["h1,h2,h3"]);
         assert_eq!(fake.calls("revert"), vec!["h1,h3"]);

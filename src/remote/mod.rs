@@ -138,4 +138,6 @@ pub fn env_file<'a>(vars: impl IntoIterator<Item = (&'a str, &'a str)>) -> Strin
 }
 
 #[cfg(test)]
+mod manager_tests;
+#[cfg(test)]
 mod tests;

@@ -181,13 +181,34 @@ def install_unit(spec, text):
     return True
 
 
+# systemd's exit status when it could not put a unit's process into its
+# cgroup (EXIT_CGROUP). systemd 252's user manager gives it to a quick restart
+# whose cgroup it was still removing ("Failed to attach to cgroup ...: No such
+# file or directory"): its own race, not the app's, so the start is tried again.
+EXIT_CGROUP = "219"
+
+
+def start_unit(verb, instance, since, attempts=3):
+    """`systemctl --user VERB INSTANCE` (start or restart), again after a
+    failure at systemd's CGROUP step; a unit that cannot start fails with
+    systemd's reason and this start's journal lines."""
+    for attempt in range(attempts):
+        try:
+            systemctl(verb, instance)
+            return
+        except Failure as failure:
+            props = show(instance)
+            if props.get("ExecMainStatus") == EXIT_CGROUP and attempt + 1 < attempts:
+                systemctl("reset-failed", instance)
+                time.sleep(0.5)
+                continue
+            raise unhealthy(instance, props, "did not start: %s" % failure, since)
+
+
 def restart_checked(instance, spec):
     since = time.time()
     systemctl("enable", "--quiet", instance)
-    try:
-        systemctl("restart", instance)
-    except Failure as failure:  # a unit that cannot start: systemd's own reason
-        raise unhealthy(instance, show(instance), "did not start: %s" % failure, since)
+    start_unit("restart", instance, since)
     outcome, pid = wait_healthy(instance, spec, since)
     report(instance, outcome)
     return pid
@@ -253,10 +274,7 @@ def start(spec):
             outcome, pid = wait_healthy(instance, spec, since)
             report(instance, "already running; " + outcome)
         else:
-            try:
-                systemctl("start", instance)
-            except Failure as failure:
-                raise unhealthy(instance, show(instance), "did not start: %s" % failure, since)
+            start_unit("start", instance, since)
             outcome, pid = wait_healthy(instance, spec, since)
             report(instance, outcome)
         pids[instance] = pid
@@ -289,10 +307,7 @@ def program(spec):
             systemctl("stop", instance)
             report(instance, "stopped")
             continue
-        try:
-            systemctl(action, instance)
-        except Failure as failure:
-            raise unhealthy(instance, show(instance), "did not start: %s" % failure, since)
+        start_unit(action, instance, since)
         report(instance, wait_healthy(instance, spec, since)[0])
 
 

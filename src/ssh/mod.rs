@@ -116,14 +116,9 @@ impl Connection {
         }
     }
 
-    /// Runs a shell command line, its output going to `sink` as it comes;
-    /// the returned output keeps only the last 64 KiB of each stream.
-    pub fn exec_streaming(&mut self, command: &str, sink: Sink<'_>) -> Result<Output> {
-        self.exec_streaming_with(command, Stdin::Closed, sink)
-    }
-
-    /// Like [`exec_streaming`](Self::exec_streaming), with the command's
-    /// stdin as `stdin` says.
+    /// Runs a shell command line, its stdin as `stdin` says, its output going
+    /// to `sink` as it comes; the returned output keeps only the last 64 KiB
+    /// of each stream.
     pub fn exec_streaming_with(
         &mut self,
         command: &str,

@@ -249,7 +249,7 @@ impl Sandbox {
 }
 
 /// A git identity for commits made in a sandbox.
-pub const GIT_IDENTITY: [(&str, &str); 4] = [
+const GIT_IDENTITY: [(&str, &str); 4] = [
     ("GIT_AUTHOR_NAME", "es tests"),
     ("GIT_AUTHOR_EMAIL", "tests@es.invalid"),
     ("GIT_COMMITTER_NAME", "es tests"),
@@ -273,9 +273,15 @@ pub fn unique(prefix: &str) -> String {
 
 /// Creates project `name` in the sandbox's work directory with `es create --no-push`.
 pub fn create_project(sb: &Sandbox, name: &str) -> PathBuf {
+    create_project_with(sb, name, &[])
+}
+
+/// `create_project` with more arguments of `es create` (`-t django`...).
+pub fn create_project_with(sb: &Sandbox, name: &str, args: &[&str]) -> PathBuf {
     let out = sb
         .es()
         .args(["create", name, "--no-push"])
+        .args(args)
         .envs(GIT_IDENTITY)
         .output()
         .expect("running es create");
@@ -447,14 +453,15 @@ pub fn signal(pid: u32, sig: &str) {
 }
 
 /// Points a deploy.toml made by `es create` at the test bed (role `dev` on
-/// `addrs`, venvs under `~/VENV_PREFIX`, venv a on PORT), keeping the rest of
-/// what it generated (template path, process manager, hooks...).
+/// `addrs`, venvs under `~/VENV_PREFIX`, `venv_ports` the TOML value given),
+/// keeping the rest of what it generated (template path, process manager,
+/// hooks...).
 pub fn point_at_test_bed(
     tb: &Testbed,
     text: &str,
     addrs: &[String],
     venv_prefix: &str,
-    port: &str,
+    venv_ports: &str,
 ) -> String {
     let hosts: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
     let mut out = String::new();
@@ -478,7 +485,7 @@ pub fn point_at_test_bed(
             ("[deploy]", "virtualenv_prefix") => {
                 Some(format!("virtualenv_prefix = \"~/{venv_prefix}\""))
             }
-            ("[deploy]", "venv_ports") => Some(format!("venv_ports = {{ a = \"{port}\" }}")),
+            ("[deploy]", "venv_ports") => Some(format!("venv_ports = {venv_ports}")),
             _ => None,
         };
         out.push_str(&replaced.unwrap_or_else(|| line.to_string()));
