@@ -196,9 +196,14 @@ fn wait_back(tb: &Testbed, n: usize, prefix: &str, version: &str, bound: Duratio
     )
 }
 
-/// The switch deadline of these tests, and the health wait of the version that never answers.
-const DEADLINE: u64 = 20;
-const GUARDED: &str = "\n[deploy.health]\ntimeout = 8\ndeadline = 20\n";
+/// The switch deadline of these tests, and the health wait of the version
+/// that never answers: es confirms within 17 s, the host keeps 8 + 3 s for
+/// going back.
+const DEADLINE: u64 = 28;
+const GUARDED: &str = "\n[deploy.health]\ntimeout = 8\ndeadline = 28\n";
+/// What observing a host from here may add to the deadline (its checks run
+/// every 250 ms and each asks the host four times).
+const OBSERVED_WITHIN: Duration = Duration::from_secs(2);
 
 /// Host `n` on 1.0.0 under PREFIX, then a deploy of 2.0.0 (which never
 /// answers) that `fault` interrupts once the switch has begun; the host must
@@ -229,9 +234,13 @@ fn guarded_switch_survives(
         std::thread::sleep(Duration::from_secs(2));
         fault(&tb, pid);
     });
-    // Back within the deadline, plus the old release's own start.
+    // Bounded well past the deadline, to say how late it was when it is.
     let took = wait_back(&tb, n, prefix, "1.0.0", Duration::from_secs(DEADLINE + 20));
     let since_switch = armed_at.unwrap().elapsed();
+    assert!(
+        since_switch <= Duration::from_secs(DEADLINE) + OBSERVED_WITHIN,
+        "host {n} served 1.0.0 unlocked only {since_switch:?} after the switch began (deadline {DEADLINE}s)"
+    );
     let reason = host_text(&tb, n, &format!("{prefix}/a/.es/guard/reason"));
     assert!(
         reason.contains("es did not confirm release 2.0.0")

@@ -341,9 +341,11 @@ pub struct Health {
     /// Seconds every process must stay up and keep answering once all are RUNNING.
     #[serde(default = "default_health_settle")]
     pub settle: Spanned<f64>,
-    /// Seconds the host waits for es to confirm a switch before going back by
-    /// itself; default: enough for every process's health wait and settle.
-    pub deadline: Option<u64>,
+    /// Seconds after a switch began by which the host serves a good release:
+    /// es confirms the new one, or the host goes back by itself, keeping
+    /// `timeout` + `settle` of it for that; default: enough for every
+    /// process's health wait and settle, and the way back.
+    pub deadline: Option<Spanned<u64>>,
 }
 
 fn default_health_settle() -> Spanned<f64> {
@@ -360,6 +362,14 @@ fn default_health_status() -> [u16; 2] {
 
 fn default_health_timeout() -> u64 {
     30
+}
+
+impl Health {
+    /// Seconds a host keeps of a switch's deadline for going back by itself:
+    /// one health wait and the settle window.
+    pub fn way_back(&self) -> u64 {
+        self.timeout + self.settle.get_ref().ceil() as u64
+    }
 }
 
 impl Default for Health {
@@ -857,6 +867,19 @@ fn validate(loaded: &Loaded) -> Result<(), ConfigError> {
             "seconds from 0 to 600",
         ));
     }
+    if let Some(deadline) = &config.deploy.health.deadline {
+        let reserve = config.deploy.health.way_back();
+        if *deadline.get_ref() < 2 * reserve {
+            return Err(loaded.error_at(
+                deadline.span(),
+                "deploy.health.deadline",
+                format!(
+                    "at least {} seconds: 2 × (timeout + settle), for es to confirm and for the host to go back",
+                    2 * reserve
+                ),
+            ));
+        }
+    }
     let prefix = &config.deploy.virtualenv_prefix;
     if let Err(message) = crate::venv::check_prefix(prefix.get_ref()) {
         return Err(loaded.error_at(prefix.span(), "deploy.virtualenv_prefix", message));
@@ -975,6 +998,20 @@ mod tests {
 
     fn parse_str(text: &str) -> Result<Loaded, ConfigError> {
         parse(Path::new("deploy.toml"), text.to_string())
+    }
+
+    #[test]
+    fn a_deadline_that_leaves_no_way_back_is_refused_with_its_line() {
+        let err =
+            parse_str("[deploy.health]\ntimeout = 8\nsettle = 3\ndeadline = 21\n").unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("deploy.toml:4:")
+                && text.contains("deploy.health.deadline")
+                && text.contains("at least 22"),
+            "{text}"
+        );
+        assert!(parse_str("[deploy.health]\ntimeout = 8\nsettle = 3\ndeadline = 22\n").is_ok());
     }
 
     #[test]

@@ -13,13 +13,39 @@ use crate::fleet::HostCtx;
 use crate::quote::quote;
 use crate::remote::GUARD;
 
-/// Seconds of a switch's deadline: the configured one, or enough for every
-/// process's health wait (one at a time), the settle window and supervisord's
-/// own restart (60 s).
-pub fn deadline(health: &Health, processes: u32) -> u64 {
-    health.deadline.unwrap_or_else(|| {
-        health.timeout * (u64::from(processes) + 1) + health.settle.get_ref().ceil() as u64 + 60
-    })
+/// A switch's deadline: `seconds` after the switch began the host serves a
+/// good release, the new one confirmed by es or the previous one put back by
+/// the host itself. The host's way back is given one health wait and the
+/// settle window (the reserve), so es must confirm before the rest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Deadline {
+    pub seconds: u64,
+    reserve: u64,
+}
+
+impl Deadline {
+    /// The configured deadline, or enough for every process's health wait
+    /// (one at a time), the settle window and supervisord's own restart
+    /// (60 s) before the host's reserve.
+    pub fn of(health: &Health, processes: u32) -> Self {
+        let reserve = health.way_back();
+        let seconds = health
+            .deadline
+            .as_ref()
+            .map(|d| *d.get_ref())
+            .unwrap_or_else(|| {
+                health.timeout * (u64::from(processes) + 1)
+                    + health.settle.get_ref().ceil() as u64
+                    + 60
+                    + reserve
+            });
+        Deadline { seconds, reserve }
+    }
+
+    /// Seconds es has to confirm the new release before the host goes back.
+    pub fn confirm_within(self) -> u64 {
+        self.seconds.saturating_sub(self.reserve).max(1)
+    }
 }
 
 /// A guard waiting on the host for es's word.
@@ -38,7 +64,7 @@ pub fn arm(
     spec: &Value,
     release: &str,
     previous: Option<&str>,
-    deadline: u64,
+    deadline: Deadline,
     deploy_id: &str,
 ) -> Result<Armed> {
     let root = spec["root"].as_str().unwrap_or("");
@@ -70,11 +96,12 @@ pub fn arm(
     back["release"] = json!(previous);
     let python = format!("{root}/.es/tools/bin/python");
     ctx.check(&format!(
-        "setsid {python} {script} {dir} {token} {deadline} {id} {spec} </dev/null >>{log} 2>&1 &",
+        "setsid {python} {script} {dir} {token} {within} {id} {spec} </dev/null >>{log} 2>&1 &",
         python = quote(&python),
         script = quote(&format!("{dir}/guard.py")),
         dir = quote(&dir),
         token = quote(&token),
+        within = deadline.confirm_within(),
         id = quote(deploy_id),
         spec = quote(&back.to_string()),
         log = quote(&format!("{dir}/log")),
@@ -213,17 +240,25 @@ mod tests {
     }
 
     #[test]
-    fn the_default_deadline_covers_every_health_wait_and_the_settle_window() {
+    fn the_default_deadline_covers_every_health_wait_the_settle_window_and_the_way_back() {
         let health = Health {
             timeout: 30,
             settle: toml::Spanned::new(0..0, 2.5),
             ..Health::default()
         };
-        assert_eq!(deadline(&health, 2), 30 * 3 + 3 + 60);
+        let default = Deadline::of(&health, 2);
+        assert_eq!(default.confirm_within(), 30 * 3 + 3 + 60);
+        assert_eq!(default.seconds, 30 * 3 + 3 + 60 + 30 + 3);
         let set = Health {
-            deadline: Some(20),
+            deadline: Some(toml::Spanned::new(0..0, 70)),
             ..health
         };
-        assert_eq!(deadline(&set, 2), 20);
+        let set = Deadline::of(&set, 2);
+        assert_eq!(set.seconds, 70);
+        assert_eq!(
+            set.confirm_within(),
+            70 - 33,
+            "the host keeps one health wait and the settle window"
+        );
     }
 }

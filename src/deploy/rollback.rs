@@ -114,7 +114,7 @@ pub fn rollback(app: &App, args: &RollbackArgs) -> Result<bool> {
         }
         return Ok(false);
     }
-    let deadline = guard::deadline(&config.deploy.health, config.deploy.process_count);
+    let deadline = guard::Deadline::of(&config.deploy.health, config.deploy.process_count);
     let report = fleet.run(|ctx| {
         let (facts, target) = ours.get(ctx.host()).cloned().unwrap_or_default();
         let to = args.to.as_deref();
@@ -172,7 +172,7 @@ fn rollback_host(
     deployer: &Value,
     facts: &Facts,
     (target, to): (Option<Release>, Option<&str>),
-    deadline: u64,
+    deadline: guard::Deadline,
 ) -> Result<String> {
     let root = facts.root.clone().unwrap_or_default();
     let result = match target {

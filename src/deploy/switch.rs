@@ -31,7 +31,7 @@ pub(super) fn switch_host(
         return Ok(());
     }
     ctx.step("switch");
-    let deadline = guard::deadline(&plan.health, plan.process_count);
+    let deadline = guard::Deadline::of(&plan.health, plan.process_count);
     let armed = guard::arm(
         ctx,
         &spec,
@@ -74,7 +74,7 @@ pub(super) fn rollback_switch(
     spec: &Value,
     target: &str,
     facts: &Facts,
-    deadline: u64,
+    deadline: guard::Deadline,
     deploy_id: &str,
 ) -> Result<()> {
     let run = HostRun {
