@@ -752,41 +752,6 @@ fn a_rolling_switch_behind_nginx_fails_no_request() {
     eprintln!("rolling switch behind nginx: {ok} requests, 0 failed");
 }
 
-/// Runs `es deploy ARGS`, sends SIGINT once a stderr line contains `when`, and
-/// returns the output.
-fn interrupted_deploy(sb: &Sandbox, args: &[&str], when: &str) -> Output {
-    use std::io::{BufRead, BufReader};
-    let mut child = sb
-        .es()
-        .arg("deploy")
-        .args(args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut seen = String::new();
-    let mut reader = BufReader::new(stderr);
-    let mut line = String::new();
-    while reader.read_line(&mut line).unwrap() > 0 {
-        seen.push_str(&line);
-        if line.contains(when) {
-            let kill = Command::new("kill")
-                .args(["-INT", &child.id().to_string()])
-                .status()
-                .unwrap();
-            assert!(kill.success());
-            break;
-        }
-        line.clear();
-    }
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut reader, &mut rest).unwrap();
-    let mut out = child.wait_with_output().unwrap();
-    out.stderr = format!("{seen}{rest}").into_bytes();
-    out
-}
-
 #[test]
 fn ctrl_c_leaves_no_lock_and_every_host_serving() {
     let tb = bed!();
@@ -811,7 +776,7 @@ fn ctrl_c_leaves_no_lock_and_every_host_serving() {
         "880",
         "pre_hooks = [\"sleep 2\"]\n",
     ));
-    let out = interrupted_deploy(&sb, &["2.0.0", "a", "prod"], ": pre hook 1");
+    let out = common::interrupted_deploy(&sb, &["2.0.0", "a", "prod"], ": pre hook 1");
     let (_, stderr) = expect_code(&out, 130);
     assert!(stderr.contains("interrupted"), "{stderr}");
     for n in hosts {
@@ -831,7 +796,7 @@ fn ctrl_c_leaves_no_lock_and_every_host_serving() {
         "880",
         "post_hooks = [\"sleep 2\"]\n",
     ));
-    let out = interrupted_deploy(
+    let out = common::interrupted_deploy(
         &sb,
         &["2.0.0", "a", "prod", "--batch", "1"],
         ": post hook 1",

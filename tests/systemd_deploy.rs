@@ -20,7 +20,8 @@ const PREFIX: &str = "sd_";
 const PORTS: [&str; 2] = ["9600", "9601"];
 
 /// Builds a project with versions 1.0.0 and 2.0.0 and 1.5.0, which exits at
-/// once (and, for the guard's test, 3.0.0, which never answers).
+/// once (and, for the guard's test, 3.0.0, which never answers; for the
+/// fault tests, 2.5.0, which answers 500).
 fn build(tb: &Testbed, sb: &Sandbox) -> String {
     build_named(tb, sb, PREFIX)
 }
@@ -57,6 +58,16 @@ fn build_named(tb: &Testbed, sb: &Sandbox, prefix: &str) -> String {
         .unwrap();
         common::git(sb, &dir, &["commit", "-qam", "a build that never answers"]);
         expect_code(&common::es_build(sb, tb, &dir, &["--version", "3.0.0"]), 0);
+    }
+    if prefix == FAULT_PREFIX {
+        // 2.5.0 starts and answers 500.
+        std::fs::write(
+            &main_py,
+            code.replacen("self.reply(200,", "self.reply(500,", 1),
+        )
+        .unwrap();
+        common::git(sb, &dir, &["commit", "-qam", "a build that answers 500"]);
+        expect_code(&common::es_build(sb, tb, &dir, &["--version", "2.5.0"]), 0);
     }
     std::fs::write(
         &main_py,
@@ -531,3 +542,145 @@ fn a_project_created_for_systemd_deploys_with_its_own_unit_template() {
         assert!(stdout.contains(&format!("{addr} | 1")), "{stdout}");
     }
 }
+
+/// Projects of the fault tests below: `sdf_...`, ports 9640 and 9641.
+const FAULT_PREFIX: &str = "sdf_";
+
+/// The fault tests of supervisord hosts (tests/releases.rs), on the systemd
+/// hosts: a version answering 500, a unit file that does not start, a full
+/// disk on one host, Ctrl-C between batches. Every host keeps serving a
+/// good release, unlocked, and the next deploy works.
+#[test]
+fn the_supervisord_fault_tests_pass_under_systemd() {
+    let tb = bed!();
+    let sb = Sandbox::new();
+    fresh(&tb, FAULT_PREFIX);
+    let name = build_named(&tb, &sb, FAULT_PREFIX);
+    let ports = ["9640", "9641"];
+    let text = config(&tb, &name, &tb.index_section()).replace("a = \"960\"", "a = \"964\"");
+    sb.write_config(&text);
+    let serving = |k: usize, version: &str| {
+        ports.iter().all(|port| {
+            fetch(&tb, k, port) == format!("{name} {version} (profile prod, port {port})")
+        })
+    };
+    let venv = format!("/home/{}/{name}/a", tb.user);
+    let unlocked = |k: usize| {
+        !systemd_exec(k, &format!("test -d {venv}/.es/lock"))
+            .status
+            .success()
+    };
+    let line = |stderr: &str, k: usize| -> String {
+        let entry = format!("  {} ", tb.systemd_hosts[k - 1]);
+        stderr
+            .lines()
+            .rev()
+            .find(|l| l.starts_with(&entry))
+            .unwrap_or_else(|| panic!("no summary line for systemd host {k} in\n{stderr}"))
+            .to_string()
+    };
+    expect_code(&es(&sb, &["deploy", "1.0.0", "a", "prod"]), 0);
+
+    // A version that answers 500: refused, back on 1.0.0.
+    let (_, stderr) = expect_code(&es(&sb, &["deploy", "2.5.0", "a", "prod"]), 1);
+    assert!(
+        stderr.contains("answered 500 (accepted 200-399)"),
+        "{stderr}"
+    );
+    for k in HOSTS {
+        assert!(serving(k, "1.0.0") && unlocked(k), "host {k}: {stderr}");
+    }
+
+    // The project's own unit file that systemd refuses (ExecStart must be an
+    // absolute path): systemd's reason, and the previous unit and release back.
+    std::fs::write(
+        sb.work.path().join("bad.service"),
+        DEFAULT_UNIT.replace("ExecStart={{ venv_dir }}", "ExecStart=relative"),
+    )
+    .unwrap();
+    sb.write_config(&text.replace(
+        "process_manager = \"systemd\"\n",
+        "process_manager = \"systemd\"\nsystemd_template = \"bad.service\"\n",
+    ));
+    let (_, stderr) = expect_code(&es(&sb, &["deploy", "2.0.0", "a", "prod"]), 1);
+    assert!(stderr.contains("bad unit file setting"), "{stderr}");
+    for k in HOSTS {
+        assert!(serving(k, "1.0.0") && unlocked(k), "host {k}: {stderr}");
+        let unit = systemd_exec(
+            k,
+            &format!(
+                "cat /home/{}/.config/systemd/user/{name}-a@.service",
+                tb.user
+            ),
+        );
+        let unit = String::from_utf8_lossy(&unit.stdout);
+        assert!(!unit.contains("ExecStart=relative"), "host {k}: {unit}");
+    }
+    sb.write_config(&text);
+
+    // A full disk on host 2 (a small tmpfs over the venv prefix in its mount
+    // namespace; the running processes keep their files): host 2 fails as
+    // disk_full and keeps serving 1.0.0, host 1 switches (--max-fail 1).
+    let prefix = format!("/home/{}/{name}", tb.user);
+    let full = systemd_exec(
+        2,
+        &format!(
+            "mount -t tmpfs -o size=2m,mode=0777 tmpfs {prefix} && \
+             dd if=/dev/zero of={prefix}/fill bs=64k 2>/dev/null; true"
+        ),
+    );
+    assert!(full.status.success(), "{full:?}");
+    let report = sb.work.path().join("report.json");
+    let deploy = es(
+        &sb,
+        &[
+            "deploy",
+            "2.0.0",
+            "a",
+            "prod",
+            "--max-fail",
+            "1",
+            "--report",
+            report.to_str().unwrap(),
+        ],
+    );
+    let unmount = systemd_exec(2, &format!("umount {prefix}"));
+    let (_, stderr) = expect_code(&deploy, 1);
+    assert!(unmount.status.success(), "{unmount:?}");
+    assert_eq!(
+        common::failure_kind(&report, &tb.systemd_hosts[1]),
+        "disk_full",
+        "{stderr}"
+    );
+    assert!(
+        line(&stderr, 2).contains("No space left on device"),
+        "{stderr}"
+    );
+    assert!(line(&stderr, 1).contains("switched"), "{stderr}");
+    assert!(serving(1, "2.0.0") && serving(2, "1.0.0"), "{stderr}");
+    assert!(unlocked(1) && unlocked(2), "{stderr}");
+
+    // Ctrl-C during the first batch's post hook: that host finishes, the
+    // other is not switched; no lock is left.
+    expect_code(&es(&sb, &["deploy", "1.0.0", "a", "prod"]), 0);
+    sb.write_config(&text.replace(
+        "default_role = \"web\"\n",
+        "default_role = \"web\"\npost_hooks = [\"sleep 2\"]\n",
+    ));
+    let out = common::interrupted_deploy(
+        &sb,
+        &["2.0.0", "a", "prod", "--batch", "1"],
+        ": post hook 1",
+    );
+    let (_, stderr) = expect_code(&out, 130);
+    assert!(line(&stderr, 1).contains("switched"), "{stderr}");
+    assert!(line(&stderr, 2).contains("not switched"), "{stderr}");
+    assert!(serving(1, "2.0.0") && serving(2, "1.0.0"), "{stderr}");
+    assert!(unlocked(1) && unlocked(2), "{stderr}");
+    // Run again, the deploy finishes the job.
+    expect_code(&es(&sb, &["deploy", "2.0.0", "a", "prod"]), 0);
+    assert!(serving(1, "2.0.0") && serving(2, "2.0.0"));
+}
+
+/// The built-in unit template, as `es create --process-manager systemd` writes it.
+const DEFAULT_UNIT: &str = include_str!("../templates/systemd.service");

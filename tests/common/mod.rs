@@ -443,6 +443,41 @@ pub fn deploy_until(
     child
 }
 
+/// Runs `es deploy ARGS`, sends SIGINT once a stderr line contains `when`, and
+/// returns the output.
+pub fn interrupted_deploy(sb: &Sandbox, args: &[&str], when: &str) -> Output {
+    use std::io::{BufRead, BufReader};
+    let mut child = sb
+        .es()
+        .arg("deploy")
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut seen = String::new();
+    let mut reader = BufReader::new(stderr);
+    let mut line = String::new();
+    while reader.read_line(&mut line).unwrap() > 0 {
+        seen.push_str(&line);
+        if line.contains(when) {
+            let kill = Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(kill.success());
+            break;
+        }
+        line.clear();
+    }
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut reader, &mut rest).unwrap();
+    let mut out = child.wait_with_output().unwrap();
+    out.stderr = format!("{seen}{rest}").into_bytes();
+    out
+}
+
 /// `kill SIG PID`, which must succeed.
 pub fn signal(pid: u32, sig: &str) {
     let ok = Command::new("kill")
