@@ -349,7 +349,7 @@ pub struct Health {
 }
 
 fn default_health_settle() -> Spanned<f64> {
-    Spanned::new(0..0, 3.0)
+    Spanned::new(0..0, 4.0)
 }
 
 fn default_health_path() -> String {

@@ -246,3 +246,62 @@ except xmlrpc.client.Fault as fault:
         "stop start stop start\n10 ALREADY_STARTED: web:web_1\n"
     );
 }
+
+#[test]
+fn supervisord_verdict_overlaps_startsecs_and_the_settle_window_and_catches_a_late_crash() {
+    // A scripted fleet on a fake clock: each process's state as a function of
+    // the seconds since the verdict began.
+    let code = r#"
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+    def time(self):
+        return self.now
+    def sleep(self, seconds):
+        self.now += seconds
+time = Clock()
+START = time.now
+def probe(port, health):
+    return 200, None
+def process_port(info, spec):
+    return 8800
+def unhealthy(spec, info, reason, whole=False):
+    return Failure("%s %s" % (info["name"], reason))
+class Fleet:
+    def __init__(self, states):
+        self.states = states
+    def getAllProcessInfo(self):
+        t = time.now - START
+        return [{"group": "web", "name": name, "pid": 7, "statename": state(t), "description": ""}
+                for name, state in self.states]
+class Proxy:
+    def __init__(self, states):
+        self.supervisor = Fleet(states)
+def verdict(settle, timeout, states):
+    global START
+    START = time.now
+    spec = {"health": {"settle": settle, "timeout": timeout, "status": [200, 399]}}
+    names = ["web:" + name for name, _ in states]
+    try:
+        stays_healthy(Proxy(states), spec, names)
+        print("healthy after %.2fs" % (time.now - START))
+    except Failure as failure:
+        print("refused after %.2fs: %s" % (time.now - START, failure))
+# RUNNING 2.7 s in (startsecs), settle 4: the waits overlap, 4 s in all.
+verdict(4, 30, [("web_0", lambda t: "STARTING" if t < 2.7 else "RUNNING"),
+                ("web_1", lambda t: "RUNNING")])
+# startsecs longer than the settle window: RUNNING decides.
+verdict(1, 30, [("web_0", lambda t: "STARTING" if t < 2.7 else "RUNNING")])
+# A crash 3.3 s after answering, with the default settle window.
+verdict(4, 30, [("web_0", lambda t: "RUNNING" if t < 3.3 else "EXITED")])
+# Never RUNNING.
+verdict(1, 2, [("web_0", lambda t: "STARTING")])
+"#;
+    assert_eq!(
+        supervisord_functions(code, "    pass\n"),
+        "healthy after 4.00s\n\
+         healthy after 2.75s\n\
+         refused after 3.50s: web_0 EXITED within the settle window (4s after answering): \n\
+         refused after 2.25s: web_0 still STARTING after 2s\n"
+    );
+}

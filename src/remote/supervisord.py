@@ -271,55 +271,40 @@ def unhealthy(spec, info, reason, whole=False):
     return Failure("\n".join(lines + [reason if whole else "%s %s" % (name, reason)]))
 
 
-def wait_all_running(proxy, spec, names):
-    """Waits until every process has outlived supervisord's startsecs (RUNNING).
-    They already answer their health checks; this makes the verdict also mean
-    that none of them died right after answering."""
-    deadline = time.time() + spec["health"]["timeout"]
-    pending = list(names)
-    while pending:
-        infos = {"%s:%s" % (i["group"], i["name"]): i for i in proxy.supervisor.getAllProcessInfo()}
-        still = []
-        for name in pending:
-            info = infos.get(name)
-            if info is None or info["statename"] == "RUNNING":
-                continue
-            if info["statename"] != "STARTING":
-                raise unhealthy(spec, info, "%s after answering: %s" % (info["statename"], info.get("description", "")))
-            still.append(name)
-        pending = still
-        if pending and time.time() > deadline:
-            raise unhealthy(spec, infos[pending[0]], "still STARTING after %gs" % spec["health"]["timeout"])
-        if pending:
-            time.sleep(TICK)
-    settle(proxy, spec, names)
-
-
-def settle(proxy, spec, names):
-    """Every process must keep its pid, stay RUNNING and keep answering for
-    health.settle seconds more: a crash right after answering fails the verdict."""
+def stays_healthy(proxy, spec, names):
+    """The verdict after every process answered: each keeps its pid and keeps
+    answering for health.settle seconds, and outlives supervisord's startsecs
+    (RUNNING); the two waits overlap. A crash right after answering, or a
+    process that never leaves STARTING within health.timeout, fails it."""
     health = spec["health"]
     window = health.get("settle", 0)
     low, high = health["status"]
-    until = time.time() + window
+    now = time.time()
+    until, starting_until = now + window, now + health["timeout"]
     pids = {}
     while True:
         infos = {"%s:%s" % (i["group"], i["name"]): i for i in proxy.supervisor.getAllProcessInfo()}
+        starting = []
         for name in names:
             info = infos.get(name)
             if info is None:
                 continue
             pid = pids.setdefault(name, info["pid"])
-            if info["statename"] != "RUNNING" or info["pid"] != pid:
+            if info["statename"] not in ("STARTING", "RUNNING") or info["pid"] != pid:
                 raise unhealthy(spec, info, "%s within the settle window (%gs after answering): %s"
                                 % (info["statename"], window, info.get("description", "")))
+            if info["statename"] == "STARTING":
+                starting.append(info)
             port = process_port(info, spec)
             status, error = probe(port, health) if port is not None else (low, None)
             if status is None or not low <= status <= high:
                 raise unhealthy(spec, info, "stopped answering within the settle window (%gs): %s"
                                 % (window, error or "answered %d" % status))
-        if time.time() >= until:
+        now = time.time()
+        if now >= until and not starting:
             return
+        if starting and now > starting_until:
+            raise unhealthy(spec, starting[0], "still STARTING after %gs" % health["timeout"])
         time.sleep(0.25)
 
 
@@ -378,7 +363,7 @@ def switch(spec):
         for name in names:
             restart(proxy, name)
             report(name, wait_healthy(proxy, spec, name))
-        wait_all_running(proxy, spec, names)
+        stays_healthy(proxy, spec, names)
         return
     if pid is not None and old_text is not None and daemon_sections(old_text) == daemon_sections(new_text):
         # Only programs changed: replace the changed groups, keep supervisord.
@@ -400,7 +385,7 @@ def switch(spec):
     names = all_names(proxy)
     for name in names:
         report(name, wait_healthy(proxy, spec, name))
-    wait_all_running(proxy, spec, names)
+    stays_healthy(proxy, spec, names)
 
 
 def wait_running(conf, wait):
@@ -434,7 +419,7 @@ def start(spec):
     names = all_names(proxy)
     for name in names:
         report(name, wait_healthy(proxy, spec, name))
-    wait_all_running(proxy, spec, names)
+    stays_healthy(proxy, spec, names)
 
 
 def select(proxy, pattern):
