@@ -7,7 +7,7 @@
 mod common;
 
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -109,27 +109,26 @@ fn fresh(tb: &Testbed, prefix: &str) {
     }
 }
 
-/// Where the test's nginx on systemd host 1 listens.
+/// Where the upgrade test's nginx on systemd host 1 listens.
 const NGINX_PORT: u16 = 8191;
 
 /// nginx as root inside systemd host `k` (its own, not a unit: the host's
-/// nginx.service is masked), in front of the venv's two ports. Stopped
-/// when dropped, even when the test fails.
-struct HostNginx(usize);
-
-const HOST_NGINX_DIR: &str = "/tmp/es-sd-nginx";
+/// nginx.service is masked), listening on `listen` in front of `ports`, its
+/// files in /tmp/es-sd-nginx-LISTEN. Stopped when dropped, even when the
+/// test fails.
+struct HostNginx(usize, String);
 
 impl HostNginx {
-    fn start(k: usize) -> HostNginx {
-        let dir = HOST_NGINX_DIR;
+    fn start(k: usize, listen: u16, ports: [&str; 2]) -> HostNginx {
+        let dir = format!("/tmp/es-sd-nginx-{listen}");
         let conf = format!(
             "worker_processes 1;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log;\n\
              events {{ worker_connections 256; }}\n\
              http {{\n access_log off;\n client_body_temp_path {dir}/body;\n proxy_temp_path {dir}/proxy;\n\
              fastcgi_temp_path {dir}/fastcgi;\n uwsgi_temp_path {dir}/uwsgi;\n scgi_temp_path {dir}/scgi;\n\
              upstream app {{ server 127.0.0.1:{} max_fails=0; server 127.0.0.1:{} max_fails=0; }}\n\
-             server {{ listen {NGINX_PORT}; location / {{ proxy_pass http://app; }} }}\n}}\n",
-            PORTS[0], PORTS[1]
+             server {{ listen {listen}; location / {{ proxy_pass http://app; }} }}\n}}\n",
+            ports[0], ports[1]
         );
         let script = format!(
             "{stop_pid}stop_pid {dir}/nginx.pid nginx\nrm -rf {dir} && mkdir -p {dir} && \
@@ -138,7 +137,7 @@ impl HostNginx {
         );
         let out = systemd_exec(k, &script);
         assert!(out.status.success(), "nginx on systemd host {k}: {out:?}");
-        HostNginx(k)
+        HostNginx(k, dir)
     }
 }
 
@@ -146,11 +145,51 @@ impl Drop for HostNginx {
     fn drop(&mut self) {
         let _ = systemd_exec(
             self.0,
-            &format!(
-                "{}stop_pid {HOST_NGINX_DIR}/nginx.pid nginx",
-                common::STOP_PID
-            ),
+            &format!("{}stop_pid {}/nginx.pid nginx", common::STOP_PID, self.1),
         );
+    }
+}
+
+/// Requests to `url` in a loop until dropped: how many answered, how many
+/// failed, and the versions seen.
+struct Poller {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<(usize, usize, std::collections::BTreeSet<String>)>>,
+}
+
+impl Poller {
+    fn start(url: String) -> Poller {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let (mut answered, mut failed) = (0, 0);
+            let mut versions = std::collections::BTreeSet::new();
+            while !flag.load(Ordering::Relaxed) {
+                let out = Command::new("curl")
+                    .args(["-sf", "--max-time", "10", &url])
+                    .output()
+                    .unwrap();
+                if out.status.success() {
+                    answered += 1;
+                    let body = String::from_utf8_lossy(&out.stdout).into_owned();
+                    versions.insert(body.split_whitespace().nth(1).unwrap_or("").to_string());
+                } else {
+                    failed += 1;
+                }
+            }
+            (answered, failed, versions)
+        });
+        Poller {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops (half a second later) and says (answered, failed, versions).
+    fn finish(mut self) -> (usize, usize, std::collections::BTreeSet<String>) {
+        std::thread::sleep(Duration::from_millis(500));
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap()
     }
 }
 
@@ -228,48 +267,17 @@ fn systemd_deploy_upgrades_one_at_a_time_refuses_a_broken_version_and_rolls_back
     // An upgrade restarts one instance at a time, behind nginx (the host's
     // own, as root, balancing over both ports; max_fails=0: a restarting
     // instance is retried, never shunned): no request fails.
-    let _nginx = HostNginx::start(1);
-    let stop = Arc::new(AtomicBool::new(false));
-    let (failed, answered) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let versions = Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
-    let poller = {
-        let (stop, failed, answered) = (stop.clone(), failed.clone(), answered.clone());
-        let versions = versions.clone();
-        let addr = tb.systemd_hosts[0].clone();
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                let out = Command::new("curl")
-                    .args(["-sf", "--max-time", "10"])
-                    .arg(format!("http://{addr}:{NGINX_PORT}/"))
-                    .output()
-                    .unwrap();
-                if out.status.success() {
-                    answered.fetch_add(1, Ordering::Relaxed);
-                    let body = String::from_utf8_lossy(&out.stdout).into_owned();
-                    let version = body.split_whitespace().nth(1).unwrap_or("").to_string();
-                    versions.lock().unwrap().insert(version);
-                } else {
-                    failed.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        })
-    };
+    let _nginx = HostNginx::start(1, NGINX_PORT, PORTS);
+    let poller = Poller::start(format!("http://{}:{NGINX_PORT}/", tb.systemd_hosts[0]));
     let upgrade = es(&sb, &["deploy", "2.0.0", "a", "prod"]);
-    std::thread::sleep(Duration::from_millis(500));
-    stop.store(true, Ordering::Relaxed);
-    poller.join().unwrap();
+    let (answered, failed, versions) = poller.finish();
     expect_code(&upgrade, 0);
     assert_serving(&tb, &name, "2.0.0");
-    let (failed, answered) = (
-        failed.load(Ordering::Relaxed),
-        answered.load(Ordering::Relaxed),
-    );
     assert_eq!(
         failed, 0,
         "requests through nginx that failed during the upgrade ({answered} answered)"
     );
     assert!(answered >= 20, "only {answered} requests were made");
-    let versions = versions.lock().unwrap().clone();
     assert!(
         versions.contains("1.0.0") && versions.contains("2.0.0"),
         "{versions:?}"
@@ -684,3 +692,107 @@ fn the_supervisord_fault_tests_pass_under_systemd() {
 
 /// The built-in unit template, as `es create --process-manager systemd` writes it.
 const DEFAULT_UNIT: &str = include_str!("../templates/systemd.service");
+
+/// Projects of the migration test: `sdm_...`, ports 9670 and 9671.
+const MOVE_PREFIX: &str = "sdm_";
+
+/// A venv moves from supervisord to systemd with one deploy, and back with
+/// a rollback: a handover that fails leaves supervisord serving; the one
+/// that works goes process by process behind nginx with no failed request,
+/// and supervisord is stopped only once the units are healthy.
+#[test]
+fn a_venv_moves_from_supervisord_to_systemd_and_back() {
+    let tb = bed!();
+    let sb = Sandbox::new();
+    fresh(&tb, MOVE_PREFIX);
+    for k in HOSTS {
+        let script = common::clear_prefix(&format!("/home/{}/{MOVE_PREFIX}*", tb.user));
+        let out = systemd_exec(k, &script);
+        assert!(out.status.success(), "cleaning systemd host {k}: {out:?}");
+    }
+    let name = build_named(&tb, &sb, MOVE_PREFIX);
+    let ports = ["9670", "9671"];
+    let systemd = config(&tb, &name, &tb.index_section()).replace("a = \"960\"", "a = \"967\"");
+    let supervisord = systemd.replace(
+        "process_manager = \"systemd\"",
+        "process_manager = \"supervisord\"",
+    );
+    let serving = |version: &str| {
+        HOSTS.iter().all(|&k| {
+            ports.iter().all(|port| {
+                fetch(&tb, k, port) == format!("{name} {version} (profile prod, port {port})")
+            })
+        })
+    };
+    // Who runs the processes on every host: "systemd" or "supervisord", and
+    // whether a supervisord of this venv runs, and how many units are active.
+    let probe = format!(
+        "for port in {p0} {p1}; do pid=$(ss -Hltnp \"sport = :$port\" | sed -n 's/.*pid=\\([0-9]*\\).*/\\1/p' | head -1); \
+         echo \"$port parent=$(ps -o comm= -p $(ps -o ppid= -p $pid))\"; done; \
+         echo supervisord=$(pgrep -c -f '{name}/a/etc/[s]upervisord'); \
+         echo units=$(systemctl --user list-units --plain --no-legend --state=active '{name}-a@*' | wc -l)",
+        p0 = ports[0],
+        p1 = ports[1]
+    );
+    let runs = |manager: &str| {
+        let (stdout, _) = expect_code(&es(&sb, &["run", "-R", "web", "--", &probe]), 0);
+        let (parent, supervisords, units) = match manager {
+            "systemd" => ("systemd", 0, 2),
+            _ => ("supervisord", 1, 0),
+        };
+        for k in HOSTS {
+            let addr = &tb.systemd_hosts[k - 1];
+            for line in [
+                format!("{} parent={parent}", ports[0]),
+                format!("{} parent={parent}", ports[1]),
+                format!("supervisord={supervisords}"),
+                format!("units={units}"),
+            ] {
+                assert!(
+                    stdout.contains(&format!("{addr} | {line}")),
+                    "{manager}: no {line:?} for {addr} in\n{stdout}"
+                );
+            }
+        }
+    };
+
+    sb.write_config(&supervisord);
+    expect_code(&es(&sb, &["deploy", "1.0.0", "a", "prod"]), 0);
+    runs("supervisord");
+
+    // To systemd with a version that cannot boot: refused, and supervisord
+    // serves 1.0.0 again on every host.
+    sb.write_config(&systemd);
+    let (_, stderr) = expect_code(&es(&sb, &["deploy", "1.5.0", "a", "prod"]), 1);
+    assert!(stderr.contains("broken on purpose"), "{stderr}");
+    assert!(serving("1.0.0"), "{stderr}");
+    runs("supervisord");
+
+    // To systemd for real, behind nginx: one process at a time, no failed request.
+    let nginx = HostNginx::start(1, 8192, ports);
+    let poller = Poller::start(format!("http://{}:8192/", tb.systemd_hosts[0]));
+    let moved = es(&sb, &["deploy", "2.0.0", "a", "prod"]);
+    let (answered, failed, versions) = poller.finish();
+    let (_, stderr) = expect_code(&moved, 0);
+    assert!(serving("2.0.0"), "{stderr}");
+    runs("systemd");
+    assert_eq!(
+        failed, 0,
+        "requests through nginx that failed during the move ({answered} answered): {stderr}"
+    );
+    assert!(
+        versions.contains("1.0.0") && versions.contains("2.0.0"),
+        "{versions:?}"
+    );
+    eprintln!("supervisord -> systemd behind nginx: {answered} requests, 0 failed");
+    drop(nginx);
+
+    // Back to supervisord with a rollback to 1.0.0 (a release staged for it).
+    expect_code(&es(&sb, &["rollback", "a", "--to", "1.0.0"]), 0);
+    assert!(serving("1.0.0"));
+    runs("supervisord");
+    // And the same deploy again moves it to systemd again.
+    expect_code(&es(&sb, &["deploy", "2.0.0", "a", "prod"]), 0);
+    assert!(serving("2.0.0"));
+    runs("systemd");
+}

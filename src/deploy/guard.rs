@@ -57,17 +57,18 @@ pub struct Armed {
     failed_mark: String,
 }
 
-/// Starts the guard of the switch of `spec.root` to `release`; when it fires
-/// it goes back to `previous` (or stops supervisord when there is none).
+/// Starts the guard of the switch of `back.root` to `release`; when it fires
+/// it goes back to `previous` (or stops the processes when there is none)
+/// with `back`, the spec of `previous`'s process manager.
 pub fn arm(
     ctx: &mut HostCtx<'_>,
-    spec: &Value,
+    back: &Value,
     release: &str,
     previous: Option<&str>,
     deadline: Deadline,
     deploy_id: &str,
 ) -> Result<Armed> {
-    let root = spec["root"].as_str().unwrap_or("");
+    let root = back["root"].as_str().unwrap_or("");
     let dir = format!("{root}/.es/guard");
     let token = format!(
         "{:x}{:x}",
@@ -84,7 +85,7 @@ pub fn arm(
     ))?;
     // The process manager's own script (supervisord.py or systemd.py) puts it back.
     ctx.conn.upload(
-        super::host::manager_script(spec).source().as_bytes(),
+        super::host::manager_script(back).source().as_bytes(),
         &format!("{dir}/manager.py"),
         0o600,
     )?;
@@ -92,7 +93,7 @@ pub fn arm(
         .upload(GUARD.source().as_bytes(), &format!("{dir}/guard.py"), 0o600)?;
     ctx.conn
         .upload(format!("{release}\n").as_bytes(), &flag, 0o600)?;
-    let mut back = spec.clone();
+    let mut back = back.clone();
     back["release"] = json!(previous);
     let python = format!("{root}/.es/tools/bin/python");
     ctx.check(&format!(

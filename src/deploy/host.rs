@@ -6,6 +6,7 @@ use anyhow::{anyhow, Context, Result};
 use serde_json::{json, Value};
 
 use super::plan::{Placement, Plan};
+use crate::config::ProcessManager;
 use crate::failure::{FailureKind, Kinded};
 use crate::fleet::HostCtx;
 use crate::quote::quote;
@@ -23,6 +24,9 @@ pub struct Release {
     pub build: Value,
     /// Its switch failed on this host: never gone back to.
     pub failed: bool,
+    /// The process manager it was staged for: going back to it (or rolling
+    /// back to it) hands the venv back to that manager.
+    pub manager: ProcessManager,
 }
 
 impl Release {
@@ -74,17 +78,22 @@ impl Facts {
                 "root" => facts.root = Some(value),
                 "current" => facts.current = Some(value),
                 "release" => {
-                    let mut parts = value.splitn(4, '\t');
+                    let mut parts = value.splitn(5, '\t');
                     let id = parts.next().unwrap_or("").to_string();
                     let activated = parts.next().filter(|a| *a != "-").map(str::to_string);
                     let meta = parts.next().and_then(|j| serde_json::from_str(j).ok());
                     let build = parts.next().and_then(|j| serde_json::from_str(j).ok());
+                    let manager = match parts.next() {
+                        Some("systemd") => ProcessManager::Systemd,
+                        _ => ProcessManager::Supervisord,
+                    };
                     facts.releases.push(Release {
                         id,
                         activated,
                         meta: meta.unwrap_or(Value::Null),
                         build: build.unwrap_or(Value::Null),
                         failed: false,
+                        manager,
                     });
                 }
                 "failed" => failed.push(value),
@@ -480,6 +489,17 @@ pub fn switch(ctx: &mut HostCtx<'_>, spec: &Value, release: &str) -> Result<()> 
     run_manager(ctx, "switch", &spec).map(|_| ())
 }
 
+/// `spec` for switching to release `id`: under the process manager that
+/// release was staged for (a venv moving between supervisord and systemd
+/// goes back, or rolls back, to the manager of the release it goes to).
+pub fn spec_for_release(spec: &Value, facts: &Facts, id: &str) -> Value {
+    let mut spec = spec.clone();
+    if let Some(release) = facts.release(id) {
+        spec["manager"] = json!(release.manager);
+    }
+    spec
+}
+
 /// The host script of the spec's process manager: supervisord.py or systemd.py
 /// (one interface: switch, start, stop, check, program).
 pub fn manager_script(spec: &Value) -> &'static Script {
@@ -572,8 +592,8 @@ mod tests {
     #[test]
     fn facts_parse_orders_releases_and_finds_the_previous() {
         let text = "root=/v\ncurrent=1.1-b\n\
-            release=1.0-a\t2026-01-01T00:00:00Z\t{\"version\":\"1.0\",\"staged_at\":\"2026-01-01T00:00:00Z\"}\t{}\n\
-            release=1.1-b\t2026-01-02T00:00:00Z\t{\"version\":\"1.1\"}\t{\"commit\":\"abc\"}\n\
+            release=1.0-a\t2026-01-01T00:00:00Z\t{\"version\":\"1.0\",\"staged_at\":\"2026-01-01T00:00:00Z\"}\t{}\tsupervisord\n\
+            release=1.1-b\t2026-01-02T00:00:00Z\t{\"version\":\"1.1\"}\t{\"commit\":\"abc\"}\tsystemd\n\
             release=1.2-c\t-\t{\"version\":\"1.2\",\"staged_at\":\"2026-01-03T00:00:00Z\"}\t{}\n\
             release=1.05-f\t2026-01-01T12:00:00Z\t{\"version\":\"1.05\"}\t{}\nfailed=1.05-f\n\
             lock=busy\nlock_owner={\"user\":\"ann\",\"machine\":\"m\",\"pid\":7,\"version\":\"1.2\"}\nlock_age=300\n\
@@ -593,5 +613,26 @@ mod tests {
         assert_eq!(facts.supervisord, Some(42));
         assert!(facts.tools);
         assert_eq!(facts.ledger.len(), 1);
+    }
+
+    #[test]
+    fn a_switch_goes_to_a_release_under_the_manager_it_was_staged_for() {
+        let facts = Facts::parse(
+            "current=2-b\nrelease=1-a\t-\t{}\t{}\tsupervisord\nrelease=2-b\t-\t{}\t{}\tsystemd\n\
+             release=0-z\t-\t{}\t{}\n",
+        );
+        let spec = json!({"manager": "systemd", "root": "/v"});
+        assert_eq!(
+            spec_for_release(&spec, &facts, "1-a")["manager"],
+            "supervisord"
+        );
+        assert_eq!(spec_for_release(&spec, &facts, "2-b")["manager"], "systemd");
+        // Staged before releases said: supervisord, the only manager then.
+        assert_eq!(
+            spec_for_release(&spec, &facts, "0-z")["manager"],
+            "supervisord"
+        );
+        // Not on the host (just staged): the plan's.
+        assert_eq!(spec_for_release(&spec, &facts, "3-c")["manager"], "systemd");
     }
 }

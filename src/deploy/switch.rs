@@ -32,9 +32,13 @@ pub(super) fn switch_host(
     }
     ctx.step("switch");
     let deadline = guard::Deadline::of(&plan.health, plan.process_count);
+    let back = run.previous.as_deref().map_or_else(
+        || spec.clone(),
+        |p| host::spec_for_release(&spec, &run.facts, p),
+    );
     let armed = guard::arm(
         ctx,
-        &spec,
+        &back,
         &id,
         run.previous.as_deref(),
         deadline,
@@ -82,14 +86,19 @@ pub(super) fn rollback_switch(
         facts: facts.clone(),
         ..HostRun::new(ctx.host())
     };
+    let back = facts
+        .current
+        .as_deref()
+        .map_or_else(|| spec.clone(), |c| host::spec_for_release(spec, facts, c));
     let armed = guard::arm(
         ctx,
-        spec,
+        &back,
         target,
         facts.current.as_deref(),
         deadline,
         deploy_id,
     )?;
+    let spec = &host::spec_for_release(spec, facts, target);
     match host::switch(ctx, spec, target) {
         Ok(()) => armed.confirm(ctx),
         Err(failure) => {
@@ -146,7 +155,11 @@ pub(super) fn go_back(
     };
     let step = ctx.current_step();
     ctx.step("switch back");
-    let back = host::switch(ctx, spec, &previous);
+    let back = host::switch(
+        ctx,
+        &host::spec_for_release(spec, &run.facts, &previous),
+        &previous,
+    );
     ctx.step(&step);
     let version = run.version_of(Some(&previous));
     match back {
@@ -167,7 +180,11 @@ pub(super) fn revert_host(ctx: &mut HostCtx<'_>, spec: &Value, runs: &Runs) -> R
     let mut spec = spec.clone();
     spec["root"] = json!(root);
     ctx.step("revert");
-    host::switch(ctx, &spec, &previous)?;
+    host::switch(
+        ctx,
+        &host::spec_for_release(&spec, &run.facts, &previous),
+        &previous,
+    )?;
     runs.update(ctx.host(), |r| r.outcome = Outcome::Reverted);
     Ok(())
 }

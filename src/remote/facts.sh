@@ -14,9 +14,11 @@
 # Prints `key=value` lines:
 #   root=ABS            the venv's absolute path (missing=yes when absent)
 #   current=ID          the release `current` points to
-#   release=ID TAB ACTIVATED TAB RELEASE_JSON TAB BUILD_JSON
+#   release=ID TAB ACTIVATED TAB RELEASE_JSON TAB BUILD_JSON TAB MANAGER
 #                       one line per complete release: when it last became
-#                       current (or -), its release.json, es build's record (or {})
+#                       current (or -), its release.json, es build's record (or {}),
+#                       the process manager it was staged for (systemd when it
+#                       holds a unit, else supervisord)
 #   lock=taken|busy|error, lock_owner=JSON, lock_age=SECONDS, lock_error=TEXT
 #   failed=ID           a release whose switch failed on this host (never gone back to)
 #   tools=yes           the supervisor/uv tools venv is complete
@@ -114,7 +116,9 @@ for d in releases/*/; do
     activated=$(cat "${d}activated" 2>/dev/null || echo -)
     build=$(tr -d '\n\t' < "${d}es-build.json" 2>/dev/null)
     [ -n "$build" ] || build='{}'
-    printf 'release=%s\t%s\t%s\t%s\n' "$id" "$activated" "$(tr -d '\n\t' < "${d}release.json")" "$build"
+    manager=supervisord
+    [ -f "${d}systemd.service" ] && manager=systemd
+    printf 'release=%s\t%s\t%s\t%s\t%s\n' "$id" "$activated" "$(tr -d '\n\t' < "${d}release.json")" "$build" "$manager"
     [ -f "${d}failed" ] && echo "failed=$id"
 done
 [ -f .es/tools/complete ] && echo tools=yes

@@ -338,6 +338,42 @@ def order(info):
     return (info["group"], int(match.group(1)) if match else -1, info["name"])
 
 
+def stop_units(spec):
+    """Units of this venv that systemd runs (a venv moving from systemd back
+    to supervisord): stopped, disabled and removed before supervisord takes
+    their ports. User units, or system ones through sudo."""
+    unit = "%s@.service" % spec.get("unit", "")
+    for directory, systemctl in ((os.path.expanduser("~/.config/systemd/user"), ["systemctl", "--user"]),
+                                 ("/etc/systemd/system", ["sudo", "-n", "systemctl"])):
+        path = os.path.join(directory, unit)
+        if not spec.get("unit") or not os.path.exists(path):
+            continue
+        env = dict(os.environ)
+        env.setdefault("XDG_RUNTIME_DIR", "/run/user/%d" % os.getuid())
+
+        def run(*args):
+            result = subprocess.run(systemctl + list(args), env=env, stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            if result.returncode != 0:
+                raise Failure("cannot hand %s over from systemd: %s %s: %s" % (
+                    unit, " ".join(systemctl), " ".join(args), result.stdout.decode(errors="replace").strip()))
+            return result.stdout.decode(errors="replace")
+
+        listed = run("list-units", "--all", "--plain", "--no-legend", "%s@*.service" % spec["unit"])
+        names = [line.split()[0] for line in listed.splitlines() if line.strip()]
+        if names:
+            run("disable", "--now", "--quiet", *names)
+            report(", ".join(names), "stopped in systemd (supervisord takes over)")
+        if systemctl[0] == "sudo":  # the unit file is root's
+            removed = subprocess.run(["sudo", "-n", "rm", "-f", path], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            if removed.returncode != 0:
+                raise Failure("cannot remove %s: %s" % (path, removed.stdout.decode(errors="replace").strip()))
+        else:
+            os.unlink(path)
+        run("daemon-reload")
+
+
 def switch(spec):
     root = spec["root"]
     conf = os.path.join(root, "etc", "supervisord.conf")
@@ -355,6 +391,7 @@ def switch(spec):
     except OSError:
         pass
     activate(root, spec["release"])
+    stop_units(spec)
 
     if pid is not None and old_text == new_text:
         # Process by process: the others keep serving meanwhile.

@@ -13,7 +13,10 @@ time, each health-checked before the next.
 
 ACTION is one of
   switch  make release JSON.release current and put its instances in service;
-          a changed unit file is installed and systemd reloaded first.
+          a changed unit file is installed and systemd reloaded first. A
+          venv that supervisord runs is handed over process by process
+          (supervisord's process N stops, instance N starts), and
+          supervisord is stopped once every instance is healthy.
   check   report every instance's state and health, changing nothing.
   start   start every instance (they are enabled: they come back at boot).
   stop    stop every instance.
@@ -27,6 +30,7 @@ wait (seconds for a stop).
 import json
 import os
 import pwd
+import re
 import subprocess
 import sys
 import time
@@ -245,6 +249,49 @@ def confirm_running(pids, since, spec):
         time.sleep(0.25)
 
 
+class Supervisord:
+    """The supervisord of a venv moving from supervisord to systemd, driven
+    by supervisorctl from the tools venv (supervisor is installed there)."""
+
+    def __init__(self, root):
+        self.conf = os.path.join(root, "etc", "supervisord.conf")
+        self.ctl = os.path.join(os.path.dirname(sys.executable), "supervisorctl")
+
+    def run(self, *args):
+        result = subprocess.run([self.ctl, "-c", self.conf] + list(args), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        return result.returncode, result.stdout.decode(errors="replace").strip()
+
+    def running(self):
+        if not (os.path.exists(self.conf) and os.path.exists(self.ctl)):
+            return False
+        code, out = self.run("pid")
+        return code == 0 and out.isdigit()
+
+    def stop_number(self, number):
+        """Stops its process N (the name ending in _N, as in es's template;
+        every process when none is so named) before unit instance N takes its port."""
+        _, out = self.run("status")
+        names = [line.split()[0] for line in out.splitlines() if line.strip()]
+        these = [n for n in names if re.search(r"_%d$" % number, n)] or names
+        if not these:
+            return
+        code, out = self.run("stop", *these)
+        if code != 0:
+            raise Failure("cannot stop supervisord's %s for systemd: %s" % (", ".join(these), out))
+        report(", ".join(these), "stopped in supervisord (systemd takes over)")
+
+    def shutdown(self, wait):
+        """Stops supervisord itself, once every unit is healthy."""
+        code, out = self.run("shutdown")
+        until = time.time() + wait
+        while self.running():
+            if time.time() > until:
+                raise Failure("supervisord did not stop within %gs: %s" % (wait, out))
+            time.sleep(TICK)
+        report("supervisord", "stopped: systemd runs this venv now")
+
+
 def switch(spec):
     root = spec["root"]
     with open(os.path.join(root, "releases", spec["release"], "systemd.service")) as f:
@@ -256,11 +303,17 @@ def switch(spec):
     activate(root, spec["release"])
     install_unit(spec, text)
     since = time.time()
+    moving = Supervisord(root)
+    moving = moving if moving.running() else None
     pids = {}
     for instance in instances(spec):
+        if moving:
+            moving.stop_number(instance_number(instance))
         pids[instance] = restart_checked(instance, spec)
     stop_surplus(spec)
     confirm_running(pids, since, spec)
+    if moving:
+        moving.shutdown(spec["wait"])
 
 
 def start(spec):

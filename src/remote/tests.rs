@@ -132,6 +132,7 @@ fn facts_lists_complete_releases_and_ignores_a_stale_pidfile() {
         "2026-01-01T00:00:00Z",
     )
     .unwrap();
+    std::fs::write(root.join("releases/1.1-bb/systemd.service"), "[Unit]\n").unwrap();
     std::os::unix::fs::symlink("releases/1.1-bb", root.join("current")).unwrap();
     // A pidfile naming a live process that is not this venv's supervisord.
     std::fs::create_dir(root.join("tmp")).unwrap();
@@ -143,12 +144,12 @@ fn facts_lists_complete_releases_and_ignores_a_stale_pidfile() {
     let out = facts(root, "read", "");
     assert!(out.contains("current=1.1-bb\n"), "{out}");
     assert!(
-        out.contains("release=1.0-aa\t-\t{\"id\":\"1.0-aa\"}\t{}\n"),
+        out.contains("release=1.0-aa\t-\t{\"id\":\"1.0-aa\"}\t{}\tsupervisord\n"),
         "{out}"
     );
     assert!(
-        out.contains("release=1.1-bb\t2026-01-01T00:00:00Z\t"),
-        "{out}"
+        out.contains("release=1.1-bb\t2026-01-01T00:00:00Z\t{\"id\":\"1.1-bb\"}\t{}\tsystemd\n"),
+        "a release with a unit was staged for systemd: {out}"
     );
     assert!(!out.contains("1.2-cc"), "{out}");
     assert!(!out.contains("supervisord="), "{out}");
