@@ -10,8 +10,7 @@ use serde_json::{json, Value};
 
 use crate::config::Health;
 use crate::fleet::HostCtx;
-use crate::quote::quote;
-use crate::remote::GUARD;
+use crate::remote::{Arg, GUARD, GUARD_STEPS};
 
 /// A switch's deadline: `seconds` after the switch began the host serves a
 /// good release, the new one confirmed by es or the previous one put back by
@@ -79,10 +78,7 @@ pub fn arm(
             .unwrap_or(0)
     );
     let flag = format!("{dir}/armed-{token}");
-    ctx.check(&format!(
-        "mkdir -p {d} && rm -f {d}/reason {d}/fired-*",
-        d = quote(&dir)
-    ))?;
+    ctx.check(&GUARD_STEPS.shell(&[Arg::Value("prepare"), Arg::Value(&dir)]))?;
     // The process manager's own script (supervisord.py or systemd.py) puts it back.
     ctx.conn.upload(
         super::host::manager_script(back).source().as_bytes(),
@@ -96,17 +92,17 @@ pub fn arm(
     let mut back = back.clone();
     back["release"] = json!(previous);
     let python = format!("{root}/.es/tools/bin/python");
-    ctx.check(&format!(
-        "setsid {python} {script} {dir} {token} {within} {id} {spec} </dev/null >>{log} 2>&1 &",
-        python = quote(&python),
-        script = quote(&format!("{dir}/guard.py")),
-        dir = quote(&dir),
-        token = quote(&token),
-        within = deadline.confirm_within(),
-        id = quote(deploy_id),
-        spec = quote(&back.to_string()),
-        log = quote(&format!("{dir}/log")),
-    ))?;
+    let within = deadline.confirm_within().to_string();
+    let back = back.to_string();
+    ctx.check(&GUARD_STEPS.shell(&[
+        Arg::Value("start"),
+        Arg::Value(&python),
+        Arg::Value(&dir),
+        Arg::Value(&token),
+        Arg::Value(&within),
+        Arg::Value(deploy_id),
+        Arg::Value(&back),
+    ]))?;
     Ok(Armed {
         flag,
         reason: format!("{dir}/reason"),
@@ -129,11 +125,8 @@ pub fn mark_failed(ctx: &mut HostCtx<'_>, root: &str, release: &str, why: &str) 
         .chars()
         .take(500)
         .collect::<String>();
-    ctx.check(&format!(
-        "printf '%s\\n' {} > {}",
-        quote(&line),
-        quote(&failed_mark(root, release))
-    ))?;
+    let mark = failed_mark(root, release);
+    ctx.check(&GUARD_STEPS.shell(&[Arg::Value("mark"), Arg::Value(&mark), Arg::Value(&line)]))?;
     Ok(())
 }
 
@@ -141,21 +134,23 @@ impl Armed {
     /// Tells the guard the new release is healthy (and clears an earlier
     /// failed mark). Fails when the guard fired first: the host went back by itself.
     pub fn confirm(&self, ctx: &mut HostCtx<'_>) -> Result<()> {
-        self.settle(ctx, &format!("rm -f {}; ", quote(&self.failed_mark)))
+        self.settle(ctx, Some(&self.failed_mark))
     }
 
     /// Tells the guard es went back itself.
     pub fn disarm(&self, ctx: &mut HostCtx<'_>) -> Result<()> {
-        self.settle(ctx, "")
+        self.settle(ctx, None)
     }
 
-    /// Removes the flag, then runs `then`; fails when the guard fired first.
-    fn settle(&self, ctx: &mut HostCtx<'_>, then: &str) -> Result<()> {
-        let out = ctx.exec(&format!(
-            "if rm {} 2>/dev/null; then {then}echo confirmed; else cat {} 2>/dev/null; fi",
-            quote(&self.flag),
-            quote(&self.reason)
-        ))?;
+    /// Removes the flag (and `also`); fails when the guard fired first.
+    fn settle(&self, ctx: &mut HostCtx<'_>, also: Option<&str>) -> Result<()> {
+        let mut args = vec![
+            Arg::Value("settle"),
+            Arg::Value(&self.flag),
+            Arg::Value(&self.reason),
+        ];
+        args.extend(also.map(Arg::Value));
+        let out = ctx.exec(&GUARD_STEPS.shell(&args))?;
         if out.stdout.trim() == "confirmed" {
             return Ok(());
         }

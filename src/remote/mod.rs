@@ -81,6 +81,11 @@ pub const GUARD: Script = Script {
     source: include_str!("guard.py"),
 };
 
+/// Prepares, starts, settles and marks a guarded switch (around GUARD).
+pub const GUARD_STEPS: Script = Script {
+    source: include_str!("guard.sh"),
+};
+
 /// Puts a venv's nginx site into maintenance and takes it out again.
 pub const MAINTENANCE: Script = Script {
     source: include_str!("maintenance.sh"),

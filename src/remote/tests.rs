@@ -556,3 +556,69 @@ fn hook_runs_in_its_release_and_ends_when_timed_out_or_its_stdin_closes() {
         assert!(!left, "{pattern} still runs");
     }
 }
+
+#[test]
+fn guard_steps_prepare_start_settle_and_mark_a_guarded_switch() {
+    let dir = tempfile::tempdir().unwrap();
+    let guard = dir.path().join("it's $(a) guard");
+    let g = guard.to_str().unwrap();
+    let run = |args: &[&str]| {
+        let args: Vec<Arg<'_>> = args.iter().map(|a| Arg::Value(a)).collect();
+        sh(&GUARD_STEPS.shell(&args))
+    };
+    // prepare: a clean directory, an earlier switch's reason and fired flag gone.
+    std::fs::create_dir_all(&guard).unwrap();
+    std::fs::write(guard.join("reason"), "old\n").unwrap();
+    std::fs::write(guard.join("fired-t0"), "1.0\n").unwrap();
+    assert_eq!(run(&["prepare", g]).2, 0);
+    assert!(!guard.join("reason").exists() && !guard.join("fired-t0").exists());
+
+    // start: guard.py runs detached with its arguments, its output in DIR/log.
+    std::fs::write(
+        guard.join("guard.py"),
+        "import json, os, sys\nprint('args', json.dumps(sys.argv[1:], separators=(',', ':')), 'session leader', os.getsid(0) == os.getpid())\n",
+    )
+    .unwrap();
+    let spec = r#"{"root": "/v; rm -rf /"}"#;
+    let (_, stderr, code) = run(&["start", "python3", g, "t1", "17", "d1", spec]);
+    assert_eq!(code, 0, "{stderr}");
+    let log = guard.join("log");
+    for _ in 0..100 {
+        if std::fs::read_to_string(&log).is_ok_and(|l| l.contains("args")) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        log.contains(&format!(
+            "args {} session leader True",
+            serde_json::json!([g, "t1", "17", "d1", spec])
+        )),
+        "{log}"
+    );
+
+    // settle: the flag removed (and the failed mark), "confirmed"; once the
+    // guard fired (no flag), its reason.
+    let flag = guard.join("armed-t1");
+    let mark = dir.path().join("failed");
+    let reason = guard.join("reason");
+    std::fs::write(&flag, "2.0\n").unwrap();
+    std::fs::write(&mark, "earlier\n").unwrap();
+    let (f, r, m) = (
+        flag.to_str().unwrap(),
+        reason.to_str().unwrap(),
+        mark.to_str().unwrap(),
+    );
+    assert_eq!(run(&["settle", f, r, m]).0, "confirmed\n");
+    assert!(!flag.exists() && !mark.exists());
+    std::fs::write(&reason, "es did not confirm\n").unwrap();
+    assert_eq!(run(&["settle", f, r]).0, "es did not confirm\n");
+
+    // mark: one line, said as given.
+    assert_eq!(run(&["mark", m, "not healthy: $(port) 'x'"]).2, 0);
+    assert_eq!(
+        std::fs::read_to_string(&mark).unwrap(),
+        "not healthy: $(port) 'x'\n"
+    );
+}
