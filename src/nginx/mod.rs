@@ -10,7 +10,7 @@ use crate::app::App;
 use crate::bad_input;
 use crate::cli::{NginxAction, NginxArgs};
 use crate::fleet::HostCtx;
-use crate::quote::{quote, quote_path};
+use crate::remote::{Arg, NGINX};
 
 mod drain;
 pub mod maintenance;
@@ -71,14 +71,20 @@ impl Nginx {
         }
     }
 
-    /// `[sudo -n] BIN -c CONF ARGS`; `args` is code es writes.
-    fn command(&self, args: &str) -> String {
-        format!(
-            "{}{} -c {} {args}",
-            self.sudo_prefix(),
-            quote_path(&self.bin),
-            quote_path(&self.conf)
-        )
+    /// nginx.sh ACTION ARGS, as the user nginx is driven as.
+    fn script(&self, args: &[Arg<'_>]) -> String {
+        format!("{}{}", self.sudo_prefix(), NGINX.shell(args))
+    }
+
+    /// `[sudo -n] BIN -c CONF OPTIONS`; `options` are nginx's, as es writes them.
+    fn command(&self, options: &str) -> String {
+        let mut args = vec![
+            Arg::Value("run"),
+            Arg::Path(&self.bin),
+            Arg::Path(&self.conf),
+        ];
+        args.extend(options.split_whitespace().map(Arg::Value));
+        self.script(&args)
     }
 
     /// `nginx -t`: the config is valid.
@@ -86,59 +92,28 @@ impl Nginx {
         self.command("-t")
     }
 
-    /// Starts nginx. Its output goes through a file, not a pipe: the daemon
-    /// must not keep the connection's stderr open.
+    /// Starts nginx (its output through a file: the daemon must not keep the
+    /// connection's stderr open).
     fn start_command(&self) -> String {
-        format!(
-            "out=$(mktemp) || exit 1\n{} </dev/null >\"$out\" 2>&1\nrc=$?\ncat \"$out\" >&2\nrm -f \"$out\"\nexit $rc\n",
-            self.command("")
-        )
+        self.script(&[
+            Arg::Value("start"),
+            Arg::Path(&self.bin),
+            Arg::Path(&self.conf),
+        ])
     }
 
     /// `-s reload`, then waits until the master has started workers on the new
     /// config (a master that cannot load it keeps its old workers: that fails), and
     /// briefly for the old workers to go, so that new connections see the new config.
     fn reload_command(&self, master: u32) -> String {
-        format!(
-            r#"master={master}
-workers() {{
-  for s in /proc/[0-9]*/stat; do
-    set -- $(sed 's/^.*) //' "$s" 2>/dev/null)
-    if [ "${{2:-}}" = "$master" ]; then d=${{s%/stat}}; echo "${{d#/proc/}}"; fi
-  done
-}}
-before=" $(workers | tr '\n' ' ')"
-{reload} || exit $?
-i=0
-while :; do
-  new=
-  for w in $(workers); do case "$before" in *" $w "*) ;; *) new=$w ;; esac; done
-  [ -n "$new" ] && break
-  i=$((i+1))
-  if [ "$i" -gt {limit} ]; then
-    echo "nginx started no worker on the new config within {RELOAD_WAIT_SECS}s: it keeps serving the old one (see its error log)" >&2
-    exit 1
-  fi
-  sleep 0.1
-done
-i=0
-for w in $before; do
-  while [ -d "/proc/$w" ] && [ "$i" -lt 30 ]; do i=$((i+1)); sleep 0.1; done
-done
-exit 0
-"#,
-            reload = self.command("-s reload"),
-            limit = RELOAD_WAIT_SECS * 10,
-        )
-    }
-
-    /// A shell command run as the user nginx is driven as.
-    fn as_nginx_user(&self, script: &str) -> String {
-        if self.sudo {
-            format!("sudo -n sh -c {}", quote(script))
-        } else {
-            script.to_string()
-        }
+        let (master, limit) = (master.to_string(), (RELOAD_WAIT_SECS * 10).to_string());
+        self.script(&[
+            Arg::Value("reload"),
+            Arg::Path(&self.bin),
+            Arg::Path(&self.conf),
+            Arg::Value(&master),
+            Arg::Value(&limit),
+        ])
     }
 }
 
@@ -238,10 +213,12 @@ fn stop(ctx: &mut HostCtx<'_>, nginx: &Nginx) -> Result<String> {
         return Ok("not running".into());
     };
     ctx.check(&nginx.command("-s quit"))?;
-    let wait = format!(
-        "i=0\nwhile [ -d /proc/{pid} ]; do\n  i=$((i+1))\n  if [ \"$i\" -gt {limit} ]; then exit 1; fi\n  sleep 0.1\ndone\n",
-        limit = QUIT_WAIT_SECS * 10
-    );
+    let (waited, limit) = (pid.to_string(), (QUIT_WAIT_SECS * 10).to_string());
+    let wait = NGINX.shell(&[
+        Arg::Value("wait_exit"),
+        Arg::Value(&waited),
+        Arg::Value(&limit),
+    ]);
     if ctx.exec(&wait)?.success() {
         Ok(format!("stopped (was pid {pid})"))
     } else {
@@ -275,7 +252,7 @@ fn switch(
     // Change the file itself, not a symlink to it.
     let conf = expand(ctx, &nginx.conf)?;
     let real = ctx
-        .check(&nginx.as_nginx_user(&format!("readlink -e -- {}", quote(&conf))))
+        .check(&nginx.script(&[Arg::Value("resolve"), Arg::Value(&conf)]))
         .with_context(|| format!("{} does not exist", nginx.conf))?
         .stdout
         .trim_end_matches('\n')
@@ -366,40 +343,25 @@ fn write_config(
     let dir = remote_temp(ctx, "-d \"${TMPDIR:-/tmp}/es-nginx.XXXXXX\"")?;
     let staged = format!("{dir}/new.conf");
     if let Err(err) = ctx.conn.upload(new, &staged, 0o600) {
-        let _ = ctx.exec(&format!("rm -rf -- {}", quote(&dir)));
+        let _ = ctx.exec(&NGINX.shell(&[Arg::Value("discard"), Arg::Value(&dir)]));
         return Err(err);
     }
     let expected = hex(&Sha256::digest(old));
-    let install = format!(
-        r#"set -e
-real={real}
-dir={dir}
-trap 'rm -rf -- "$dir" "$real.es-new"' EXIT
-if [ "$(sha256sum < "$real" | cut -d' ' -f1)" != {expected} ]; then
-  echo "$real changed while es was changing it: nothing changed" >&2; exit 1
-fi
-cp -p -- "$real" "$real.es-bak"
-cp -- "$dir/new.conf" "$real.es-new"
-chmod --reference="$real" -- "$real.es-new"
-chown --reference="$real" -- "$real.es-new" 2>/dev/null || true
-mv -f -- "$real.es-new" "$real"
-"#,
-        real = quote(real),
-        dir = quote(&dir),
-    );
-    ctx.check(&nginx.as_nginx_user(&install))?;
+    ctx.check(&nginx.script(&[
+        Arg::Value("install"),
+        Arg::Value(real),
+        Arg::Value(&dir),
+        Arg::Value(&expected),
+    ]))?;
     Ok(())
 }
 
 /// Puts `REAL.es-bak` back in place of the config file `real`.
 fn restore_config(ctx: &mut HostCtx<'_>, nginx: &Nginx, real: &str) -> Result<()> {
-    let restore = format!(
-        "set -e\nreal={real}\ncp -p -- \"$real.es-bak\" \"$real.es-new\"\nmv -f -- \"$real.es-new\" \"$real\"\n",
-        real = quote(real)
-    );
-    ctx.check(&nginx.as_nginx_user(&restore)).with_context(|| {
-        format!("restoring the previous {real} failed: restore it from {real}.es-bak by hand")
-    })?;
+    ctx.check(&nginx.script(&[Arg::Value("restore"), Arg::Value(real)]))
+        .with_context(|| {
+            format!("restoring the previous {real} failed: restore it from {real}.es-bak by hand")
+        })?;
     Ok(())
 }
 
@@ -409,13 +371,13 @@ fn expand(ctx: &mut HostCtx<'_>, path: &str) -> Result<String> {
         return Ok(path.to_string());
     }
     Ok(ctx
-        .check(&format!("printf '%s' {}", quote_path(path)))?
+        .check(&NGINX.shell(&[Arg::Value("expand"), Arg::Path(path)]))?
         .stdout)
 }
 
 /// A file's bytes, exactly (read through base64: the transport keeps text only).
 fn read_file(ctx: &mut HostCtx<'_>, nginx: &Nginx, path: &str) -> Result<Vec<u8>> {
-    let out = ctx.check(&nginx.as_nginx_user(&format!("base64 < {}", quote(path))))?;
+    let out = ctx.check(&nginx.script(&[Arg::Value("read"), Arg::Value(path)]))?;
     let clean: String = out.stdout.split_whitespace().collect();
     base64::engine::general_purpose::STANDARD
         .decode(clean)
@@ -425,9 +387,9 @@ fn read_file(ctx: &mut HostCtx<'_>, nginx: &Nginx, path: &str) -> Result<Vec<u8>
 /// The pid file nginx uses: `pid` at the config's top level, else the built-in one.
 fn pid_file(ctx: &mut HostCtx<'_>, nginx: &Nginx) -> Result<String> {
     let conf = expand(ctx, &nginx.conf)?;
-    let out = ctx.check(&nginx.as_nginx_user(&format!("cat -- {}", quote(&conf))))?;
+    let out = ctx.check(&nginx.script(&[Arg::Value("cat"), Arg::Value(&conf)]))?;
     let configured = top_level_directive(&out.stdout, "pid");
-    let version = ctx.exec(&format!("{} -V 2>&1", quote_path(&nginx.bin)))?;
+    let version = ctx.exec(&NGINX.shell(&[Arg::Value("version"), Arg::Path(&nginx.bin)]))?;
     let option = |name: &str| {
         version
             .stdout
@@ -446,10 +408,7 @@ fn pid_file(ctx: &mut HostCtx<'_>, nginx: &Nginx) -> Result<String> {
 
 /// The pid of the nginx master named by `pid_file`, when one runs.
 fn running(ctx: &mut HostCtx<'_>, pid_file: &str) -> Result<Option<u32>> {
-    let script = format!(
-        "pid=$(cat -- {} 2>/dev/null | tr -dc 0-9)\n[ -n \"$pid\" ] && [ -r \"/proc/$pid/cmdline\" ] || exit 0\ncase \"$(tr '\\0' ' ' < \"/proc/$pid/cmdline\")\" in *nginx*) echo \"$pid\" ;; esac\n",
-        quote(pid_file)
-    );
+    let script = NGINX.shell(&[Arg::Value("running"), Arg::Value(pid_file)]);
     let out = ctx.check(&script)?;
     Ok(out.stdout.trim().parse().ok())
 }
@@ -615,15 +574,16 @@ mod tests {
             conf: "~/conf dir/nginx.conf".into(),
             sudo: true,
         };
-        assert_eq!(
-            nginx.test_command(),
-            "sudo -n '/opt/my nginx/sbin/nginx' -c ~/'conf dir/nginx.conf' -t"
+        let test = nginx.test_command();
+        assert!(test.starts_with("sudo -n sh -c "), "{test}");
+        assert!(
+            test.ends_with(" es run '/opt/my nginx/sbin/nginx' ~/'conf dir/nginx.conf' -t"),
+            "{test}"
         );
-        assert_eq!(nginx.as_nginx_user("cat x"), "sudo -n sh -c 'cat x'");
         let plain = Nginx {
             sudo: false,
             ..nginx
         };
-        assert_eq!(plain.as_nginx_user("cat x"), "cat x");
+        assert!(plain.test_command().starts_with("sh -c "));
     }
 }

@@ -86,6 +86,12 @@ pub const GUARD_STEPS: Script = Script {
     source: include_str!("guard.sh"),
 };
 
+/// Drives nginx on a host: runs, starts, reloads it; reads, replaces and
+/// restores its config.
+pub const NGINX: Script = Script {
+    source: include_str!("nginx.sh"),
+};
+
 /// Puts a venv's nginx site into maintenance and takes it out again.
 pub const MAINTENANCE: Script = Script {
     source: include_str!("maintenance.sh"),
