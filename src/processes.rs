@@ -181,6 +181,7 @@ pub fn logs(app: &App, args: &LogsArgs) -> Result<bool> {
         Arg::Value(&which),
         Arg::Value(&lines),
         Arg::Value(if args.follow { "1" } else { "0" }),
+        Arg::Value(config.deploy.systemd.scope().as_str()),
     ]);
     if args.follow {
         crate::interrupt::end_at_once();

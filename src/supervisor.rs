@@ -6,7 +6,7 @@ use anyhow::Result;
 use crate::app::App;
 use crate::bad_input;
 use crate::cli::SupervisorArgs;
-use crate::config::ProcessManager;
+use crate::config::{ProcessManager, SystemdScope};
 use crate::fleet::HostCtx;
 use crate::quote::quote;
 use crate::venv::Venv;
@@ -112,8 +112,12 @@ pub fn command(app: &App, args: &SupervisorArgs) -> Result<bool> {
     let project = config.project.name.clone().unwrap_or_default();
     let venvs = app.venv_names();
     if config.deploy.process_manager == ProcessManager::Systemd {
+        let by_hand = match config.deploy.systemd.scope() {
+            SystemdScope::User => "systemctl --user / journalctl --user",
+            SystemdScope::System => "sudo systemctl / sudo journalctl",
+        };
         bad_input!(
-            "{}: deploy.process_manager is \"systemd\": there is no supervisord to drive; `es status` shows the processes, and systemctl --user / journalctl --user on a host drive them",
+            "{}: deploy.process_manager is \"systemd\": there is no supervisord to drive; `es status` shows the processes, and {by_hand} on a host drive them",
             loaded.path.display()
         );
     }

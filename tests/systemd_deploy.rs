@@ -94,14 +94,17 @@ fn config(tb: &Testbed, name: &str, index: &str) -> String {
 }
 
 /// Stops and forgets the units of projects named `prefix...` that an earlier
-/// run of this file left on the hosts.
+/// run of this file left on the hosts: the deploy user's and the system's.
 fn fresh(tb: &Testbed, prefix: &str) {
     for k in HOSTS {
         let script = format!(
             "cd /home/{user} && runuser -u {user} -- env XDG_RUNTIME_DIR=/run/user/$(id -u {user}) sh -c \
              'systemctl --user stop \"{prefix}*\"; \
               rm -rf ~/.config/systemd/user/{prefix}* ~/.config/systemd/user/default.target.wants/{prefix}*; \
-              systemctl --user daemon-reload; systemctl --user reset-failed' ; rm -rf /home/{user}/{prefix}*",
+              systemctl --user daemon-reload; systemctl --user reset-failed' ; \
+             systemctl stop '{prefix}*'; \
+             rm -f /etc/systemd/system/{prefix}* /etc/systemd/system/multi-user.target.wants/{prefix}*; \
+             systemctl daemon-reload; systemctl reset-failed '{prefix}*'; rm -rf /home/{user}/{prefix}*",
             user = tb.user
         );
         let out = systemd_exec(k, &script);
@@ -795,4 +798,107 @@ fn a_venv_moves_from_supervisord_to_systemd_and_back() {
     expect_code(&es(&sb, &["deploy", "2.0.0", "a", "prod"]), 0);
     assert!(serving("2.0.0"));
     runs("systemd");
+}
+
+/// Projects of the system units' test: `sds_...`, ports 9660 and 9661.
+const SYSTEM_PREFIX: &str = "sds_";
+
+/// `[deploy.systemd] scope = "system"`: the units are the system's
+/// (/etc/systemd/system, written by root through the deploy user's
+/// passwordless sudo), their processes children of PID 1 running as the
+/// deploy user; an upgrade, a version that cannot boot, es ps and es logs
+/// work as with user units.
+#[test]
+fn system_units_run_the_app_as_the_deploy_user_through_sudo() {
+    let tb = bed!();
+    let sb = Sandbox::new();
+    fresh(&tb, SYSTEM_PREFIX);
+    let name = build_named(&tb, &sb, SYSTEM_PREFIX);
+    let ports = ["9660", "9661"];
+    let text = config(&tb, &name, &tb.index_section()).replace("a = \"960\"", "a = \"966\"")
+        + "\n[deploy.systemd]\nscope = \"system\"\n";
+    sb.write_config(&text);
+    let assert_serving = |version: &str| {
+        for k in HOSTS {
+            for port in ports {
+                assert_eq!(
+                    fetch(&tb, k, port),
+                    format!("{name} {version} (profile prod, port {port})"),
+                    "systemd host {k} port {port}"
+                );
+            }
+        }
+    };
+
+    let (_, stderr) = expect_code(&es(&sb, &["deploy", "1.0.0", "a", "prod"]), 0);
+    assert!(stderr.contains("2 ok, 0 failed"), "{stderr}");
+    assert_serving("1.0.0");
+
+    // Each instance's process is PID 1's child, runs as the deploy user and
+    // is enabled; the unit is root's, in /etc/systemd/system, and the deploy
+    // user has none of its own.
+    let unit = format!("{name}-a");
+    let probe = format!(
+        "for n in 0 1; do pid=$(systemctl show -p MainPID --value {unit}@$n); \
+         echo \"$n ppid=$(ps -o ppid= -p $pid | tr -d ' ') parent=$(ps -o comm= -p $(ps -o ppid= -p $pid)) \
+         user=$(ps -o user= -p $pid) enabled=$(systemctl is-enabled {unit}@$n)\"; done; \
+         f=/etc/systemd/system/{unit}@.service; \
+         echo \"unit=$(stat -c '%U %a' $f) $(grep -c '^User={user}$' $f) $(grep -c '^WantedBy=multi-user.target$' $f)\"; \
+         ls ~/.config/systemd/user/{unit}@.service 2>/dev/null | wc -l | sed 's/^/user_units=/'",
+        user = tb.user
+    );
+    let (stdout, _) = expect_code(&es(&sb, &["run", "-R", "web", "--", &probe]), 0);
+    for k in HOSTS {
+        let addr = &tb.systemd_hosts[k - 1];
+        for line in [
+            format!("0 ppid=1 parent=systemd user={} enabled=enabled", tb.user),
+            format!("1 ppid=1 parent=systemd user={} enabled=enabled", tb.user),
+            "unit=root 644 1 1".to_string(),
+            "user_units=0".to_string(),
+        ] {
+            assert!(
+                stdout.contains(&format!("{addr} | {line}")),
+                "no {line:?} for {addr} in\n{stdout}"
+            );
+        }
+    }
+
+    // An upgrade, then a version that cannot boot: refused with the system
+    // journal's lines, every host serving 2.0.0 again.
+    expect_code(&es(&sb, &["deploy", "2.0.0", "a", "prod"]), 0);
+    assert_serving("2.0.0");
+    let (_, stderr) = expect_code(&es(&sb, &["deploy", "1.5.0", "a", "prod"]), 1);
+    assert!(stderr.contains("broken on purpose"), "{stderr}");
+    assert!(stderr.contains(&format!("{unit}@0.service")), "{stderr}");
+    assert_serving("2.0.0");
+
+    // es ps reads the system units; es logs the system journal.
+    let (stdout, _) = expect_code(&es(&sb, &["ps", "a"]), 0);
+    for k in HOSTS {
+        let addr = &tb.systemd_hosts[k - 1];
+        for n in 0..2 {
+            let row = stdout
+                .lines()
+                .find(|l| {
+                    l.starts_with(addr.as_str()) && l.contains(&format!("{unit}@{n}.service"))
+                })
+                .unwrap_or_else(|| panic!("no {unit}@{n} row for {addr} in\n{stdout}"));
+            assert!(row.contains("RUNNING") && row.contains("2.0.0-"), "{row}");
+        }
+    }
+    let (stdout, _) = expect_code(&es(&sb, &["logs", "a", "-n", "20"]), 0);
+    for k in HOSTS {
+        let addr = &tb.systemd_hosts[k - 1];
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with(&format!("{addr} | ")) && l.contains(&name)),
+            "no journal line of {name} on {addr} in\n{stdout}"
+        );
+    }
+    let (stdout, _) = expect_code(&es(&sb, &["status", "a"]), 0);
+    assert!(stdout.contains("2/2"), "{stdout}");
+
+    // What this test started is no one else's to stop.
+    fresh(&tb, SYSTEM_PREFIX);
 }

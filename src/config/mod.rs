@@ -211,6 +211,9 @@ pub struct Deploy {
     pub process_manager: ProcessManager,
     /// The project's systemd template unit (default: the one built into es).
     pub systemd_template: Option<String>,
+    /// `[deploy.systemd]`: where the units live (process_manager = "systemd").
+    #[serde(default)]
+    pub systemd: Systemd,
     /// Extra templates rendered into the venv: local path -> path relative to the venv.
     #[serde(default)]
     pub extra_templates: BTreeMap<String, String>,
@@ -282,6 +285,42 @@ impl ProcessManager {
         match self {
             ProcessManager::Supervisord => "supervisord.conf",
             ProcessManager::Systemd => "systemd.service",
+        }
+    }
+}
+
+/// `[deploy.systemd]`
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Systemd {
+    /// The deploy user's manager (default) or the system's, through sudo.
+    pub scope: Option<SystemdScope>,
+}
+
+impl Systemd {
+    /// The scope, `user` unless set.
+    pub fn scope(&self) -> SystemdScope {
+        self.scope.unwrap_or_default()
+    }
+}
+
+/// `deploy.systemd.scope`: whose systemd runs the units.
+#[derive(Debug, Deserialize, serde::Serialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SystemdScope {
+    /// The deploy user's manager: ~/.config/systemd/user, `systemctl --user`.
+    #[default]
+    User,
+    /// The system's: /etc/systemd/system, `sudo -n systemctl`; the processes
+    /// still run as the deploy user.
+    System,
+}
+
+impl SystemdScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SystemdScope::User => "user",
+            SystemdScope::System => "system",
         }
     }
 }
@@ -559,6 +598,7 @@ impl Default for Deploy {
             supervisor_template: None,
             process_manager: ProcessManager::default(),
             systemd_template: None,
+            systemd: Systemd::default(),
             extra_templates: BTreeMap::new(),
             venv_ports: BTreeMap::new(),
             installer: Installer::default(),
@@ -764,7 +804,15 @@ fn validate(loaded: &Loaded) -> Result<(), ConfigError> {
         ProcessManager::Supervisord => config.deploy.systemd_template.is_some(),
         ProcessManager::Systemd => config.deploy.supervisor_template.is_some(),
     };
-    if set {
+    // `[deploy.systemd]` only means something to systemd.
+    let unused = if config.deploy.process_manager == ProcessManager::Supervisord
+        && config.deploy.systemd.scope.is_some()
+    {
+        Some("deploy.systemd.scope")
+    } else {
+        set.then_some(unused)
+    };
+    if let Some(unused) = unused {
         return Err(loaded.error(
             unused,
             format!("is not used when deploy.process_manager is \"{manager}\": remove it or change the process manager"),
@@ -1102,6 +1150,31 @@ mod tests {
         assert!(text.contains("deploy.supervisor_template"), "{text}");
         assert!(
             text.contains("is not used when deploy.process_manager is \"systemd\""),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn systemd_scope_is_read_and_refused_under_supervisord() {
+        let loaded = parse_str(
+            "[deploy]\nprocess_manager = \"systemd\"\n\n[deploy.systemd]\nscope = \"system\"\n",
+        )
+        .unwrap();
+        assert_eq!(loaded.config.deploy.systemd.scope(), SystemdScope::System);
+        let loaded = parse_str("[deploy]\nprocess_manager = \"systemd\"\n").unwrap();
+        assert_eq!(loaded.config.deploy.systemd.scope(), SystemdScope::User);
+        let err = parse_str("[deploy.systemd]\nscope = \"root\"\n").unwrap_err();
+        assert!(err.to_string().contains("deploy.systemd.scope"), "{err}");
+        let err = parse_str("[deploy.systemd]\nscop = \"user\"\n").unwrap_err();
+        assert!(err.to_string().contains("scop"), "{err}");
+        let err =
+            parse_str("[deploy]\nprocess_count = 2\n\n[deploy.systemd]\nscope = \"system\"\n")
+                .unwrap_err();
+        let text = err.to_string();
+        assert_eq!(err.line.map(|l| l.0), Some(5), "{text}");
+        assert!(text.contains("`deploy.systemd.scope`"), "{text}");
+        assert!(
+            text.contains("is not used when deploy.process_manager is \"supervisord\""),
             "{text}"
         );
     }

@@ -2,7 +2,7 @@
 //! release hooks; the switch (health-checked) and the way back; the finish
 //! (prune, ledger, lock). Each is one remote script from src/remote/.
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
 
 use super::plan::{Placement, Plan};
@@ -46,6 +46,8 @@ impl Release {
 /// What `facts.sh` found about a venv on a host.
 #[derive(Debug, Default, Clone)]
 pub struct Facts {
+    /// The deploy user on the host.
+    pub user: Option<String>,
     /// The venv's absolute directory; `None` when it does not exist.
     pub root: Option<String>,
     pub current: Option<String>,
@@ -75,6 +77,7 @@ impl Facts {
             };
             let value = value.to_string();
             match key {
+                "user" => facts.user = Some(value),
                 "root" => facts.root = Some(value),
                 "current" => facts.current = Some(value),
                 "release" => {
@@ -242,10 +245,14 @@ pub fn stage(
         Some(secret) => secret.clone(),
         None => new_secret()?,
     };
+    let Some(user) = facts.user.clone() else {
+        bail!("the host did not say who the deploy user is (facts.sh)");
+    };
     let rendered = plan.render_for(&Placement {
         host: host.clone(),
         root: root.to_string(),
         secret: secret.clone(),
+        user,
     })?;
     ctx.ui().add_secret(&secret);
     if let (Some(release), false) = (facts.release(&rendered.id), plan.force) {

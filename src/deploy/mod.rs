@@ -402,6 +402,10 @@ fn dry_run_host(ctx: &mut HostCtx<'_>, plan: &Plan) -> Result<()> {
         host: host.clone(),
         root: root.clone(),
         secret: secret.clone(),
+        user: facts
+            .user
+            .clone()
+            .unwrap_or_else(|| "(the deploy user)".into()),
     })?;
     let conf_file = plan.process_manager.config_file();
     let current_conf = match &facts.root {

@@ -11,7 +11,9 @@ use sha2::{Digest, Sha256};
 
 use crate::app::App;
 use crate::bad_input;
-use crate::config::{CountOrPercent, Health, HooksOn, Installer, ProcessManager, SecretSource};
+use crate::config::{
+    CountOrPercent, Health, HooksOn, Installer, ProcessManager, SecretSource, SystemdScope,
+};
 use crate::error::BadInput;
 use crate::venv::Venv;
 
@@ -33,6 +35,8 @@ pub struct Plan {
     pub installer: Installer,
     /// What runs the processes on the hosts.
     pub process_manager: ProcessManager,
+    /// Whose systemd runs the units (process_manager = "systemd").
+    pub systemd_scope: SystemdScope,
     /// (name, source) of the process manager's template (supervisord.conf or a systemd unit).
     process_template: (String, String),
     /// (name, source, path inside the release) of each extra template.
@@ -189,6 +193,7 @@ fn plan_with(app: &App, request: &Request<'_>, resolve: bool) -> Result<Plan> {
         index_timeout: app.index_timeout().as_secs(),
         installer: config.deploy.installer,
         process_manager: config.deploy.process_manager,
+        systemd_scope: config.deploy.systemd.scope(),
         process_template,
         extra_templates,
         process_count: config.deploy.process_count,
@@ -360,6 +365,7 @@ pub fn unit_name(project: &str, venv: &str) -> String {
 /// needs to drive and judge a venv's processes; `root` is filled in per host.
 pub fn process_spec(
     manager: ProcessManager,
+    scope: SystemdScope,
     project: &str,
     venv: &str,
     ports: &[String],
@@ -371,6 +377,7 @@ pub fn process_spec(
         "root": "",
         "program": project,
         "unit": unit_name(project, venv),
+        "scope": scope,
         "count": count,
         "ports": ports,
         "health": {
@@ -395,6 +402,7 @@ pub fn configured_process_spec(config: &crate::config::Config, venv: &str) -> Va
     };
     process_spec(
         config.deploy.process_manager,
+        config.deploy.systemd.scope(),
         config.project.name.as_deref().unwrap_or_default(),
         venv,
         &ports,
@@ -420,6 +428,8 @@ pub struct Placement {
     pub root: String,
     /// The supervisor HTTP password of the venv.
     pub secret: String,
+    /// The deploy user on the host (system units run the processes as it).
+    pub user: String,
 }
 
 impl Placement {
@@ -428,6 +438,7 @@ impl Placement {
             host: "check".into(),
             root: "/check/venv".into(),
             secret: "secret".into(),
+            user: "check".into(),
         }
     }
 }
@@ -492,6 +503,8 @@ impl Plan {
             "profile": self.profile,
             "virtualenv_name": self.venv.name,
             "unit": unit_name(&self.project, &self.venv.name),
+            "systemd_scope": self.systemd_scope,
+            "user": at.user,
             "username": "es",
             "password": at.secret,
             "version": self.version,
@@ -576,6 +589,7 @@ impl Plan {
     pub fn process_spec(&self) -> Value {
         process_spec(
             self.process_manager,
+            self.systemd_scope,
             &self.project,
             &self.venv.name,
             &self.ports(),
@@ -633,6 +647,29 @@ mod tests {
             out,
             "[program:p]\ncommand=/v/current/bin/p --profile=test\nprocess_name=%(program_name)s_%(process_num)d\nnumprocs=2\n"
         );
+    }
+
+    #[test]
+    fn the_built_in_unit_runs_system_units_as_the_deploy_user() {
+        let render = |scope: &str| {
+            template_env()
+                .render_str(
+                    DEFAULT_SYSTEMD_TEMPLATE,
+                    json!({"project": "p", "virtualenv_name": "a", "host": "h", "unit": "p-a",
+                           "process_count": 2, "venv_dir": "/v/current", "port": "880",
+                           "systemd_scope": scope, "user": "deploy"}),
+                )
+                .unwrap()
+        };
+        let system = render("system");
+        assert!(system.contains("Type=exec\n# A system unit"), "{system}");
+        assert!(system.contains("\nUser=deploy\nExecStart="), "{system}");
+        assert!(system.ends_with("WantedBy=multi-user.target\n"), "{system}");
+        let user = render("user");
+        assert!(!user.contains("User="), "{user}");
+        assert!(user.contains("Type=exec\nExecStart="), "{user}");
+        assert!(user.contains("journalctl --user -u p-a@N."), "{user}");
+        assert!(user.ends_with("WantedBy=default.target\n"), "{user}");
     }
 
     #[test]

@@ -12,6 +12,7 @@
 #          (two deploys breaking one dead lock cannot both take it)
 #
 # Prints `key=value` lines:
+#   user=NAME           the deploy user (system units run the processes as it)
 #   root=ABS            the venv's absolute path (missing=yes when absent)
 #   current=ID          the release `current` points to
 #   release=ID TAB ACTIVATED TAB RELEASE_JSON TAB BUILD_JSON TAB MANAGER
@@ -61,6 +62,7 @@ if [ "$mode" = refresh ]; then
     fi
     exit 0
 fi
+echo "user=$(id -un)"
 if [ "$mode" != read ]; then
     if ! err=$(mkdir -p .es 2>&1); then
         echo lock=error

@@ -1,7 +1,7 @@
 # Shows a venv's program logs, newest lines last: the log files of
 # supervisord's programs, or the journal of the systemd units.
 #
-#   sh -c "$(cat logs.sh)" es MANAGER ROOT UNIT WHICH LINES FOLLOW
+#   sh -c "$(cat logs.sh)" es MANAGER ROOT UNIT WHICH LINES FOLLOW SCOPE
 #
 # MANAGER   supervisord | systemd
 # ROOT      the venv (PREFIX/VENV)
@@ -9,13 +9,18 @@
 # WHICH     all, or a process number N
 # LINES     how many lines of each log
 # FOLLOW    1: keep following until es goes away (its SSH channel closes)
+# SCOPE     user: the deploy user's units | system: the system's (sudo -n journalctl)
 set -u
-manager=$1 root=$2 unit=$3 which=$4 lines=$5 follow=$6
+manager=$1 root=$2 unit=$3 which=$4 lines=$5 follow=$6 scope=${7:-user}
 if [ "$manager" = systemd ]; then
-    export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/run/user/$(id -u)}"
     pattern="$unit@*"
     [ "$which" = all ] || pattern="$unit@$which.service"
-    set -- journalctl --user -u "$pattern" -n "$lines" --no-pager -o short-iso
+    if [ "$scope" = system ]; then
+        set -- sudo -n journalctl -u "$pattern" -n "$lines" --no-pager -o short-iso
+    else
+        export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/run/user/$(id -u)}"
+        set -- journalctl --user -u "$pattern" -n "$lines" --no-pager -o short-iso
+    fi
     [ "$follow" = 1 ] && set -- "$@" -f
 else
     cd "$root/logs" 2>/dev/null || { echo "no logs: $root/logs does not exist" >&2; exit 1; }

@@ -153,6 +153,171 @@ echo 'app-a@1.service: Failed to kill control group x, ignoring: Input/output er
     assert!(stderr.contains("systemd's user manager of"), "{stderr}");
 }
 
+/// systemd.py with scope "system" against stand-ins for `sudo`,
+/// `systemctl` and `journalctl`: every systemctl and journalctl goes through
+/// `sudo -n` without `--user`, the unit is installed by root with `install`
+/// into /etc/systemd/system, and a host where sudo asks for a password fails
+/// with one line naming the user and the sudoers line to add.
+#[test]
+fn systemd_py_drives_system_units_through_sudo() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut stream = stream;
+            let mut buf = [0u8; 1024];
+            let _ = std::io::Read::read(&mut stream, &mut buf);
+            let _ = std::io::Write::write_all(
+                &mut stream,
+                b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            );
+        }
+    });
+    // Every call is logged to $LOG; MODE=password: sudo wants one. sudo runs
+    // systemctl and journalctl, and only logs `install` (no root here).
+    let sudo = r#"#!/bin/sh
+echo "sudo $*" >> "$LOG"
+[ "$MODE" = password ] && { echo "sudo: a password is required" >&2; exit 1; }
+[ "$1" = -n ] || { echo "sudo without -n" >&2; exit 1; }
+shift
+[ "$1" = install ] && exit 0
+exec "$@"
+"#;
+    // @0 runs and answers; @1 has failed and does not start.
+    let systemctl = r#"#!/bin/sh
+echo "systemctl $*" >> "$LOG"
+case "$1" in
+list-units) echo "app-a@0.service loaded active running x" ;;
+show) case "$2" in
+    *@0.service) printf 'ActiveState=active\nSubState=running\nMainPID=42\nNRestarts=0\nResult=success\nExecMainStatus=0\nLoadState=loaded\n' ;;
+    *) printf 'ActiveState=failed\nSubState=failed\nMainPID=0\nNRestarts=0\nResult=exit-code\nExecMainStatus=3\nLoadState=loaded\n' ;;
+    esac ;;
+start) echo "Job for $2 failed."; exit 1 ;;
+*) exit 0 ;;
+esac
+"#;
+    let journalctl =
+        "#!/bin/sh\necho \"journalctl $*\" >> \"$LOG\"\necho 'Traceback: broken on purpose'\n";
+    for (name, text) in [
+        ("sudo", sudo),
+        ("systemctl", systemctl),
+        ("journalctl", journalctl),
+    ] {
+        let path = bin.join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+    }
+    let root = dir.path().join("venv");
+    std::fs::create_dir_all(root.join("releases/1.0.0-abc")).unwrap();
+    std::fs::create_dir_all(root.join(".es")).unwrap();
+    std::fs::write(
+        root.join("releases/1.0.0-abc/systemd.service"),
+        "[Service]\nUser=deploy\n",
+    )
+    .unwrap();
+    let spec = |count: u32| {
+        serde_json::json!({
+            "root": root, "release": "1.0.0-abc", "unit": "app-a", "scope": "system",
+            "count": count, "ports": [port.to_string(), "1"], "name": "1", "do": "start",
+            "health": {"path": "/", "status": [200, 399], "timeout": 5, "headers": {}, "settle": 0},
+            "wait": 5,
+        })
+        .to_string()
+    };
+    let log = dir.path().join("calls");
+    let run = |action: &str, spec: &str, mode: &str| {
+        let _ = std::fs::remove_file(&log);
+        let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+        let out = Command::new("python3")
+            .arg("-c")
+            .arg(SYSTEMD.source)
+            .args([action, spec])
+            .env("PATH", path)
+            .env_remove("XDG_RUNTIME_DIR")
+            .env("MODE", mode)
+            .env("LOG", &log)
+            .output()
+            .unwrap();
+        let calls = std::fs::read_to_string(&log).unwrap_or_default();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+            calls,
+        )
+    };
+
+    // A switch: the unit installed by root, systemd driven through sudo.
+    let (code, stderr, calls) = run("switch", &spec(1), "");
+    assert_eq!(code, Some(0), "{stderr}\n{calls}");
+    let copy = root.join("etc/systemd.service");
+    assert_eq!(
+        std::fs::read_to_string(&copy).unwrap(),
+        "[Service]\nUser=deploy\n"
+    );
+    let lines: Vec<&str> = calls.lines().collect();
+    let sudo: Vec<&str> = calls.lines().filter(|l| l.starts_with("sudo ")).collect();
+    assert_eq!(sudo[0], "sudo -n systemctl --version", "{calls}");
+    assert_eq!(
+        sudo[1],
+        format!(
+            "sudo -n install -m 0644 {} /etc/systemd/system/app-a@.service",
+            std::fs::canonicalize(&copy).unwrap().display()
+        ),
+        "{calls}"
+    );
+    for expected in [
+        "sudo -n systemctl daemon-reload",
+        "sudo -n systemctl enable --quiet app-a@0.service",
+        "sudo -n systemctl restart app-a@0.service",
+    ] {
+        assert!(lines.contains(&expected), "no {expected:?} in\n{calls}");
+    }
+    assert!(!calls.contains("--user"), "{calls}");
+    // Every systemctl went through sudo (its log line follows sudo's).
+    for (n, line) in lines.iter().enumerate() {
+        if line.starts_with("systemctl ") {
+            assert_eq!(lines[n - 1], format!("sudo -n {line}"), "{calls}");
+        }
+    }
+
+    // A start that fails shows the system journal's lines, read through sudo.
+    let (code, stderr, calls) = run("program", &spec(2), "");
+    assert_eq!(code, Some(1), "{calls}");
+    assert!(
+        stderr.contains("journal: Traceback: broken on purpose"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("did not start: sudo -n systemctl start app-a@1.service: Job for"),
+        "{stderr}"
+    );
+    assert!(
+        calls.contains("sudo -n journalctl -u app-a@1.service --since @"),
+        "{calls}"
+    );
+    assert!(!calls.contains("--user"), "{calls}");
+
+    // sudo wants a password: one line, the user and what to add to sudoers.
+    let (code, stderr, _) = run("check", &spec(2), "password");
+    assert_eq!(code, Some(1));
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    let me = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout).unwrap();
+    let me = me.trim();
+    assert!(
+        lines[0].starts_with(&format!("sudo -n asks {me} for a password")),
+        "{stderr}"
+    );
+    assert!(
+        lines[0].contains(&format!("`{me} ALL=(root) NOPASSWD: /usr/bin/systemctl")),
+        "{stderr}"
+    );
+}
+
 /// supervisord.py's fault_line, run by python3 with a stand-in for the
 /// `supervisor` package (its Faults codes as supervisor 4 defines them).
 /// supervisord.py's functions (without the call of main) followed by

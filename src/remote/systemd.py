@@ -1,4 +1,4 @@
-"""Drive a venv's processes as systemd user units and judge them by health checks.
+"""Drive a venv's processes as systemd units and judge them by health checks.
 
 The systemd side of the process-manager boundary: the same actions, JSON and
 output as supervisord.py, so the deploy engine does not care which one runs.
@@ -6,7 +6,9 @@ Run by es on the host with the tools venv's python:
     python -c "$(this file)" ACTION JSON
 
 The processes are instances of one template unit, UNIT@.service in the deploy
-user's manager (~/.config/systemd/user), UNIT being PROJECT-VENV; instance N
+user's manager (~/.config/systemd/user), or with scope "system" in the
+system's (/etc/systemd/system, driven through `sudo -n`, the processes run as
+the deploy user by the unit's User=), UNIT being PROJECT-VENV; instance N
 listens on the venv's port prefix followed by N. The unit points at the venv's
 `current` link, so a switch is `current` + a restart of each instance, one at a
 time, each health-checked before the next.
@@ -24,8 +26,8 @@ ACTION is one of
           (`all`, `UNIT@N`, or `N`).
 
 JSON holds: root (the venv's absolute directory), release (switch), unit,
-count (instances), ports, health {path, status [low, high], timeout, headers},
-wait (seconds for a stop).
+scope (user, the default, or system), count (instances), ports,
+health {path, status [low, high], timeout, headers}, wait (seconds for a stop).
 """
 import json
 import os
@@ -36,7 +38,9 @@ import sys
 import time
 
 TICK = 0.1
-UNIT_DIR = os.path.expanduser("~/.config/systemd/user")
+UNIT_DIRS = {"user": os.path.expanduser("~/.config/systemd/user"), "system": "/etc/systemd/system"}
+# The spec's scope, set by main: whose systemd runs the units.
+SCOPE = "user"
 STATES = {"active": "RUNNING", "activating": "STARTING", "deactivating": "STOPPING",
           "failed": "FATAL", "inactive": "STOPPED", "reloading": "RUNNING"}
 
@@ -49,17 +53,60 @@ def user():
     return pwd.getpwuid(os.getuid()).pw_name
 
 
-def systemctl(*args):
-    """`systemctl --user ARGS`; its output, or a Failure with systemd's reason."""
+def command(tool, *args):
+    """TOOL (systemctl or journalctl) ARGS as the scope wants it: `TOOL --user`
+    in the deploy user's manager, `sudo -n TOOL` in the system's."""
+    if SCOPE == "system":
+        return ["sudo", "-n", tool] + list(args)
+    return [tool, "--user"] + list(args)
+
+
+def tool_env():
+    """The environment of systemctl and journalctl: a user manager is found
+    through XDG_RUNTIME_DIR."""
     env = dict(os.environ)
-    env.setdefault("XDG_RUNTIME_DIR", "/run/user/%d" % os.getuid())
-    result = subprocess.run(["systemctl", "--user"] + list(args), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, env=env)
+    if SCOPE != "system":
+        env.setdefault("XDG_RUNTIME_DIR", "/run/user/%d" % os.getuid())
+    return env
+
+
+# What sudo says when `sudo -n` would have to ask for a password (or may not run it).
+SUDO_REFUSALS = ("a password is required", "a terminal is required", "is not allowed to execute",
+                 "may not run sudo", "is not in the sudoers file")
+
+
+def sudo_refused(text):
+    """The one line to say when sudo refused, or None."""
+    if SCOPE != "system" or not any(refusal in text for refusal in SUDO_REFUSALS):
+        return None
+    name = user()
+    return ("sudo -n asks %s for a password on this host, and system units (deploy.systemd.scope = "
+            "\"system\") are driven through sudo: add to /etc/sudoers.d/ the line "
+            "`%s ALL=(root) NOPASSWD: /usr/bin/systemctl, /usr/bin/journalctl, /usr/bin/install` "
+            "(sudo said: %s)" % (name, name, text.splitlines()[0] if text else ""))
+
+
+def run_root(args):
+    """ARGS through `sudo -n` (system scope); a Failure when sudo refuses or ARGS fail."""
+    result = subprocess.run(["sudo", "-n"] + list(args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     text = result.stdout.decode(errors="replace").strip()
     if result.returncode != 0:
-        if "Failed to connect to bus" in text or "No medium found" in text:
+        raise Failure(sudo_refused(text) or "sudo -n %s: %s" % (" ".join(args), text or "exit %d" % result.returncode))
+
+
+def systemctl(*args):
+    """`systemctl --user ARGS` (or `sudo -n systemctl ARGS`); its output, or a
+    Failure with systemd's reason."""
+    argv = command("systemctl", *args)
+    result = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=tool_env())
+    text = result.stdout.decode(errors="replace").strip()
+    if result.returncode != 0:
+        refused = sudo_refused(text)
+        if refused:
+            raise Failure(refused)
+        if SCOPE != "system" and ("Failed to connect to bus" in text or "No medium found" in text):
             raise Failure(manager_missing())
-        raise Failure("systemctl --user %s: %s" % (" ".join(args), text or "exit %d" % result.returncode))
+        raise Failure("%s: %s" % (" ".join(argv), text or "exit %d" % result.returncode))
     return text
 
 
@@ -110,12 +157,10 @@ def port_of(instance, spec):
 
 def journal(instance, since):
     """The journal's lines of `instance` since `since` (this start's, not earlier ones)."""
-    env = dict(os.environ)
-    env.setdefault("XDG_RUNTIME_DIR", "/run/user/%d" % os.getuid())
     result = subprocess.run(
-        ["journalctl", "--user", "-u", instance, "--since", "@%d" % int(since), "-n", "12",
-         "-o", "cat", "--no-pager"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+        command("journalctl", "-u", instance, "--since", "@%d" % int(since), "-n", "12",
+                "-o", "cat", "--no-pager"),
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=tool_env())
     # systemd's own notes of what it ignored (", ignoring: ...") are not reasons.
     return [line for line in result.stdout.decode(errors="replace").splitlines()
             if line.strip() and ", ignoring: " not in line]
@@ -169,18 +214,24 @@ def wait_healthy(instance, spec, since, started_pid=None):
 
 def install_unit(spec, text):
     """Installs the template unit (and a copy in ROOT/etc for dry runs) when it
-    changed; True when systemd had to reload it."""
-    path = os.path.join(UNIT_DIR, "%s@.service" % spec["unit"])
+    changed; True when systemd had to reload it. A system unit is written by
+    root (`sudo -n install`) from the copy in ROOT/etc."""
+    unit_dir = UNIT_DIRS[SCOPE]
+    path = os.path.join(unit_dir, "%s@.service" % spec["unit"])
     try:
         with open(path) as f:
             if f.read() == text:
                 return False
     except FileNotFoundError:
         pass
-    os.makedirs(UNIT_DIR, exist_ok=True)
-    write_atomically(path, text)
     os.makedirs(os.path.join(spec["root"], "etc"), exist_ok=True)
-    write_atomically(os.path.join(spec["root"], "etc", "systemd.service"), text)
+    copy = os.path.join(spec["root"], "etc", "systemd.service")
+    write_atomically(copy, text)
+    if SCOPE == "system":
+        run_root(["install", "-m", "0644", copy, path])
+    else:
+        os.makedirs(unit_dir, exist_ok=True)
+        write_atomically(path, text)
     systemctl("daemon-reload")
     return True
 
@@ -193,7 +244,7 @@ EXIT_CGROUP = "219"
 
 
 def start_unit(verb, instance, since, attempts=3):
-    """`systemctl --user VERB INSTANCE` (start or restart), again after a
+    """`systemctl VERB INSTANCE` (start or restart), again after a
     failure at systemd's CGROUP step; a unit that cannot start fails with
     systemd's reason and this start's journal lines."""
     for attempt in range(attempts):
@@ -296,6 +347,8 @@ def switch(spec):
     root = spec["root"]
     with open(os.path.join(root, "releases", spec["release"], "systemd.service")) as f:
         text = f.read()
+    if SCOPE == "system":  # sudo refuses before anything changed, not after
+        systemctl("--version")
     try:  # the lock's age tells a live deploy from a dead one: refresh it
         os.utime(os.path.join(root, ".es", "lock"))
     except OSError:
@@ -365,7 +418,9 @@ def program(spec):
 
 
 def manager_pid():
-    """The pid of the user's systemd manager, when it runs."""
+    """The pid of the systemd manager running the units, when it runs."""
+    if SCOPE == "system":
+        return 1
     try:
         out = subprocess.run(["systemctl", "show", "user@%d.service" % os.getuid(), "-p", "MainPID", "--value"],
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL).stdout.decode().strip()
@@ -414,8 +469,12 @@ def check(spec):
 
 
 def main(argv):
+    global SCOPE
     action, spec = argv[0], json.loads(argv[1])
     spec["root"] = os.path.realpath(spec["root"])
+    SCOPE = spec.get("scope") or "user"
+    if SCOPE not in UNIT_DIRS:
+        sys.exit("unknown systemd scope %r" % SCOPE)
     actions = {"switch": switch, "start": start, "stop": stop, "check": check, "program": program}
     if action not in actions:
         sys.exit("unknown action %r" % action)
