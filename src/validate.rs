@@ -9,25 +9,9 @@ use crate::app::App;
 use crate::bad_input;
 use crate::cli::ValidateArgs;
 use crate::fleet::HostCtx;
-use crate::quote::quote;
+use crate::remote::{Arg, PROBE};
 
 /// Asks one URL with python3's urllib; prints `CODE` (0 when nothing answered) and a reason.
-const PYTHON_PROBE: &str = r#"import sys, urllib.request, urllib.error
-url, timeout = sys.argv[1], float(sys.argv[2])
-headers = dict(h.split(": ", 1) for h in sys.argv[3:])
-class NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args, **kwargs):
-        return None
-opener = urllib.request.build_opener(NoRedirect)
-try:
-    with opener.open(urllib.request.Request(url, headers=headers), timeout=timeout) as r:
-        print(r.status, "ok")
-except urllib.error.HTTPError as e:
-    print(e.code, "ok")
-except Exception as e:
-    print(0, str(getattr(e, "reason", e)).replace("\n", " "))
-"#;
-
 /// What one port answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortCheck {
@@ -114,40 +98,12 @@ fn parse_status_range(text: &str) -> Result<[u16; 2]> {
     }
 }
 
-/// Shell code printing `PORT STATUS REASON` for every port, asked from the host itself.
+/// The command printing `PORT STATUS REASON` for every port, asked from the host itself.
 pub fn probe_script(ports: &[String], path: &str, timeout: u32, headers: &[String]) -> String {
-    let curl_headers: String = headers
-        .iter()
-        .map(|h| format!(" -H {}", quote(h)))
-        .collect();
-    let python_headers: String = headers.iter().map(|h| format!(" {}", quote(h))).collect();
-    let mut script = format!(
-        r#"probe() {{
-  url="http://127.0.0.1:$1"{path}
-  if command -v curl >/dev/null 2>&1; then
-    code=$(curl -s -o /dev/null -m {timeout}{curl_headers} -w '%{{http_code}}' "$url" 2>/dev/null)
-    rc=$?
-    case $rc in
-      0) echo "$1 $code ok" ;;
-      7) echo "$1 0 connection refused" ;;
-      28) echo "$1 0 timed out after {timeout}s" ;;
-      52) echo "$1 0 empty reply" ;;
-      *) echo "$1 0 curl exit $rc" ;;
-    esac
-  elif command -v python3 >/dev/null 2>&1; then
-    echo "$1 $(python3 -c {python} "$url" {timeout}{python_headers} 2>&1 | tail -n 1)"
-  else
-    echo "$1 0 neither curl nor python3 on this host"
-  fi
-}}
-"#,
-        path = quote(path),
-        python = quote(PYTHON_PROBE),
-    );
-    for port in ports {
-        script.push_str(&format!("probe {}\n", quote(port)));
-    }
-    script
+    let (timeout, ports) = (timeout.to_string(), ports.join(","));
+    let mut args = vec![Arg::Value(path), Arg::Value(&timeout), Arg::Value(&ports)];
+    args.extend(headers.iter().map(|h| Arg::Value(h)));
+    PROBE.shell(&args)
 }
 
 /// Parses the probe's lines.
@@ -252,26 +208,74 @@ mod tests {
         assert_eq!(checks[2].describe(), "8802: HTTP 503");
     }
 
-    /// The probe runs in a real shell against a closed port.
-    #[test]
-    fn probe_reports_a_closed_port() {
+    /// The probe run in a real shell (with `path` as PATH when given)
+    /// against a closed port and a port answering 204 only to the header
+    /// given; its checks, and the request the open port got.
+    fn probe_once(path: Option<&std::path::Path>) -> (Vec<PortCheck>, String, String, String) {
+        use std::io::{Read, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port().to_string();
+        let closed = listener.local_addr().unwrap().port().to_string();
         drop(listener);
+        let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let open = server.local_addr().unwrap().port().to_string();
+        server.set_nonblocking(true).unwrap();
+        let answer = std::thread::spawn(move || {
+            // Bounded: a probe that never connects fails the test, not hangs it.
+            let began = std::time::Instant::now();
+            let mut conn = loop {
+                match server.accept() {
+                    Ok((conn, _)) => break conn,
+                    Err(_) if began.elapsed() < std::time::Duration::from_secs(10) => {
+                        std::thread::sleep(std::time::Duration::from_millis(20))
+                    }
+                    Err(err) => return format!("no request: {err}"),
+                }
+            };
+            conn.set_nonblocking(false).unwrap();
+            let mut request = vec![0; 4096];
+            let n = conn.read(&mut request).unwrap();
+            let request = String::from_utf8_lossy(&request[..n]).into_owned();
+            let status =
+                if request.starts_with("GET /health ") && request.contains("X-Probe: it's $(x)") {
+                    "204 No Content"
+                } else {
+                    "400 Bad Request"
+                };
+            write!(conn, "HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n").unwrap();
+            request
+        });
         let script = probe_script(
-            std::slice::from_ref(&port),
+            &[closed.clone(), open.clone()],
             "/health",
             2,
-            &["Host: x".into()],
+            &["X-Probe: it's $(x)".into()],
         );
-        let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(&script)
-            .output()
-            .unwrap();
+        let mut sh = std::process::Command::new("/bin/sh");
+        sh.arg("-c").arg(&script);
+        if let Some(path) = path {
+            sh.env("PATH", path);
+        }
+        let out = sh.output().unwrap();
+        let request = answer.join().unwrap();
         let checks = parse_probe(&String::from_utf8_lossy(&out.stdout));
-        assert_eq!(checks.len(), 1, "{}", String::from_utf8_lossy(&out.stderr));
-        assert_eq!(checks[0].port, port);
-        assert!(!checks[0].ok([200, 399]));
+        assert_eq!(checks.len(), 2, "{}", String::from_utf8_lossy(&out.stderr));
+        (checks, request, closed, open)
+    }
+
+    #[test]
+    fn probe_reports_a_closed_port_and_sends_its_headers_with_curl_or_python() {
+        // With the machine's PATH (curl), then with the system's python3 alone.
+        let bin = tempfile::tempdir().unwrap();
+        for tool in ["/bin/sh", "/usr/bin/python3", "/usr/bin/tail"] {
+            let name = std::path::Path::new(tool).file_name().unwrap();
+            std::os::unix::fs::symlink(tool, bin.path().join(name)).unwrap();
+        }
+        for path in [None, Some(bin.path())] {
+            let (checks, request, closed, open) = probe_once(path);
+            assert_eq!(checks[0].port, closed);
+            assert!(!checks[0].ok([200, 399]), "{checks:?}");
+            assert_eq!(checks[1].port, open);
+            assert_eq!(checks[1].status, 204, "{path:?}: {request}");
+        }
     }
 }

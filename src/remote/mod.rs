@@ -92,6 +92,11 @@ pub const NGINX: Script = Script {
     source: include_str!("nginx.sh"),
 };
 
+/// Asks every port of a venv from the host itself (`es validate`).
+pub const PROBE: Script = Script {
+    source: include_str!("probe.sh"),
+};
+
 /// Puts a venv's nginx site into maintenance and takes it out again.
 pub const MAINTENANCE: Script = Script {
     source: include_str!("maintenance.sh"),
