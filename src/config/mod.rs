@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::error::ConfigError;
+
 pub mod serve;
 
 /// The file name looked for in the current directory and its parents.
@@ -693,31 +695,6 @@ fn key_span(source: &str, key: &str) -> Option<Range<usize>> {
     }
     span
 }
-
-/// A configuration error: file, line and column when known, key, and what is wrong.
-#[derive(Debug)]
-pub struct ConfigError {
-    pub path: PathBuf,
-    pub line: Option<(usize, usize)>,
-    pub key: Option<String>,
-    pub message: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.path.display())?;
-        if let Some((line, column)) = self.line {
-            write!(f, ":{line}:{column}")?;
-        }
-        write!(f, ": ")?;
-        if let Some(key) = &self.key {
-            write!(f, "`{key}`: ")?;
-        }
-        write!(f, "{}", self.message)
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 /// Finds `deploy.toml` in `start` or its nearest parent.
 pub fn find(start: &Path) -> Option<PathBuf> {
