@@ -10,9 +10,9 @@ use crate::bad_input;
 use crate::cli::GlobalOpts;
 use crate::config::{self, Config, Loaded};
 use crate::fleet::Fleet;
+use crate::hosts::ssh_config::SshConfig;
 use crate::hosts::{self, Target};
 use crate::paths::expand_tilde;
-use crate::ssh::config::SshConfig;
 use crate::ssh::ConnectOptions;
 use crate::ui::Ui;
 

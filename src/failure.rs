@@ -47,7 +47,7 @@ impl FailureKind {
         if text.contains("No space left on device") {
             return FailureKind::DiskFull;
         }
-        if err.downcast_ref::<crate::ssh::CommandFailed>().is_some() {
+        if err.downcast_ref::<CommandFailed>().is_some() {
             return FailureKind::Command;
         }
         if crate::interrupt::requested() {
@@ -82,10 +82,47 @@ impl fmt::Display for Kinded {
 
 impl std::error::Error for Kinded {}
 
+/// A remote command that exited non-zero; its output is kept for the summary.
+#[derive(Debug)]
+pub struct CommandFailed {
+    pub status: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl std::fmt::Display for CommandFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit status {}", self.status)?;
+        let tail = tail(
+            if self.stderr.trim().is_empty() {
+                &self.stdout
+            } else {
+                &self.stderr
+            },
+            12,
+        );
+        if !tail.is_empty() {
+            write!(f, ":\n{tail}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for CommandFailed {}
+
+/// The last `lines` non-empty lines of `text`, one a line.
+pub fn tail(text: &str, lines: usize) -> String {
+    let kept: Vec<&str> = text
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    kept[kept.len().saturating_sub(lines)..].join("\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ssh::CommandFailed;
 
     #[test]
     fn the_outermost_known_kind_decides_then_what_the_host_said() {

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use serde_json::json;
 
-use crate::failure::FailureKind;
+use crate::failure::{CommandFailed, FailureKind};
 use crate::hosts::Target;
-use crate::ssh::{CommandFailed, ConnectOptions, Connection, Output};
+use crate::ssh::{ConnectOptions, Connection, Output};
 use crate::ui::{HostLine, Mode, Ui};
 
 /// The hosts of one run and how to reach them.

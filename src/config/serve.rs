@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{ConfigError, CountOrPercent, Loaded, SecretSource};
+use super::{CountOrPercent, Loaded, SecretSource};
+use crate::error::ConfigError;
 
 /// `[serve]`
 #[derive(Debug, Deserialize)]

@@ -118,7 +118,7 @@ pub(super) fn rollback_switch(
 /// keeps its own kind).
 fn refused_by_host(failure: &anyhow::Error) -> bool {
     failure
-        .downcast_ref::<crate::ssh::CommandFailed>()
+        .downcast_ref::<crate::failure::CommandFailed>()
         .is_some()
 }
 

@@ -24,7 +24,7 @@ pub(super) fn drain(
         bail!(
             "{} fails `nginx -T`: {}",
             nginx.conf,
-            crate::ssh::tail(&dump.stderr, 6)
+            crate::failure::tail(&dump.stderr, 6)
         );
     }
     let mut changes = Vec::new();

@@ -174,7 +174,7 @@ fn on(ctx: &mut HostCtx<'_>, nginx: &Nginx, venv: &Venv, page: &Page) -> Result<
             bail!(
                 "{} fails `nginx -T` with the maintenance snippet: {}; maintenance stays off",
                 nginx.conf,
-                crate::ssh::tail(&dump.stderr, 6)
+                crate::failure::tail(&dump.stderr, 6)
             );
         }
         let dir = snippet.trim_end_matches("/es-maintenance.conf");

@@ -175,7 +175,7 @@ fn run_test(ctx: &mut HostCtx<'_>, nginx: &Nginx) -> Result<()> {
         bail!(
             "{} fails `nginx -t`: {}",
             nginx.conf,
-            crate::ssh::tail(&format!("{}{}", out.stdout, out.stderr), 6)
+            crate::failure::tail(&format!("{}{}", out.stdout, out.stderr), 6)
         );
     }
     Ok(())

@@ -14,7 +14,7 @@ use base64::Engine;
 use hmac::{Hmac, KeyInit, Mac};
 use sha1::Sha1;
 
-use super::config::wildcard_match;
+use crate::hosts::ssh_config::wildcard_match;
 
 /// One usable line of a known_hosts file.
 #[derive(Debug, Clone)]

@@ -1,6 +1,5 @@
 //! The transport: a connection to one host, over SSH or (for `local`) this machine.
 
-pub mod config;
 mod jump;
 pub mod known_hosts;
 mod session;
@@ -12,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
+use crate::failure::CommandFailed;
 use crate::hosts::{Target, TargetKind};
 use crate::paths::expand_tilde;
 pub use session::SshSession;
@@ -283,42 +283,4 @@ fn local_streaming(command: &str, stdin: Stdin, sink: Sink<'_>) -> Result<Output
         stderr: String::from_utf8_lossy(&stderr).into_owned(),
         status: status.code().unwrap_or(-1),
     })
-}
-
-/// A remote command that exited non-zero; its output is kept for the summary.
-#[derive(Debug)]
-pub struct CommandFailed {
-    pub status: i32,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl std::fmt::Display for CommandFailed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "exit status {}", self.status)?;
-        let tail = tail(
-            if self.stderr.trim().is_empty() {
-                &self.stdout
-            } else {
-                &self.stderr
-            },
-            12,
-        );
-        if !tail.is_empty() {
-            write!(f, ":\n{tail}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for CommandFailed {}
-
-/// The last `lines` non-empty lines of `text`, one a line.
-pub fn tail(text: &str, lines: usize) -> String {
-    let kept: Vec<&str> = text
-        .lines()
-        .map(str::trim_end)
-        .filter(|l| !l.trim().is_empty())
-        .collect();
-    kept[kept.len().saturating_sub(lines)..].join("\n")
 }

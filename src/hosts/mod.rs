@@ -1,12 +1,14 @@
 //! Host entries resolved into connection targets with `~/.ssh/config` and the `[ssh]` settings.
 
+pub(crate) mod ssh_config;
+
 use std::fmt;
 use std::path::PathBuf;
 
 use crate::config::Ssh;
 use crate::host_spec::HostSpec;
 use crate::paths::expand_tilde;
-use crate::ssh::config::SshConfig;
+use ssh_config::SshConfig;
 
 /// Where and how to connect to one host, after every setting has been applied.
 #[derive(Debug, Clone)]
