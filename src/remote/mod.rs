@@ -154,6 +154,8 @@ pub fn env_file<'a>(vars: impl IntoIterator<Item = (&'a str, &'a str)>) -> Strin
 }
 
 #[cfg(test)]
+mod guard_nginx_tests;
+#[cfg(test)]
 mod manager_tests;
 #[cfg(test)]
 mod tests;
