@@ -93,6 +93,23 @@ fn config(tb: &Testbed, name: &str, index: &str) -> String {
     )
 }
 
+/// `fresh` for PREFIX, then a project built by `build_named` and its
+/// deploy.toml with venv `a` on port prefix `port`: its name and deploy.toml.
+fn fresh_project(tb: &Testbed, sb: &Sandbox, prefix: &str, port: &str) -> (String, String) {
+    fresh(tb, prefix);
+    let name = build_named(tb, sb, prefix);
+    let text =
+        config(tb, &name, &tb.index_section()).replace("a = \"960\"", &format!("a = \"{port}\""));
+    (name, text)
+}
+
+/// Whether systemd host `k` serves `version` of project `name` on `ports`.
+fn serves(tb: &Testbed, k: usize, name: &str, ports: [&str; 2], version: &str) -> bool {
+    ports
+        .iter()
+        .all(|port| fetch(tb, k, port) == format!("{name} {version} (profile prod, port {port})"))
+}
+
 /// Stops and forgets the units of projects named `prefix...` that an earlier
 /// run of this file left on the hosts: the deploy user's and the system's.
 fn fresh(tb: &Testbed, prefix: &str) {
@@ -417,18 +434,14 @@ const GUARD_PREFIX: &str = "sdg_";
 fn sigkill_of_es_during_a_systemd_health_wait_each_host_goes_back_by_itself() {
     let tb = bed!();
     let sb = Sandbox::new();
-    fresh(&tb, GUARD_PREFIX);
-    let name = build_named(&tb, &sb, GUARD_PREFIX);
-    let text = config(&tb, &name, &tb.index_section()).replace("a = \"960\"", "a = \"962\"")
-        + "\n[deploy.health]\ntimeout = 8\ndeadline = 28\n";
+    let (name, text) = fresh_project(&tb, &sb, GUARD_PREFIX, "962");
+    let text = text + "\n[deploy.health]\ntimeout = 8\ndeadline = 28\n";
     sb.write_config(&text);
     expect_code(&es(&sb, &["deploy", "1.0.0", "a", "prod"]), 0);
     let serves = |version: &str| {
-        HOSTS.iter().all(|&k| {
-            ["9620", "9621"].iter().all(|port| {
-                fetch(&tb, k, port) == format!("{name} {version} (profile prod, port {port})")
-            })
-        })
+        HOSTS
+            .iter()
+            .all(|&k| serves(&tb, k, &name, ["9620", "9621"], version))
     };
     let venv = format!("/home/{}/{name}/a", tb.user);
     let locked = || {
@@ -565,16 +578,9 @@ const FAULT_PREFIX: &str = "sdf_";
 fn the_supervisord_fault_tests_pass_under_systemd() {
     let tb = bed!();
     let sb = Sandbox::new();
-    fresh(&tb, FAULT_PREFIX);
-    let name = build_named(&tb, &sb, FAULT_PREFIX);
-    let ports = ["9640", "9641"];
-    let text = config(&tb, &name, &tb.index_section()).replace("a = \"960\"", "a = \"964\"");
+    let (name, text) = fresh_project(&tb, &sb, FAULT_PREFIX, "964");
     sb.write_config(&text);
-    let serving = |k: usize, version: &str| {
-        ports.iter().all(|port| {
-            fetch(&tb, k, port) == format!("{name} {version} (profile prod, port {port})")
-        })
-    };
+    let serving = |k: usize, version: &str| serves(&tb, k, &name, ["9640", "9641"], version);
     let venv = format!("/home/{}/{name}/a", tb.user);
     let unlocked = |k: usize| {
         !systemd_exec(k, &format!("test -d {venv}/.es/lock"))
@@ -707,26 +713,18 @@ const MOVE_PREFIX: &str = "sdm_";
 fn a_venv_moves_from_supervisord_to_systemd_and_back() {
     let tb = bed!();
     let sb = Sandbox::new();
-    fresh(&tb, MOVE_PREFIX);
     for k in HOSTS {
         let script = common::clear_prefix(&format!("/home/{}/{MOVE_PREFIX}*", tb.user));
         let out = systemd_exec(k, &script);
         assert!(out.status.success(), "cleaning systemd host {k}: {out:?}");
     }
-    let name = build_named(&tb, &sb, MOVE_PREFIX);
+    let (name, systemd) = fresh_project(&tb, &sb, MOVE_PREFIX, "967");
     let ports = ["9670", "9671"];
-    let systemd = config(&tb, &name, &tb.index_section()).replace("a = \"960\"", "a = \"967\"");
     let supervisord = systemd.replace(
         "process_manager = \"systemd\"",
         "process_manager = \"supervisord\"",
     );
-    let serving = |version: &str| {
-        HOSTS.iter().all(|&k| {
-            ports.iter().all(|port| {
-                fetch(&tb, k, port) == format!("{name} {version} (profile prod, port {port})")
-            })
-        })
-    };
+    let serving = |version: &str| HOSTS.iter().all(|&k| serves(&tb, k, &name, ports, version));
     // Who runs the processes on every host: "systemd" or "supervisord", and
     // whether a supervisord of this venv runs, and how many units are active.
     let probe = format!(
@@ -812,11 +810,9 @@ const SYSTEM_PREFIX: &str = "sds_";
 fn system_units_run_the_app_as_the_deploy_user_through_sudo() {
     let tb = bed!();
     let sb = Sandbox::new();
-    fresh(&tb, SYSTEM_PREFIX);
-    let name = build_named(&tb, &sb, SYSTEM_PREFIX);
+    let (name, text) = fresh_project(&tb, &sb, SYSTEM_PREFIX, "966");
     let ports = ["9660", "9661"];
-    let text = config(&tb, &name, &tb.index_section()).replace("a = \"960\"", "a = \"966\"")
-        + "\n[deploy.systemd]\nscope = \"system\"\n";
+    let text = text + "\n[deploy.systemd]\nscope = \"system\"\n";
     sb.write_config(&text);
     let assert_serving = |version: &str| {
         for k in HOSTS {

@@ -5,14 +5,9 @@
 use super::*;
 use std::process::Command;
 
-/// systemd.py against stand-ins for `systemctl` and `journalctl` (this
-/// machine's PID 1 is no systemd; the bed's systemd hosts run the real
-/// ones, tests/systemd_deploy.rs): `check` reads each instance's state and
-/// probes its port; a `start` that fails carries the journal's lines and
-/// systemd's result; one that failed at systemd's CGROUP step (219) is tried
-/// again; a manager that does not answer says how to enable lingering.
-#[test]
-fn systemd_py_reads_units_probes_ports_and_explains_failures() {
+/// A temporary directory with an empty `bin/` for stand-in commands, and a
+/// local port that answers 200 to every request.
+fn stand_in_bin_and_port() -> (tempfile::TempDir, std::path::PathBuf, u16) {
     let dir = tempfile::tempdir().unwrap();
     let bin = dir.path().join("bin");
     std::fs::create_dir(&bin).unwrap();
@@ -29,6 +24,18 @@ fn systemd_py_reads_units_probes_ports_and_explains_failures() {
             );
         }
     });
+    (dir, bin, port)
+}
+
+/// systemd.py against stand-ins for `systemctl` and `journalctl` (this
+/// machine's PID 1 is no systemd; the bed's systemd hosts run the real
+/// ones, tests/systemd_deploy.rs): `check` reads each instance's state and
+/// probes its port; a `start` that fails carries the journal's lines and
+/// systemd's result; one that failed at systemd's CGROUP step (219) is tried
+/// again; a manager that does not answer says how to enable lingering.
+#[test]
+fn systemd_py_reads_units_probes_ports_and_explains_failures() {
+    let (dir, bin, port) = stand_in_bin_and_port();
     // @0 runs, @1 has failed; `start` of @1 fails; MODE=nobus: no manager;
     // MODE=cgroup: @1's first failure is systemd's CGROUP step (219). Every
     // call is logged to $LOG.
@@ -160,22 +167,7 @@ echo 'app-a@1.service: Failed to kill control group x, ignoring: Input/output er
 /// with one line naming the user and the sudoers line to add.
 #[test]
 fn systemd_py_drives_system_units_through_sudo() {
-    let dir = tempfile::tempdir().unwrap();
-    let bin = dir.path().join("bin");
-    std::fs::create_dir(&bin).unwrap();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let mut stream = stream;
-            let mut buf = [0u8; 1024];
-            let _ = std::io::Read::read(&mut stream, &mut buf);
-            let _ = std::io::Write::write_all(
-                &mut stream,
-                b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
-            );
-        }
-    });
+    let (dir, bin, port) = stand_in_bin_and_port();
     // Every call is logged to $LOG; MODE=password: sudo wants one. sudo runs
     // systemctl and journalctl, and only logs `install` (no root here).
     let sudo = r#"#!/bin/sh
