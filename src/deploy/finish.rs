@@ -68,6 +68,8 @@ pub(super) fn outcome_words(outcome: &Outcome) -> (&'static str, Option<String>)
     }
 }
 
+/// The rollout's account: a `summary` event for whoever reads the summary
+/// (JSON), and a table of the hosts on stderr unless the output is JSON.
 pub(super) fn print_rollout_summary(
     app: &App,
     title: &str,
@@ -78,39 +80,9 @@ pub(super) fn print_rollout_summary(
     let ui = &app.ui;
     ui.clear();
     let all = runs.all();
-    let count = |word: &str| {
-        all.iter()
-            .filter(|r| outcome_words(&r.outcome).0 == word)
-            .count()
-    };
-    let ok = count("switched") + count("unchanged");
+    let ok = count(&all, "switched") + count(&all, "unchanged");
     if ui.wants_summary() {
-        let hosts: Vec<Value> = all
-            .iter()
-            .map(|r| {
-                let (outcome, error) = outcome_words(&r.outcome);
-                let mut v = json!({
-                    "host": r.label,
-                    "ok": matches!(r.outcome, Outcome::Switched | Outcome::Unchanged),
-                    "outcome": outcome,
-                    "release": r.release,
-                    "previous": r.previous,
-                    "seconds": r.elapsed.as_secs_f64(),
-                });
-                if let Some(now) = &r.now {
-                    v["runs"] = json!(now);
-                }
-                if let Outcome::Failed { step, error, kind } = &r.outcome {
-                    v["step"] = json!(step);
-                    v["error"] = json!(error);
-                    v["kind"] = json!(kind);
-                } else if let Some(error) = error {
-                    v["error"] = json!(error);
-                    v["kind"] = json!(crate::failure::FailureKind::Locked);
-                }
-                v
-            })
-            .collect();
+        let hosts: Vec<Value> = all.iter().map(host_summary).collect();
         ui.summary(json!({
             "event": "summary",
             "command": title,
@@ -128,24 +100,7 @@ pub(super) fn print_rollout_summary(
     let mut text = format!("\n{title}: {} hosts\n", all.len());
     for r in &all {
         let (word, _) = outcome_words(&r.outcome);
-        let from = r.version_of(r.previous.as_deref());
-        let to = r.version_of(r.release.as_deref());
-        let detail = match &r.outcome {
-            Outcome::Switched => format!("{from} -> {to}"),
-            Outcome::Unchanged => format!("{to} already current, healthy"),
-            Outcome::Reverted => format!("back on {from}"),
-            Outcome::Staged => format!("still on {from} ({to} staged)"),
-            Outcome::Locked(holder) => format!("locked by {holder}"),
-            Outcome::Failed { step, error, .. } => {
-                let mut lines = error.lines();
-                let mut s = format!("at {step}: {}", lines.next().unwrap_or(""));
-                for line in lines {
-                    s.push_str(&format!("\n  {:width$}                  {line}", ""));
-                }
-                s
-            }
-        };
-        let detail = format!("{detail}{}", runs_now(r));
+        let detail = format!("{}{}", outcome_detail(r, width), runs_now(r));
         let shown = if matches!(r.outcome, Outcome::Failed { .. }) {
             "FAILED"
         } else {
@@ -162,19 +117,78 @@ pub(super) fn print_rollout_summary(
     if let Some(why) = stopped {
         text.push_str(&format!("stopped: {why}\n"));
     }
-    let mut counts = vec![format!("{ok} ok"), format!("{} failed", count("failed"))];
+    text.push_str(&counts_line(&all, ok, elapsed));
+    eprintln!("{}", ui.mask(&text));
+}
+
+/// How many hosts' outcome is said `word`.
+fn count(all: &[HostRun], word: &str) -> usize {
+    all.iter()
+        .filter(|r| outcome_words(&r.outcome).0 == word)
+        .count()
+}
+
+/// One host in the `summary` event.
+fn host_summary(r: &HostRun) -> Value {
+    let (outcome, error) = outcome_words(&r.outcome);
+    let mut v = json!({
+        "host": r.label,
+        "ok": matches!(r.outcome, Outcome::Switched | Outcome::Unchanged),
+        "outcome": outcome,
+        "release": r.release,
+        "previous": r.previous,
+        "seconds": r.elapsed.as_secs_f64(),
+    });
+    if let Some(now) = &r.now {
+        v["runs"] = json!(now);
+    }
+    if let Outcome::Failed { step, error, kind } = &r.outcome {
+        v["step"] = json!(step);
+        v["error"] = json!(error);
+        v["kind"] = json!(kind);
+    } else if let Some(error) = error {
+        v["error"] = json!(error);
+        v["kind"] = json!(crate::failure::FailureKind::Locked);
+    }
+    v
+}
+
+/// The last column of a host's row: its versions, or why it failed (the
+/// error's further lines indented under the first, past a label `width` wide).
+fn outcome_detail(r: &HostRun, width: usize) -> String {
+    let from = r.version_of(r.previous.as_deref());
+    let to = r.version_of(r.release.as_deref());
+    match &r.outcome {
+        Outcome::Switched => format!("{from} -> {to}"),
+        Outcome::Unchanged => format!("{to} already current, healthy"),
+        Outcome::Reverted => format!("back on {from}"),
+        Outcome::Staged => format!("still on {from} ({to} staged)"),
+        Outcome::Locked(holder) => format!("locked by {holder}"),
+        Outcome::Failed { step, error, .. } => {
+            let mut lines = error.lines();
+            let mut s = format!("at {step}: {}", lines.next().unwrap_or(""));
+            for line in lines {
+                s.push_str(&format!("\n  {:width$}                  {line}", ""));
+            }
+            s
+        }
+    }
+}
+
+/// The summary's last line: `N ok, N failed`, the other outcomes that
+/// occurred, and the time taken.
+fn counts_line(all: &[HostRun], ok: usize, elapsed: Duration) -> String {
+    let mut counts = vec![
+        format!("{ok} ok"),
+        format!("{} failed", count(all, "failed")),
+    ];
     for word in ["reverted", "not switched", "locked"] {
-        let n = count(word);
+        let n = count(all, word);
         if n > 0 {
             counts.push(format!("{n} {word}"));
         }
     }
-    text.push_str(&format!(
-        "{}, in {:.2}s",
-        counts.join(", "),
-        elapsed.as_secs_f64()
-    ));
-    eprintln!("{}", ui.mask(&text));
+    format!("{}, in {:.2}s", counts.join(", "), elapsed.as_secs_f64())
 }
 
 /// What the host runs at the end, read back, when the outcome's words do not

@@ -5,7 +5,7 @@
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
 
-use super::plan::{Placement, Plan};
+use super::plan::{Placement, Plan, Rendered};
 use crate::config::ProcessManager;
 use crate::failure::{FailureKind, Kinded};
 use crate::fleet::HostCtx;
@@ -261,7 +261,29 @@ pub fn stage(
     }
     ctx.step("stage");
     let staging = format!("{root}/.es/staging/{}", rendered.id);
-    let mut dirs = vec![staging.clone()];
+    clear_staging(ctx, plan, root, &staging, &rendered)?;
+    if facts.secret.is_none() {
+        ctx.conn.upload(
+            secret.as_bytes(),
+            &format!("{root}/.es/supervisor-secret"),
+            0o600,
+        )?;
+    }
+    upload_release_files(ctx, plan, facts, &staging, &rendered)?;
+    let build = run_stage_script(ctx, plan, root, &rendered.id)?;
+    Ok((rendered.id, build))
+}
+
+/// Makes `staging` (and the directories of the extra templates in it) empty;
+/// with `--force`, removes the release already staged under the same id.
+fn clear_staging(
+    ctx: &mut HostCtx<'_>,
+    plan: &Plan,
+    root: &str,
+    staging: &str,
+    rendered: &Rendered,
+) -> Result<()> {
+    let mut dirs = vec![staging.to_string()];
     for (path, _) in &rendered.extras {
         if let Some((parent, _)) = format!("{staging}/extra/{path}").rsplit_once('/') {
             dirs.push(parent.to_string());
@@ -270,7 +292,7 @@ pub fn stage(
     let mkdirs: Vec<String> = dirs.iter().map(|d| quote(d).into_owned()).collect();
     let mut prepare = format!(
         "set -e\nrm -rf {}\nmkdir -p {}\n",
-        quote(&staging),
+        quote(staging),
         mkdirs.join(" ")
     );
     if plan.force {
@@ -280,13 +302,19 @@ pub fn stage(
         ));
     }
     ctx.check(&prepare)?;
-    if facts.secret.is_none() {
-        ctx.conn.upload(
-            secret.as_bytes(),
-            &format!("{root}/.es/supervisor-secret"),
-            0o600,
-        )?;
-    }
+    Ok(())
+}
+
+/// Uploads what the stage script builds the release from into `staging`:
+/// the rendered files, the index file, release.json and, on a host without
+/// the tools venv yet, tools.py.
+fn upload_release_files(
+    ctx: &mut HostCtx<'_>,
+    plan: &Plan,
+    facts: &Facts,
+    staging: &str,
+    rendered: &Rendered,
+) -> Result<()> {
     let release_json = json!({
         "id": rendered.id,
         "project": plan.project,
@@ -324,6 +352,14 @@ pub fn stage(
         &format!("{staging}/release.json"),
         0o644,
     )?;
+    Ok(())
+}
+
+/// Runs the stage script, which builds release `id` from its staging
+/// directory (a new venv, the project and deploy.requirements installed, the
+/// links made). Returns what `es build` recorded about the version (null when
+/// unknown).
+fn run_stage_script(ctx: &mut HostCtx<'_>, plan: &Plan, root: &str, id: &str) -> Result<Value> {
     let installer = match plan.installer {
         crate::config::Installer::Pip => "pip",
         crate::config::Installer::Uv => "uv",
@@ -339,7 +375,7 @@ pub fn stage(
         .collect();
     let mut args = vec![
         Arg::Value(root),
-        Arg::Value(&rendered.id),
+        Arg::Value(id),
         Arg::Value(&requirement),
         Arg::Value(installer),
         Arg::Value(plan.virtualenv_command.as_deref().unwrap_or("")),
@@ -348,13 +384,12 @@ pub fn stage(
     let out = ctx
         .check(&STAGE.shell(&args))
         .context("staging the release (the running release is untouched)")?;
-    let build = out
+    Ok(out
         .stdout
         .lines()
         .find_map(|l| l.strip_prefix("build="))
         .and_then(|j| serde_json::from_str(j).ok())
-        .unwrap_or(Value::Null);
-    Ok((rendered.id, build))
+        .unwrap_or(Value::Null))
 }
 
 /// A fresh random supervisor password (hex), from the OS.

@@ -407,18 +407,7 @@ fn dry_run_host(ctx: &mut HostCtx<'_>, plan: &Plan) -> Result<()> {
             .clone()
             .unwrap_or_else(|| "(the deploy user)".into()),
     })?;
-    let conf_file = plan.process_manager.config_file();
-    let current_conf = match &facts.root {
-        Some(r) => {
-            ctx.exec(&format!(
-                "cat {} 2>/dev/null",
-                crate::quote::quote(&format!("{r}/etc/{conf_file}"))
-            ))?
-            .stdout
-        }
-        None => String::new(),
-    };
-    let mask = |text: &str| text.replace(&secret, "********");
+    let current_conf = current_process_config(ctx, plan, &facts)?;
     let mut report = format!(
         "would deploy {} {} into {root} (profile {})\n",
         plan.project, plan.version, plan.profile
@@ -438,68 +427,17 @@ fn dry_run_host(ctx: &mut HostCtx<'_>, plan: &Plan) -> Result<()> {
             rendered.id
         ));
     } else {
-        // A venv's first deploy makes its supervisor secret, which the id hashes.
-        let id = match facts.secret {
-            Some(_) => rendered.id.clone(),
-            None => format!(
-                "{}-… (its id is fixed once the new venv's secret is made)",
-                plan.version
-            ),
-        };
-        report.push_str(&format!(
-            "would stage release {id} (a new venv) and install {}=={} from {}\n",
-            plan.project,
-            plan.version,
-            crate::index::redact_url(&plan.index_url)
-        ));
+        report.push_str(&would_stage(plan, &facts, &rendered));
         report.push_str(&resolve_on_host(ctx, plan, &facts)?);
     }
-    for entry in &plan.shared_dirs {
-        let (name, path) = entry.split_once('=').unwrap_or((entry, entry));
-        report.push_str(&format!("would link {path} to {root}/shared/{name}\n"));
-    }
-    for (path, _) in &rendered.extras {
-        report.push_str(&format!("would write {path} into the release (0600)\n"));
-    }
-    for hook in &plan.release_hooks {
-        report.push_str(&format!(
-            "would run release hook ({}): {hook}\n",
-            match plan.release_hooks_on {
-                HooksOn::One => "on one host",
-                HooksOn::All => "on every host",
-            }
-        ));
-    }
-    if facts.current.as_deref() == Some(rendered.id.as_str()) {
-        report.push_str("the release is already current: only its health would be checked\n");
-    } else {
-        report.push_str(&format!(
-            "would switch from {} to {} and check every process answers {} with {}-{} within {}s\n",
-            facts.current.as_deref().unwrap_or("nothing"),
-            rendered.id,
-            plan.health.path,
-            plan.health.status[0],
-            plan.health.status[1],
-            plan.health.timeout
-        ));
-        if current_conf == rendered.process_config {
-            report.push_str(&format!(
-                "{conf_file} unchanged: processes restart one by one\n"
-            ));
-        } else if current_conf.is_empty() {
-            report.push_str(&format!("new {conf_file}:\n"));
-            for line in mask(&rendered.process_config).lines() {
-                report.push_str(&format!("+{line}\n"));
-            }
-        } else {
-            report.push_str(&mask(
-                &similar::TextDiff::from_lines(&current_conf, &rendered.process_config)
-                    .unified_diff()
-                    .header(&format!("current {conf_file}"), &format!("new {conf_file}"))
-                    .to_string(),
-            ));
-        }
-    }
+    report.push_str(&would_prepare_release(plan, &root, &rendered));
+    report.push_str(&would_switch(
+        plan,
+        &facts,
+        &rendered,
+        &current_conf,
+        &secret,
+    ));
     for hook in &plan.post_hooks {
         report.push_str(&format!("would run post hook: {hook}\n"));
     }
@@ -509,6 +447,105 @@ fn dry_run_host(ctx: &mut HostCtx<'_>, plan: &Plan) -> Result<()> {
     ));
     ctx.ui().host_text(&host, &report);
     Ok(())
+}
+
+/// The process manager's configuration the host runs now (empty when there is none).
+fn current_process_config(ctx: &mut HostCtx<'_>, plan: &Plan, facts: &Facts) -> Result<String> {
+    let conf_file = plan.process_manager.config_file();
+    Ok(match &facts.root {
+        Some(r) => {
+            ctx.exec(&format!(
+                "cat {} 2>/dev/null",
+                crate::quote::quote(&format!("{r}/etc/{conf_file}"))
+            ))?
+            .stdout
+        }
+        None => String::new(),
+    })
+}
+
+/// `--dry-run`'s line about staging a release not on the host yet.
+fn would_stage(plan: &Plan, facts: &Facts, rendered: &plan::Rendered) -> String {
+    // A venv's first deploy makes its supervisor secret, which the id hashes.
+    let id = match facts.secret {
+        Some(_) => rendered.id.clone(),
+        None => format!(
+            "{}-… (its id is fixed once the new venv's secret is made)",
+            plan.version
+        ),
+    };
+    format!(
+        "would stage release {id} (a new venv) and install {}=={} from {}\n",
+        plan.project,
+        plan.version,
+        crate::index::redact_url(&plan.index_url)
+    )
+}
+
+/// `--dry-run`'s lines about the release before its switch: the shared
+/// directories linked, the extra templates written, the release hooks run.
+fn would_prepare_release(plan: &Plan, root: &str, rendered: &plan::Rendered) -> String {
+    let mut lines = String::new();
+    for entry in &plan.shared_dirs {
+        let (name, path) = entry.split_once('=').unwrap_or((entry, entry));
+        lines.push_str(&format!("would link {path} to {root}/shared/{name}\n"));
+    }
+    for (path, _) in &rendered.extras {
+        lines.push_str(&format!("would write {path} into the release (0600)\n"));
+    }
+    for hook in &plan.release_hooks {
+        lines.push_str(&format!(
+            "would run release hook ({}): {hook}\n",
+            match plan.release_hooks_on {
+                HooksOn::One => "on one host",
+                HooksOn::All => "on every host",
+            }
+        ));
+    }
+    lines
+}
+
+/// `--dry-run`'s lines about the switch: its health check and how the
+/// process manager's configuration changes (`secret` masked).
+fn would_switch(
+    plan: &Plan,
+    facts: &Facts,
+    rendered: &plan::Rendered,
+    current_conf: &str,
+    secret: &str,
+) -> String {
+    if facts.current.as_deref() == Some(rendered.id.as_str()) {
+        return "the release is already current: only its health would be checked\n".into();
+    }
+    let mut lines = format!(
+        "would switch from {} to {} and check every process answers {} with {}-{} within {}s\n",
+        facts.current.as_deref().unwrap_or("nothing"),
+        rendered.id,
+        plan.health.path,
+        plan.health.status[0],
+        plan.health.status[1],
+        plan.health.timeout
+    );
+    let conf_file = plan.process_manager.config_file();
+    let mask = |text: &str| text.replace(secret, "********");
+    if current_conf == rendered.process_config {
+        lines.push_str(&format!(
+            "{conf_file} unchanged: processes restart one by one\n"
+        ));
+    } else if current_conf.is_empty() {
+        lines.push_str(&format!("new {conf_file}:\n"));
+        for line in mask(&rendered.process_config).lines() {
+            lines.push_str(&format!("+{line}\n"));
+        }
+    } else {
+        lines.push_str(&mask(
+            &similar::TextDiff::from_lines(current_conf, rendered.process_config.as_str())
+                .unified_diff()
+                .header(&format!("current {conf_file}"), &format!("new {conf_file}"))
+                .to_string(),
+        ));
+    }
+    lines
 }
 
 /// Proves, on the host, that the version and its whole dependency closure

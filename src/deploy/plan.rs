@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use crate::app::App;
 use crate::bad_input;
 use crate::config::{
-    CountOrPercent, Health, HooksOn, Installer, ProcessManager, SecretSource, SystemdScope,
+    CountOrPercent, Deploy, Health, HooksOn, Installer, ProcessManager, SecretSource, SystemdScope,
 };
 use crate::error::BadInput;
 use crate::venv::Venv;
@@ -97,14 +97,7 @@ fn plan_with(app: &App, request: &Request<'_>, resolve: bool) -> Result<Plan> {
     let Some(project) = config.project.name.clone() else {
         bad_input!("{}: `project.name` is not set", loaded.path.display());
     };
-    let venv_name = match request
-        .venv
-        .map(str::to_string)
-        .or_else(|| config.deploy.default_venv.clone())
-    {
-        Some(v) => v,
-        None => bad_input!("which venv? give VERSION VENV PROFILE, or set deploy.default_venv"),
-    };
+    let venv_name = venv_name(request, &config.deploy)?;
     let venv = Venv::new(config.deploy.virtualenv_prefix.get_ref(), &venv_name)?;
     check_profile(request.profile)?;
     let Some(index_url) = config.index.url.clone() else {
@@ -116,74 +109,21 @@ fn plan_with(app: &App, request: &Request<'_>, resolve: bool) -> Result<Plan> {
     // The index is asked last, once everything checked here is right.
     let version = request.version.to_string();
 
-    let (key, own, default) = match config.deploy.process_manager {
-        ProcessManager::Supervisord => (
-            "deploy.supervisor_template",
-            &config.deploy.supervisor_template,
-            DEFAULT_SUPERVISOR_TEMPLATE,
-        ),
-        ProcessManager::Systemd => (
-            "deploy.systemd_template",
-            &config.deploy.systemd_template,
-            DEFAULT_SYSTEMD_TEMPLATE,
-        ),
-    };
-    let process_template = match own {
-        Some(path) => (path.clone(), read_template(app, key, path)?),
-        None => (
-            format!("built-in {}", config.deploy.process_manager.config_file()),
-            default.to_string(),
-        ),
-    };
-    let mut extra_templates = Vec::new();
-    for (local, remote) in &config.deploy.extra_templates {
-        let source = read_template(app, "deploy.extra_templates", local)?;
-        check_relative("deploy.extra_templates", remote)?;
-        extra_templates.push((local.clone(), source, remote.clone()));
-    }
+    let process_template = process_template(app, &config.deploy)?;
+    let extra_templates = extra_templates(app, &config.deploy)?;
     for dir in &config.deploy.virtualenv_sub_dirs {
         check_relative("deploy.virtualenv_sub_dirs", dir)?;
     }
-    let mut shared_dirs = Vec::new();
-    for (name, path) in config.deploy.shared_dirs.pairs() {
-        // A path may be written from the release's own directory.
-        let path = path
-            .strip_prefix("{{ release_dir }}/")
-            .unwrap_or(&path)
-            .to_string();
-        check_relative("deploy.shared_dirs", &name)?;
-        check_relative(&format!("deploy.shared_dirs.{name}"), &path)?;
-        if name.contains(['=', '*']) {
-            bad_input!("deploy.shared_dirs: {name:?}: a name under shared/ holds no `=` or `*`");
-        }
-        shared_dirs.push(if name == path {
-            path
-        } else {
-            format!("{name}={path}")
-        });
-    }
-    let parse_count = |flag: &str, value: Option<&str>, default: CountOrPercent| match value {
-        Some(text) => text
-            .parse::<CountOrPercent>()
-            .map_err(|e| anyhow::Error::new(BadInput(format!("{flag}: {e}")))),
-        None => Ok(default),
-    };
+    let shared_dirs = shared_dirs(&config.deploy)?;
     let rollout = &config.deploy.rollout;
     let batch = parse_count("--batch", request.batch, rollout.batch)?;
     if batch == CountOrPercent::Count(0) || batch == CountOrPercent::Percent(0) {
         bad_input!("--batch must switch at least one host at a time");
     }
     let max_fail = parse_count("--max-fail", request.max_fail, rollout.max_fail)?;
+    let secrets = read_secrets(app, &config.deploy)?;
 
-    let env = config.deploy.env.clone();
-    let mut secrets = BTreeMap::new();
-    for (name, source) in &config.deploy.secrets {
-        let value = read_secret(app, name, source)?;
-        app.ui.add_secret(&value);
-        secrets.insert(name.clone(), value);
-    }
-
-    let plan = Plan {
+    let mut plan = Plan {
         project,
         version,
         port: config.deploy.venv_ports.get(&venv_name).cloned(),
@@ -210,13 +150,122 @@ fn plan_with(app: &App, request: &Request<'_>, resolve: bool) -> Result<Plan> {
         batch,
         max_fail,
         pause: request.pause.unwrap_or(rollout.pause),
-        env,
+        env: config.deploy.env.clone(),
         secrets,
         force: request.force,
         deployer: deployer(),
     };
-    // Render once with placeholder host values: a broken template or a missing
-    // port is a configuration error, found before connecting.
+    check_rendering(app, &plan)?;
+    if resolve {
+        plan.version = resolve_version(
+            &plan.index_url,
+            &plan.project,
+            request.version,
+            app.index_timeout(),
+        )?;
+    } else if request.version != "latest" && crate::version::parse_version(request.version).is_err()
+    {
+        bad_input!("bad version {:?}", request.version);
+    }
+    Ok(plan)
+}
+
+/// The venv given on the command line, else deploy.default_venv.
+fn venv_name(request: &Request<'_>, deploy: &Deploy) -> Result<String> {
+    match request
+        .venv
+        .map(str::to_string)
+        .or_else(|| deploy.default_venv.clone())
+    {
+        Some(v) => Ok(v),
+        None => bad_input!("which venv? give VERSION VENV PROFILE, or set deploy.default_venv"),
+    }
+}
+
+/// (name, source) of the process manager's template: the project's own
+/// (deploy.supervisor_template or deploy.systemd_template), else the built-in one.
+fn process_template(app: &App, deploy: &Deploy) -> Result<(String, String)> {
+    let (key, own, default) = match deploy.process_manager {
+        ProcessManager::Supervisord => (
+            "deploy.supervisor_template",
+            &deploy.supervisor_template,
+            DEFAULT_SUPERVISOR_TEMPLATE,
+        ),
+        ProcessManager::Systemd => (
+            "deploy.systemd_template",
+            &deploy.systemd_template,
+            DEFAULT_SYSTEMD_TEMPLATE,
+        ),
+    };
+    Ok(match own {
+        Some(path) => (path.clone(), read_template(app, key, path)?),
+        None => (
+            format!("built-in {}", deploy.process_manager.config_file()),
+            default.to_string(),
+        ),
+    })
+}
+
+/// (name, source, path inside the release) of each of deploy.extra_templates.
+fn extra_templates(app: &App, deploy: &Deploy) -> Result<Vec<(String, String, String)>> {
+    let mut extra_templates = Vec::new();
+    for (local, remote) in &deploy.extra_templates {
+        let source = read_template(app, "deploy.extra_templates", local)?;
+        check_relative("deploy.extra_templates", remote)?;
+        extra_templates.push((local.clone(), source, remote.clone()));
+    }
+    Ok(extra_templates)
+}
+
+/// deploy.shared_dirs, checked, as the release links them: `PATH`, or
+/// `NAME=PATH` when the name under shared/ is not the path.
+fn shared_dirs(deploy: &Deploy) -> Result<Vec<String>> {
+    let mut shared_dirs = Vec::new();
+    for (name, path) in deploy.shared_dirs.pairs() {
+        // A path may be written from the release's own directory.
+        let path = path
+            .strip_prefix("{{ release_dir }}/")
+            .unwrap_or(&path)
+            .to_string();
+        check_relative("deploy.shared_dirs", &name)?;
+        check_relative(&format!("deploy.shared_dirs.{name}"), &path)?;
+        if name.contains(['=', '*']) {
+            bad_input!("deploy.shared_dirs: {name:?}: a name under shared/ holds no `=` or `*`");
+        }
+        shared_dirs.push(if name == path {
+            path
+        } else {
+            format!("{name}={path}")
+        });
+    }
+    Ok(shared_dirs)
+}
+
+/// A `--batch` or `--max-fail` value given on the command line, else the configured one.
+fn parse_count(flag: &str, value: Option<&str>, default: CountOrPercent) -> Result<CountOrPercent> {
+    match value {
+        Some(text) => text
+            .parse::<CountOrPercent>()
+            .map_err(|e| anyhow::Error::new(BadInput(format!("{flag}: {e}")))),
+        None => Ok(default),
+    }
+}
+
+/// Every secret's value, each one masked in the output from now on.
+fn read_secrets(app: &App, deploy: &Deploy) -> Result<BTreeMap<String, String>> {
+    let mut secrets = BTreeMap::new();
+    for (name, source) in &deploy.secrets {
+        let value = read_secret(app, name, source)?;
+        app.ui.add_secret(&value);
+        secrets.insert(name.clone(), value);
+    }
+    Ok(secrets)
+}
+
+/// Renders the templates and deploy.env once with placeholder host values: a
+/// broken template or a missing port is a configuration error, found before
+/// connecting.
+fn check_rendering(app: &App, plan: &Plan) -> Result<()> {
     for (name, source) in plan.templates() {
         let template_env = template_env();
         let template = template_env
@@ -241,19 +290,7 @@ fn plan_with(app: &App, request: &Request<'_>, resolve: bool) -> Result<Plan> {
             });
         }
     }
-    let mut plan = plan;
-    if resolve {
-        plan.version = resolve_version(
-            &plan.index_url,
-            &plan.project,
-            request.version,
-            app.index_timeout(),
-        )?;
-    } else if request.version != "latest" && crate::version::parse_version(request.version).is_err()
-    {
-        bad_input!("bad version {:?}", request.version);
-    }
-    Ok(plan)
+    Ok(())
 }
 
 /// `latest` (the highest version built from the default branch), or an exact
@@ -622,61 +659,4 @@ impl Plan {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn profiles_that_would_change_supervisord_config_are_refused() {
-        assert!(check_profile("prod").is_ok());
-        assert!(check_profile("$(touch x) `y` 'z' & |").is_ok());
-        for bad in ["", "a\nb", "a\"b", "100%", "a\\b", "a ;b", "a#b"] {
-            assert!(check_profile(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn essay_templates_render_unchanged_syntax() {
-        let essay = "[program:{{ project }}]\ncommand={{ venv_dir}}/bin/{{ project }} --profile={{ profile }}\nprocess_name=%(program_name)s_%(process_num)d\nnumprocs={{ process_count }}\n";
-        let out = template_env()
-            .render_str(
-                essay,
-                json!({"project": "p", "venv_dir": "/v/current", "profile": "test", "process_count": 2}),
-            )
-            .unwrap();
-        assert_eq!(
-            out,
-            "[program:p]\ncommand=/v/current/bin/p --profile=test\nprocess_name=%(program_name)s_%(process_num)d\nnumprocs=2\n"
-        );
-    }
-
-    #[test]
-    fn the_built_in_unit_runs_system_units_as_the_deploy_user() {
-        let render = |scope: &str| {
-            template_env()
-                .render_str(
-                    DEFAULT_SYSTEMD_TEMPLATE,
-                    json!({"project": "p", "virtualenv_name": "a", "host": "h", "unit": "p-a",
-                           "process_count": 2, "venv_dir": "/v/current", "port": "880",
-                           "systemd_scope": scope, "user": "deploy"}),
-                )
-                .unwrap()
-        };
-        let system = render("system");
-        assert!(system.contains("Type=exec\n# A system unit"), "{system}");
-        assert!(system.contains("\nUser=deploy\nExecStart="), "{system}");
-        assert!(system.ends_with("WantedBy=multi-user.target\n"), "{system}");
-        let user = render("user");
-        assert!(!user.contains("User="), "{user}");
-        assert!(user.contains("Type=exec\nExecStart="), "{user}");
-        assert!(user.contains("journalctl --user -u p-a@N."), "{user}");
-        assert!(user.ends_with("WantedBy=default.target\n"), "{user}");
-    }
-
-    #[test]
-    fn relative_paths_stay_inside_the_release() {
-        assert!(check_relative("k", "var/app-instance").is_ok());
-        for bad in ["", "/etc", "../x", "a/../../b", "./a", "a\nb"] {
-            assert!(check_relative("k", bad).is_err(), "{bad:?}");
-        }
-    }
-}
+mod tests;

@@ -16,6 +16,7 @@ use crate::app::App;
 use crate::bad_input;
 use crate::cli::RollbackArgs;
 use crate::fleet::{Failure, Fleet, HostCtx, HostOutcome, Report};
+use crate::venv::Venv;
 
 /// `es rollback`.
 pub fn rollback(app: &App, args: &RollbackArgs) -> Result<bool> {
@@ -40,74 +41,12 @@ pub fn rollback(app: &App, args: &RollbackArgs) -> Result<bool> {
         ..sub_fleet(&all, &labels, false)
     };
     let title = format!("rollback {project} in venv {}", venv.name);
-    let mut owner = deployer.clone();
-    owner["version"] = json!(args.to.clone().unwrap_or_else(|| "previous".into()));
-    owner["since"] = json!(crate::clock::now_utc());
-    let locks = lock::acquire(
-        &fleet,
-        &lock::Request {
-            dir: &venv.dir,
-            owner: owner.to_string(),
-            force: args.force,
-            wait: args.lock_wait.map(Duration::from_secs),
-        },
-    );
-    let mut ours: HashMap<String, (Facts, Option<Release>)> = HashMap::new();
-    let mut refused = Vec::new();
-    for outcome in locks.outcomes {
-        match outcome.result {
-            Ok(facts) if lock::taken(&facts) => {
-                let target = target_of(&facts, args.to.as_deref());
-                ours.insert(outcome.host, (facts, target));
-            }
-            Ok(facts) => {
-                let holder = lock::describe(&facts, &outcome.host, &venv.name);
-                refused.push((outcome.host, format!("locked by {holder}")));
-            }
-            Err(failure) => refused.push((outcome.host, failure.error)),
-        }
-    }
-    let why = match (&args.to, refused.is_empty()) {
-        (_, false) => Some(format!(
-            "venv {} is locked: nothing was rolled back",
-            venv.name
-        )),
-        // Kept nowhere: each host says so (and its ledger records it) below.
-        (Some(to), true)
-            if ours.values().any(|(_, t)| t.is_none())
-                && ours.values().any(|(_, t)| t.is_some()) =>
-        {
-            Some(kept_where(to, &labels, &ours))
-        }
-        _ => None,
-    };
-    if let Some(why) = why {
-        let ours_labels: Vec<String> = ours.keys().cloned().collect();
-        let deploy_id = deployer["deploy_id"].as_str().unwrap_or_default();
-        let released = sub_fleet(&fleet, &ours_labels, true).run(|ctx| {
-            let root = ours[ctx.host()].0.root.clone().unwrap_or_default();
-            host::finish(ctx, &root, u32::MAX, deploy_id, None, &[])
-        });
-        let report = Report {
-            outcomes: labels
-                .iter()
-                .map(|label| HostOutcome {
-                    host: label.clone(),
-                    elapsed: Duration::ZERO,
-                    result: Err::<(), _>(Failure {
-                        step: "lock".into(),
-                        error: refused
-                            .iter()
-                            .find(|(h, _)| h == label)
-                            .map(|(_, e)| e.clone())
-                            .unwrap_or_else(|| "not rolled back".into()),
-                        kind: crate::failure::FailureKind::Locked,
-                    }),
-                })
-                .collect(),
-            elapsed: released.elapsed,
-        };
-        report.print_summary(&app.ui, &title);
+    let locks = Locks::take(&fleet, &venv, args, &deployer);
+    if let Some(why) = locks.refusal(&venv.name, args.to.as_deref(), &labels) {
+        let released = locks.release(&fleet, &deployer);
+        locks
+            .refused_report(&labels, released.elapsed)
+            .print_summary(&app.ui, &title);
         app.ui.note(&format!("es: {why}"));
         if !released.all_ok() {
             app.ui.note("es: a lock taken may remain (see above)");
@@ -116,12 +55,112 @@ pub fn rollback(app: &App, args: &RollbackArgs) -> Result<bool> {
     }
     let deadline = guard::Deadline::of(&config.deploy.health, config.deploy.process_count);
     let report = fleet.run(|ctx| {
-        let (facts, target) = ours.get(ctx.host()).cloned().unwrap_or_default();
+        let (facts, target) = locks.ours.get(ctx.host()).cloned().unwrap_or_default();
         let to = args.to.as_deref();
         rollback_host(ctx, &spec, &deployer, &facts, (target, to), deadline)
     });
     report.print_summary(&app.ui, &title);
     Ok(report.all_ok())
+}
+
+/// The venv's locks as a rollback takes them, on every host first.
+struct Locks {
+    /// The hosts locked for this rollback: each one's facts and the release
+    /// it goes back to (none when it keeps none).
+    ours: HashMap<String, (Facts, Option<Release>)>,
+    /// (host, why) of the hosts not locked: another holds the lock, or the
+    /// host failed.
+    refused: Vec<(String, String)>,
+}
+
+impl Locks {
+    /// Takes the venv's lock on every host of `fleet`, as `deployer` going
+    /// back to `--to` (or the previous release).
+    fn take(fleet: &Fleet<'_>, venv: &Venv, args: &RollbackArgs, deployer: &Value) -> Locks {
+        let mut owner = deployer.clone();
+        owner["version"] = json!(args.to.clone().unwrap_or_else(|| "previous".into()));
+        owner["since"] = json!(crate::clock::now_utc());
+        let taken = lock::acquire(
+            fleet,
+            &lock::Request {
+                dir: &venv.dir,
+                owner: owner.to_string(),
+                force: args.force,
+                wait: args.lock_wait.map(Duration::from_secs),
+            },
+        );
+        let mut locks = Locks {
+            ours: HashMap::new(),
+            refused: Vec::new(),
+        };
+        for outcome in taken.outcomes {
+            match outcome.result {
+                Ok(facts) if lock::taken(&facts) => {
+                    let target = target_of(&facts, args.to.as_deref());
+                    locks.ours.insert(outcome.host, (facts, target));
+                }
+                Ok(facts) => {
+                    let holder = lock::describe(&facts, &outcome.host, &venv.name);
+                    locks
+                        .refused
+                        .push((outcome.host, format!("locked by {holder}")));
+                }
+                Err(failure) => locks.refused.push((outcome.host, failure.error)),
+            }
+        }
+        locks
+    }
+
+    /// Why nothing is rolled back, if so: a host was not locked, or the
+    /// version `to` is kept on some hosts only.
+    fn refusal(&self, venv: &str, to: Option<&str>, labels: &[String]) -> Option<String> {
+        let ours = &self.ours;
+        match (to, self.refused.is_empty()) {
+            (_, false) => Some(format!("venv {venv} is locked: nothing was rolled back")),
+            // Kept nowhere: each host says so (and its ledger records it) below.
+            (Some(to), true)
+                if ours.values().any(|(_, t)| t.is_none())
+                    && ours.values().any(|(_, t)| t.is_some()) =>
+            {
+                Some(kept_where(to, labels, ours))
+            }
+            _ => None,
+        }
+    }
+
+    /// Releases the locks taken, writing no ledger.
+    fn release(&self, fleet: &Fleet<'_>, deployer: &Value) -> Report<host::Finished> {
+        let ours_labels: Vec<String> = self.ours.keys().cloned().collect();
+        let deploy_id = deployer["deploy_id"].as_str().unwrap_or_default();
+        sub_fleet(fleet, &ours_labels, true).run(|ctx| {
+            let root = self.ours[ctx.host()].0.root.clone().unwrap_or_default();
+            host::finish(ctx, &root, u32::MAX, deploy_id, None, &[])
+        })
+    }
+
+    /// Every host failed at `lock`, with why it was refused or "not rolled back".
+    fn refused_report(&self, labels: &[String], elapsed: Duration) -> Report<()> {
+        Report {
+            outcomes: labels
+                .iter()
+                .map(|label| HostOutcome {
+                    host: label.clone(),
+                    elapsed: Duration::ZERO,
+                    result: Err::<(), _>(Failure {
+                        step: "lock".into(),
+                        error: self
+                            .refused
+                            .iter()
+                            .find(|(h, _)| h == label)
+                            .map(|(_, e)| e.clone())
+                            .unwrap_or_else(|| "not rolled back".into()),
+                        kind: crate::failure::FailureKind::Locked,
+                    }),
+                })
+                .collect(),
+            elapsed,
+        }
+    }
 }
 
 /// The release a host goes back to: the named version's, else the previous.

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use super::host::{self, Facts, LockMode};
 use crate::app::App;
 use crate::cli::VenvArg;
-use crate::fleet::HostCtx;
+use crate::fleet::{HostCtx, Report};
 use crate::ui::Mode;
 use crate::venv::Venv;
 
@@ -77,57 +77,95 @@ pub fn status(app: &App, args: &VenvArg) -> Result<bool> {
     let (venv, spec) = venv_and_spec(app, args)?;
     let fleet = app.fleet(false)?;
     let report = fleet.run(|ctx| status_row(ctx, &venv, &spec));
-    let mut rows = Vec::new();
-    let mut problems = Vec::new();
-    // Said, not a problem: maintenance is on on purpose.
-    let mut notes = Vec::new();
-    let mut versions = std::collections::BTreeSet::new();
-    for outcome in &report.outcomes {
-        match &outcome.result {
-            Ok(row) => {
-                let mut row = row.clone();
-                row["host"] = json!(outcome.host);
-                versions.insert(row["version"].as_str().unwrap_or("none").to_string());
-                if row["healthy"] != true {
-                    problems.push(format!("{} is not healthy", outcome.host));
-                }
-                for process in row["processes"].as_array().into_iter().flatten() {
-                    if let Some(holder) = process["holder"].as_str() {
-                        problems.push(format!("{}: {holder}", outcome.host));
-                    }
-                }
-                if let Some(lock) = row["lock"].as_str() {
-                    problems.push(format!("{} is locked by {lock}", outcome.host));
-                }
-                if let Some(record) = row["maintenance"].as_str() {
-                    notes.push(format!("{} is in maintenance, {record}", outcome.host));
-                }
-                rows.push(row);
-            }
-            Err(failure) => {
-                problems.push(format!("{}: {}", outcome.host, failure.error));
-                rows.push(json!({"host": outcome.host, "error": failure.error}));
-            }
-        }
-    }
-    if versions.len() > 1 {
-        problems.push(format!(
-            "hosts run different versions: {}",
-            versions.into_iter().collect::<Vec<_>>().join(", ")
-        ));
-    }
+    let findings = Findings::of(&report);
+    let problems = &findings.problems;
     if app.ui.mode == Mode::Json {
-        for row in &rows {
+        for row in &findings.rows {
             app.ui.json(json!({"event": "status", "row": row}));
         }
         app.ui.json(json!({"event": "summary", "command": "status", "ok": problems.is_empty(), "problems": problems}));
         return Ok(problems.is_empty());
     }
+    app.ui.table(&status_table(&findings.rows, &venv.name));
+    for line in findings.notes.iter().chain(problems) {
+        app.ui.note(&format!("es: {line}"));
+    }
+    Ok(problems.is_empty())
+}
+
+/// What `es status` found on the fleet.
+struct Findings {
+    /// Each host's row (`host` added), or its `error`.
+    rows: Vec<Value>,
+    /// What makes the status fail: an unhealthy, locked or unreachable host,
+    /// a port held by another process, hosts on different versions.
+    problems: Vec<String>,
+    /// Said, not a problem: maintenance is on on purpose.
+    notes: Vec<String>,
+}
+
+impl Findings {
+    fn of(report: &Report<Value>) -> Findings {
+        let mut findings = Findings {
+            rows: Vec::new(),
+            problems: Vec::new(),
+            notes: Vec::new(),
+        };
+        let mut versions = std::collections::BTreeSet::new();
+        for outcome in &report.outcomes {
+            match &outcome.result {
+                Ok(row) => {
+                    let mut row = row.clone();
+                    row["host"] = json!(outcome.host);
+                    versions.insert(row["version"].as_str().unwrap_or("none").to_string());
+                    findings.judge(&outcome.host, &row);
+                    findings.rows.push(row);
+                }
+                Err(failure) => {
+                    let problem = format!("{}: {}", outcome.host, failure.error);
+                    findings.problems.push(problem);
+                    let row = json!({"host": outcome.host, "error": failure.error});
+                    findings.rows.push(row);
+                }
+            }
+        }
+        if versions.len() > 1 {
+            findings.problems.push(format!(
+                "hosts run different versions: {}",
+                versions.into_iter().collect::<Vec<_>>().join(", ")
+            ));
+        }
+        findings
+    }
+
+    /// The problems and notes of one reachable host's row.
+    fn judge(&mut self, host: &str, row: &Value) {
+        if row["healthy"] != true {
+            self.problems.push(format!("{host} is not healthy"));
+        }
+        for process in row["processes"].as_array().into_iter().flatten() {
+            if let Some(holder) = process["holder"].as_str() {
+                self.problems.push(format!("{host}: {holder}"));
+            }
+        }
+        if let Some(lock) = row["lock"].as_str() {
+            self.problems.push(format!("{host} is locked by {lock}"));
+        }
+        if let Some(record) = row["maintenance"].as_str() {
+            self.notes
+                .push(format!("{host} is in maintenance, {record}"));
+        }
+    }
+}
+
+/// The table of `es status`: a header, then a line per host (`venv` names
+/// the venv of a host that could not be reached).
+fn status_table(rows: &[Value], venv: &str) -> Vec<Vec<String>> {
     let header = [
         "HOST", "VENV", "VERSION", "HEALTH", "PROGRAMS", "DEPLOYED", "BY", "COMMIT", "LOCK",
     ];
     let mut table: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
-    for row in &rows {
+    for row in rows {
         let get = |k: &str| {
             row[k]
                 .as_str()
@@ -137,7 +175,7 @@ pub fn status(app: &App, args: &VenvArg) -> Result<bool> {
         if let Some(error) = row["error"].as_str() {
             table.push(vec![
                 get("host"),
-                venv.name.clone(),
+                venv.to_string(),
                 "?".into(),
                 format!("unreachable: {error}"),
             ]);
@@ -160,11 +198,7 @@ pub fn status(app: &App, args: &VenvArg) -> Result<bool> {
             get("lock"),
         ]);
     }
-    app.ui.table(&table);
-    for line in notes.iter().chain(&problems) {
-        app.ui.note(&format!("es: {line}"));
-    }
-    Ok(problems.is_empty())
+    table
 }
 
 /// `es releases [VENV]`.
