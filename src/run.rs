@@ -5,14 +5,13 @@ use serde_json::json;
 
 use crate::app::App;
 use crate::cli::RunArgs;
-use crate::quote::quote;
 
 /// Runs the command everywhere; true when it succeeded on every host.
 pub fn run(app: &App, args: &RunArgs) -> Result<bool> {
     // The words after `--` are shell code, joined with spaces as ssh(1) does.
     let script = args.command.join(" ");
     let command = if args.sudo {
-        format!("sudo -n -- sh -c {}", quote(&script))
+        crate::remote::as_root(&script)
     } else {
         script
     };

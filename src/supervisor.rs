@@ -8,22 +8,17 @@ use crate::bad_input;
 use crate::cli::SupervisorArgs;
 use crate::config::{ProcessManager, SystemdScope};
 use crate::fleet::HostCtx;
-use crate::quote::quote;
+use crate::remote::Arg;
 use crate::venv::Venv;
 
 /// `VENV/.es/tools/bin/supervisorctl -c VENV/etc/supervisord.conf ARGS...`
 /// (supervisor lives in the venv's tools venv, beside the releases).
 pub fn supervisorctl(venv: &Venv, args: &[&str]) -> String {
-    let mut line = format!(
-        "{} -c {}",
-        venv.path(".es/tools/bin/supervisorctl"),
-        venv.path("etc/supervisord.conf")
-    );
-    for arg in args {
-        line.push(' ');
-        line.push_str(&quote(arg));
-    }
-    line
+    let ctl = format!("{}/.es/tools/bin/supervisorctl", venv.dir);
+    let conf = format!("{}/etc/supervisord.conf", venv.dir);
+    let mut words = vec![Arg::Path(&ctl), Arg::Value("-c"), Arg::Path(&conf)];
+    words.extend(args.iter().map(|a| Arg::Value(a)));
+    crate::remote::program(&words)
 }
 
 /// supervisord.py ACTION for the venv, with the deploy's health settings so
@@ -331,5 +326,24 @@ mod tests {
         assert!(parse("restart", &["b"]).is_err());
         assert!(parse("stop", &[]).is_err());
         assert!(parse("explode", &[]).is_err());
+    }
+
+    #[test]
+    fn supervisorctl_quotes_every_word_and_leaves_the_home_to_the_shell() {
+        let venv = Venv {
+            name: "a".into(),
+            dir: "~/it's app/a".into(),
+        };
+        let line = supervisorctl(&venv, &["status", "x $(y)"]);
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("printf '%s\\n' {line}"))
+            .env("HOME", "/h")
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "/h/it's app/a/.es/tools/bin/supervisorctl\n-c\n/h/it's app/a/etc/supervisord.conf\nstatus\nx $(y)\n"
+        );
     }
 }

@@ -9,8 +9,9 @@ use super::plan::{Placement, Plan, Rendered};
 use crate::config::ProcessManager;
 use crate::failure::{FailureKind, Kinded};
 use crate::fleet::HostCtx;
-use crate::quote::quote;
-use crate::remote::{Arg, Script, FACTS, FINISH, HOOK, STAGE, SUPERVISORD, SYSTEMD, TOOLS};
+use crate::remote::{
+    Arg, Script, FACTS, FINISH, HOOK, STAGE, STAGING, SUPERVISORD, SYSTEMD, TOOLS,
+};
 
 /// A release kept on a host.
 #[derive(Debug, Clone)]
@@ -289,19 +290,13 @@ fn clear_staging(
             dirs.push(parent.to_string());
         }
     }
-    let mkdirs: Vec<String> = dirs.iter().map(|d| quote(d).into_owned()).collect();
-    let mut prepare = format!(
-        "set -e\nrm -rf {}\nmkdir -p {}\n",
-        quote(staging),
-        mkdirs.join(" ")
-    );
-    if plan.force {
-        prepare.push_str(&format!(
-            "rm -rf {}\n",
-            quote(&format!("{root}/releases/{}", rendered.id))
-        ));
-    }
-    ctx.check(&prepare)?;
+    let release = match plan.force {
+        true => format!("{root}/releases/{}", rendered.id),
+        false => String::new(),
+    };
+    let mut args = vec![Arg::Value(staging), Arg::Value(&release)];
+    args.extend(dirs.iter().map(|d| Arg::Value(d)));
+    ctx.check(&STAGING.shell(&args))?;
     Ok(())
 }
 
@@ -505,16 +500,13 @@ pub fn run_pre_hooks(ctx: &mut HostCtx<'_>, plan: &Plan, root: &str, facts: &Fac
         Some(id) => format!("{root}/releases/{id}"),
         None => root.to_string(),
     };
-    let exports: String = [
+    let exports = crate::remote::exports([
         ("ES_VERSION", plan.version.as_str()),
         ("ES_VENV", plan.venv.name.as_str()),
         ("ES_PROFILE", plan.profile.as_str()),
         ("ES_HOST", ctx.host()),
         ("ES_PROJECT", plan.project.as_str()),
-    ]
-    .iter()
-    .map(|(k, v)| format!("export {k}={}\n", quote(v)))
-    .collect();
+    ]);
     let hooks: Vec<String> = plan
         .pre_hooks
         .iter()

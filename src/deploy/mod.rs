@@ -44,6 +44,7 @@ use crate::bad_input;
 use crate::cli::{BuildArgs, DeployArgs, QuickdeployArgs};
 use crate::config::HooksOn;
 use crate::fleet::{Fleet, HostCtx};
+use crate::remote::{Arg, DRY_RUN};
 use finish::{finish_host, print_rollout_summary};
 pub use host::manager_script;
 use host::{Facts, LockMode};
@@ -454,11 +455,9 @@ fn current_process_config(ctx: &mut HostCtx<'_>, plan: &Plan, facts: &Facts) -> 
     let conf_file = plan.process_manager.config_file();
     Ok(match &facts.root {
         Some(r) => {
-            ctx.exec(&format!(
-                "cat {} 2>/dev/null",
-                crate::quote::quote(&format!("{r}/etc/{conf_file}"))
-            ))?
-            .stdout
+            let file = format!("{r}/etc/{conf_file}");
+            ctx.exec(&DRY_RUN.shell(&[Arg::Value("config"), Arg::Value(&file)]))?
+                .stdout
         }
         None => String::new(),
     })
@@ -560,22 +559,18 @@ fn resolve_on_host(ctx: &mut HostCtx<'_>, plan: &Plan, facts: &Facts) -> Result<
     ctx.conn.upload(index.as_bytes(), &env_path, 0o600)?;
     // The project, and what deploy.requirements installs beside it.
     let mut requirement = format!("{}=={}", plan.project, plan.version);
-    let reqs: Vec<String> = std::iter::once(requirement.as_str())
-        .chain(plan.requirements.iter().map(String::as_str))
-        .map(|r| crate::quote::quote(r).into_owned())
-        .collect();
+    let uv = format!("{root}/.es/tools/bin/uv");
+    let mut args = vec![
+        Arg::Value("compile"),
+        Arg::Value(&env_path),
+        Arg::Value(&uv),
+        Arg::Value(&requirement),
+    ];
+    args.extend(plan.requirements.iter().map(|r| Arg::Value(r)));
+    let out = ctx.exec(&DRY_RUN.shell(&args))?;
     if !plan.requirements.is_empty() {
         requirement = format!("{requirement} with {}", plan.requirements.join(", "));
     }
-    let script = format!(
-        "set -a; . {env}; set +a; rm -f {env}\n\
-         [ -x {uv} ] || {{ echo es-no-uv; exit 0; }}\n\
-         printf '%s\\n' {req} | UV_INDEX_URL=\"$ES_INDEX_URL\" {uv} pip compile -q --no-header --python python3 - 2>&1",
-        env = crate::quote::quote(&env_path),
-        req = reqs.join(" "),
-        uv = crate::quote::quote(&format!("{root}/.es/tools/bin/uv")),
-    );
-    let out = ctx.exec(&script)?;
     if out.stdout.contains("es-no-uv") {
         Ok("(the dependencies are resolved at staging: installer = \"pip\")\n".into())
     } else if out.success() {

@@ -97,6 +97,17 @@ pub const PROBE: Script = Script {
     source: include_str!("probe.sh"),
 };
 
+/// What a dry run reads on a host: the running process configuration, the
+/// pins uv resolves.
+pub const DRY_RUN: Script = Script {
+    source: include_str!("dry_run.sh"),
+};
+
+/// Empties and makes a release's staging directory.
+pub const STAGING: Script = Script {
+    source: include_str!("staging.sh"),
+};
+
 /// Puts a venv's nginx site into maintenance and takes it out again.
 pub const MAINTENANCE: Script = Script {
     source: include_str!("maintenance.sh"),
@@ -143,6 +154,23 @@ fn render(args: &[Arg<'_>]) -> String {
             Arg::Value(v) => format!(" {}", quote(v)),
             Arg::Path(p) => format!(" {}", quote_path(p)),
         })
+        .collect()
+}
+
+/// `PROGRAM ARGS...` (the first argument is the program), every word quoted.
+pub fn program(args: &[Arg<'_>]) -> String {
+    render(args).trim_start().to_string()
+}
+
+/// `sudo -n -- sh -c SCRIPT`: shell code run as root (`es run --sudo`).
+pub fn as_root(script: &str) -> String {
+    format!("sudo -n -- sh -c {}", quote(script))
+}
+
+/// `export KEY='value'` lines, to put before a shell command (hooks).
+pub fn exports<'a>(vars: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    vars.into_iter()
+        .map(|(k, v)| format!("export {k}={}\n", quote(v)))
         .collect()
 }
 

@@ -557,3 +557,90 @@ fn hook_runs_in_its_release_and_ends_when_timed_out_or_its_stdin_closes() {
         assert!(!left, "{pattern} still runs");
     }
 }
+
+#[test]
+fn staging_empties_and_makes_its_directories_and_removes_a_forced_release() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("it's $(v)");
+    let staging = root.join(".es/staging");
+    let release = root.join("releases/1.0-a");
+    std::fs::create_dir_all(staging.join("old")).unwrap();
+    std::fs::create_dir_all(&release).unwrap();
+    let extra = staging.join("extra/etc/app");
+    let run = |release: &str| {
+        let line = STAGING.shell(&[
+            Arg::Value(staging.to_str().unwrap()),
+            Arg::Value(release),
+            Arg::Value(extra.to_str().unwrap()),
+        ]);
+        sh(&line)
+    };
+    assert_eq!(run("").2, 0);
+    assert!(!staging.join("old").exists() && extra.is_dir());
+    assert!(release.exists(), "kept without --force");
+    assert_eq!(run(release.to_str().unwrap()).2, 0);
+    assert!(!release.exists(), "removed with --force");
+}
+
+#[test]
+fn dry_run_reads_the_running_config_and_compiles_with_the_tools_uv() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("supervisord.conf");
+    let run = |args: &[&str]| {
+        let args: Vec<Arg<'_>> = args.iter().map(|a| Arg::Value(a)).collect();
+        sh(&DRY_RUN.shell(&args))
+    };
+    assert_eq!(
+        run(&["config", conf.to_str().unwrap()]),
+        (String::new(), String::new(), 0)
+    );
+    std::fs::write(&conf, "[program:x]\n").unwrap();
+    assert_eq!(run(&["config", conf.to_str().unwrap()]).0, "[program:x]\n");
+
+    // A stand-in uv printing what it was asked and the index it was given.
+    let uv = dir.path().join("uv");
+    std::fs::write(
+        &uv,
+        "#!/bin/sh\necho \"args: $*\"\necho \"index: $UV_INDEX_URL\"\ncat\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&uv, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let env = dir.path().join("index.env");
+    let write_env =
+        || std::fs::write(&env, env_file([("ES_INDEX_URL", "http://u:p@idx/simple/")])).unwrap();
+    write_env();
+    let (out, _, code) = run(&[
+        "compile",
+        env.to_str().unwrap(),
+        uv.to_str().unwrap(),
+        "app==1.0",
+        "gunicorn[gevent]>=21; python_version > '3'",
+    ]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        out,
+        "args: pip compile -q --no-header --python python3 -\n\
+         index: http://u:p@idx/simple/\n\
+         app==1.0\n\
+         gunicorn[gevent]>=21; python_version > '3'\n"
+    );
+    assert!(!env.exists(), "the index file is removed");
+    write_env();
+    let missing = dir.path().join("no-uv");
+    let (out, _, _) = run(&[
+        "compile",
+        env.to_str().unwrap(),
+        missing.to_str().unwrap(),
+        "app==1.0",
+    ]);
+    assert_eq!(out, "es-no-uv\n");
+}
+
+#[test]
+fn exports_quote_every_value() {
+    let text = exports([("ES_HOST", "h"), ("ES_PROFILE", "it's $(x)")]);
+    let (out, _, _) = sh(&format!(
+        "{text}printf '%s|%s' \"$ES_HOST\" \"$ES_PROFILE\""
+    ));
+    assert_eq!(out, "h|it's $(x)");
+}
