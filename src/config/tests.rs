@@ -1,4 +1,5 @@
-//! Tests of reading and checking `deploy.toml`.
+//! Tests of reading and checking `deploy.toml`: compiled only for tests
+//! (`#[cfg(test)] mod tests;` in mod.rs).
 
 use super::locate::key_at;
 use super::*;

@@ -1,4 +1,5 @@
-//! Tests of the index client, page parsing, uploads and credentials.
+//! Tests of the index client, page parsing, uploads and credentials:
+//! compiled only for tests (`#[cfg(test)] mod tests;` in index.rs).
 
 use sha2::Digest;
 

@@ -1,5 +1,6 @@
 //! The guard's steps (guard.sh) and nginx's script (nginx.sh) run against
-//! `local`, without the test bed.
+//! `local`, without the test bed: compiled only for tests
+//! (`#[cfg(test)] mod guard_nginx_tests;` in mod.rs).
 
 use super::tests::sh;
 use super::*;

@@ -1,4 +1,5 @@
-//! Tests of the templates, their rendering, and the checks of names.
+//! Tests of the templates, their rendering, and the checks of names:
+//! compiled only for tests (`#[cfg(test)] mod tests;` in mod.rs).
 
 use super::init::setup_py_name;
 use super::*;

@@ -1,4 +1,5 @@
-//! The plan's pure parts: templates, process specs, names.
+//! The plan's pure parts: templates, process specs, names; compiled only
+//! for tests (`#[cfg(test)] mod tests;` in plan.rs).
 
 use super::*;
 
